@@ -1,0 +1,549 @@
+//! The command line: flags, progress display, tables, JSON output, exit
+//! codes (0 ok, 1 run failed, 2 usage or spec error).
+//!
+//! Invariant: with `--json`, stdout carries exactly one JSON document.
+//! Boundary: the only module that knows flags and terminal output.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::run::{self, Event, Observer, RunId, RunStatus, RunSummary, StepReport, StepStatus};
+use crate::spec;
+use crate::store::{Digest, Store};
+
+/// Exit code of a run that failed.
+pub const EXIT_RUN_FAILED: u8 = 1;
+/// Exit code of a usage or spec error.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "Reproducible ML pipelines of sandboxed WebAssembly steps")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct HomeArg {
+    /// Engine home: store, cache, runs (default: $SLUICE_HOME or ./.sluice).
+    #[arg(long, env = "SLUICE_HOME", default_value = ".sluice")]
+    home: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a pipeline spec.
+    Run {
+        /// The pipeline spec (TOML).
+        pipeline: PathBuf,
+        #[command(flatten)]
+        home: HomeArg,
+        /// Overrides a pipeline param (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Executes every step even when the cache has its result.
+        #[arg(long)]
+        no_cache: bool,
+        /// Steps in flight at most (default: number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Prints one JSON document with the run's result.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks a pipeline spec without running it.
+    Validate {
+        /// The pipeline spec (TOML).
+        pipeline: PathBuf,
+        /// Overrides a pipeline param (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Prints the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows a finished run.
+    Show {
+        /// The run id.
+        run_id: String,
+        #[command(flatten)]
+        home: HomeArg,
+        /// Prints the run's JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists runs, newest first.
+    Runs {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Prints JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prints a step's captured stdout (or stderr), control characters escaped.
+    Logs {
+        /// The run id.
+        run_id: String,
+        /// The step.
+        step: String,
+        #[command(flatten)]
+        home: HomeArg,
+        /// Shows stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+    },
+    /// Artifacts in the store.
+    Artifact {
+        #[command(subcommand)]
+        command: ArtifactCommand,
+    },
+    /// Scaffolds new things.
+    New {
+        #[command(subcommand)]
+        command: NewCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ArtifactCommand {
+    /// Writes an artifact's bytes to stdout, after verifying them.
+    Cat {
+        /// `sha256:<hex>`.
+        digest: String,
+        #[command(flatten)]
+        home: HomeArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NewCommand {
+    /// A step crate on the guest SDK, with a pipeline that runs it.
+    Step {
+        /// Crate directory and step name.
+        name: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, found {s:?}")),
+    }
+}
+
+/// Parses the process arguments and runs the command; returns the exit code.
+pub fn run() -> anyhow::Result<u8> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            e.print()?;
+            return Ok(code);
+        }
+    };
+    match cli.command {
+        Command::Run {
+            pipeline,
+            home,
+            params,
+            no_cache,
+            jobs,
+            json,
+        } => cmd_run(&pipeline, &home.home, &params, no_cache, jobs, json),
+        Command::Validate {
+            pipeline,
+            params,
+            json,
+        } => match spec::load(&pipeline, &params) {
+            Ok(p) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"status": "valid", "pipeline": p.name, "steps": p.steps.iter().map(|s| &s.name).collect::<Vec<_>>()})
+                    );
+                } else {
+                    println!("{}: pipeline `{}` is valid ({} steps)", pipeline.display(), p.name, p.steps.len());
+                }
+                Ok(0)
+            }
+            Err(errors) => Ok(report_spec_errors(&errors, json)),
+        },
+        Command::Show { run_id, home, json } => {
+            let id: RunId = run_id.parse()?;
+            let summary = run::load_summary(&home.home, &id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print_summary(&summary);
+            }
+            Ok(0)
+        }
+        Command::Runs { home, json } => cmd_runs(&home.home, json),
+        Command::Logs {
+            run_id,
+            step,
+            home,
+            stderr,
+        } => {
+            let id: RunId = run_id.parse()?;
+            let summary = run::load_summary(&home.home, &id)?;
+            let Some(report) = summary.steps.iter().find(|s| s.name == step) else {
+                bail!("run `{id}` has no step `{step}`");
+            };
+            let digest = if stderr { report.stderr } else { report.stdout };
+            if let Some(d) = digest {
+                let store = Store::open(&home.home)?;
+                let bytes = store.read_bytes(&d)?;
+                print!("{}", sanitize_log(&bytes));
+            }
+            Ok(0)
+        }
+        Command::Artifact {
+            command: ArtifactCommand::Cat { digest, home },
+        } => {
+            let digest: Digest = digest.parse()?;
+            let store = Store::open(&home.home)?;
+            let mut file = store.open_verified(&digest)?;
+            let mut out = std::io::stdout().lock();
+            std::io::copy(&mut file, &mut out).context("writing to stdout")?;
+            out.flush()?;
+            Ok(0)
+        }
+        Command::New {
+            command: NewCommand::Step { name, dir },
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            crate::scaffold::new_step(&name, &dir)?;
+            println!("created step crate `{name}` in {}", dir.display());
+            println!("run it: sluice run {}", dir.join("pipeline.toml").display());
+            Ok(0)
+        }
+    }
+}
+
+/// Logs are untrusted: escape control characters (ANSI included) per line.
+fn sanitize_log(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, nl) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        for c in body.chars() {
+            if c.is_control() && c != '\t' {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        out.push_str(nl);
+    }
+    out
+}
+
+fn report_spec_errors(errors: &[spec::SpecError], json: bool) -> u8 {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    eprintln!(
+        "error: the spec has {} problem{}; nothing was run",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+    if json {
+        let list: Vec<serde_json::Value> = errors
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "file": e.file.display().to_string(),
+                    "line": e.line,
+                    "column": e.column,
+                    "message": e.message,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({"status": "invalid", "errors": list}));
+    }
+    EXIT_USAGE
+}
+
+fn cmd_run(
+    path: &Path,
+    home: &Path,
+    params: &[(String, String)],
+    no_cache: bool,
+    jobs: Option<usize>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let pipeline = match spec::load(path, params) {
+        Ok(p) => p,
+        Err(errors) => return Ok(report_spec_errors(&errors, json)),
+    };
+    let jobs = match jobs {
+        Some(0) => bail!("--jobs must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    let options = run::Options {
+        home: home.to_path_buf(),
+        no_cache,
+        jobs,
+    };
+    let summary = if json {
+        run::execute(&pipeline, &options, &run::Quiet)?
+    } else {
+        let progress = Progress::new(std::io::stderr().is_terminal());
+        let s = run::execute(&pipeline, &options, &progress)?;
+        progress.done();
+        s
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(match summary.status {
+        RunStatus::Succeeded => 0,
+        RunStatus::Failed => EXIT_RUN_FAILED,
+    })
+}
+
+fn cmd_runs(home: &Path, json: bool) -> anyhow::Result<u8> {
+    let ids = run::list_runs(home)?;
+    let mut rows = Vec::new();
+    for id in ids {
+        let row = match run::load_summary(home, &id) {
+            Ok(s) => serde_json::json!({
+                "run_id": s.run_id,
+                "pipeline": s.pipeline,
+                "status": s.status,
+                "started_at": s.started_at,
+                "wall_ms": s.wall_ms,
+                "steps": s.steps.len(),
+            }),
+            Err(e) => serde_json::json!({"run_id": id, "status": "unknown", "error": e.to_string()}),
+        };
+        rows.push(row);
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(0);
+    }
+    println!("{:<26} {:<16} {:<10} {:<24} {:>9}", "RUN", "PIPELINE", "STATUS", "STARTED", "WALL");
+    for r in rows {
+        println!(
+            "{:<26} {:<16} {:<10} {:<24} {:>9}",
+            r["run_id"].as_str().unwrap_or(""),
+            r["pipeline"].as_str().unwrap_or("?"),
+            r["status"].as_str().unwrap_or("?"),
+            r["started_at"].as_str().unwrap_or("-"),
+            r["wall_ms"].as_u64().map_or("-".to_string(), |ms| format!("{ms} ms")),
+        );
+    }
+    Ok(0)
+}
+
+fn status_word(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Succeeded => "succeeded",
+        StepStatus::Cached => "cached",
+        StepStatus::Failed => "failed",
+        StepStatus::Skipped => "skipped",
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn fuel(n: u64) -> String {
+    match n {
+        0 => "-".to_string(),
+        n if n >= 1_000_000_000 => format!("{:.2} G", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1} M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+/// The per-step resource table and the run's verdict.
+fn print_summary(s: &RunSummary) {
+    println!(
+        "run {}  pipeline {}  {}  {} ms",
+        s.run_id,
+        s.pipeline,
+        match s.status {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "FAILED",
+        },
+        s.wall_ms
+    );
+    println!(
+        "{:<16} {:<10} {:<6} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10}",
+        "STEP", "STATUS", "CACHED", "ATTEMPTS", "WALL ms", "FUEL", "MEM PEAK", "IN", "OUT"
+    );
+    for r in &s.steps {
+        println!(
+            "{:<16} {:<10} {:<6} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            r.name,
+            status_word(r.status),
+            if r.cached { "yes" } else { "no" },
+            r.attempts,
+            r.wall_ms,
+            fuel(r.fuel_used),
+            if r.memory_peak_bytes == 0 { "-".to_string() } else { bytes(r.memory_peak_bytes) },
+            bytes(r.bytes_in),
+            bytes(r.outputs.values().map(|o| o.size).sum()),
+        );
+    }
+    for r in &s.steps {
+        if !r.metrics.is_empty() {
+            let m: Vec<String> = r
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k}={}", format_metric(*v)))
+                .collect();
+            println!("  {}: {}", r.name, m.join("  "));
+        }
+    }
+    for r in &s.steps {
+        if let Some(e) = &r.error {
+            let class = match e.class {
+                crate::sandbox::FailureClass::Step => "step",
+                crate::sandbox::FailureClass::Limit => "limit",
+                crate::sandbox::FailureClass::Engine => "engine",
+            };
+            println!("  {} failed ({class}): {}", r.name, e.message);
+        } else if let Some(reason) = &r.reason {
+            println!("  {} skipped: {reason}", r.name);
+        }
+    }
+}
+
+fn format_metric(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// Live progress on stderr: a spinner with running steps on a terminal,
+/// one line per finished step otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    running: Mutex<Vec<String>>,
+}
+
+impl Progress {
+    fn new(terminal: bool) -> Self {
+        Progress {
+            bar: terminal.then(ProgressBar::hidden),
+            running: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn line(&self, text: String) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn refresh(&self) {
+        if let Some(bar) = &self.bar {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            bar.set_message(format!("running: {}", running.join(", ")));
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::RunStarted { run_id, steps } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar.set_length(steps.len() as u64);
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed} {wide_msg}")
+                            .expect("valid template"),
+                    );
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                }
+                self.line(format!("run {run_id}: {} steps", steps.len()));
+            }
+            Event::StepStarted { step, attempt } => {
+                self.running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(if attempt > 1 { format!("{step} (attempt {attempt})") } else { step.to_string() });
+                self.refresh();
+            }
+            Event::StepRetrying { step, attempt, error } => {
+                self.line(format!("  ↻ {step}: attempt {attempt} failed: {}; retrying", error.message));
+                self.running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|s| !s.starts_with(step));
+                self.refresh();
+            }
+            Event::StepFinished(report) => {
+                self.running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|s| s != &report.name && !s.starts_with(&format!("{} (", report.name)));
+                self.line(finished_line(report));
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                }
+                self.refresh();
+            }
+        }
+    }
+}
+
+fn finished_line(r: &StepReport) -> String {
+    match r.status {
+        StepStatus::Succeeded => format!("  ✓ {:<16} {:>6} ms", r.name, r.wall_ms),
+        StepStatus::Cached => format!("  ◆ {:<16} cached", r.name),
+        StepStatus::Failed => format!(
+            "  ✗ {:<16} {}",
+            r.name,
+            r.error.as_ref().map_or("failed", |e| e.message.as_str())
+        ),
+        StepStatus::Skipped => format!(
+            "  - {:<16} skipped ({})",
+            r.name,
+            r.reason.as_deref().unwrap_or("upstream failed")
+        ),
+    }
+}
+

@@ -1,0 +1,20 @@
+//! The Sluice engine: runs ML pipelines whose steps are WebAssembly
+//! components, with a content-addressed store, a step cache, hard sandbox
+//! limits and a hash-chained run record.
+//!
+//! Start at [`cli::run`] (the `sluice` binary) or, as a library, at
+//! [`spec::load`] → [`run::execute`]. The crate is not the guest SDK (see
+//! `sluice-guest`) and not the WIT host bindings (see `sluice-host-api`).
+//! `ARCHITECTURE.md` at the repository root maps the modules.
+
+pub mod build;
+pub mod cache;
+pub mod cli;
+pub mod limits;
+pub mod record;
+pub mod run;
+pub mod sandbox;
+pub mod scaffold;
+pub mod scheduler;
+pub mod spec;
+pub mod store;

@@ -1,0 +1,929 @@
+//! One run of a validated pipeline: components resolved, sources stored,
+//! steps scheduled through the cache and the sandbox, events recorded,
+//! summary written.
+//!
+//! Invariant: every step of a started run ends with exactly one report
+//! (succeeded, cached, failed or skipped), and the summary and record are
+//! durable before [`execute`] returns.
+//! Boundary: the only module that ties store, cache, sandbox, scheduler
+//! and record together; prints nothing (progress goes to an [`Observer`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sluice_host_api::{ArtifactPort, InputArtifact, NoGpuGrant, OutputSink, PortError, WitError};
+
+use crate::build;
+use crate::cache::{self, Cache, Entry, OutputRef};
+use crate::record::{self, Record};
+use crate::sandbox::{self, AttemptSpec, Failure, FailureClass, Prepared, Sandbox};
+use crate::scheduler::{self, Verdict};
+use crate::spec::{ComponentSource, InputRef, Pipeline};
+use crate::store::{BlobWriter, Digest, Store, StoreError};
+
+/// A run id: `YYYYMMDD-HHMMSS-xxxxxxxx`, sortable by start time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    fn generate() -> RunId {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let ms = record::now_ms();
+        let stamp = record::rfc3339(ms);
+        let mut seed = Vec::new();
+        seed.extend_from_slice(&std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            .to_le_bytes());
+        seed.extend_from_slice(&std::process::id().to_le_bytes());
+        seed.extend_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        let suffix = &Digest::of(&seed).hex()[..8];
+        // 2026-11-26T15:36:31.000Z -> 20261126-153631
+        let compact: String = stamp[..19].chars().filter(|c| c.is_ascii_digit()).collect();
+        RunId(format!("{}-{}-{suffix}", &compact[..8], &compact[8..14]))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Text that cannot be a run id (run ids name directories, so the charset
+/// is strict).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid run id {0:?}: expected letters, digits and `-` only")]
+pub struct BadRunId(String);
+
+impl FromStr for RunId {
+    type Err = BadRunId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(BadRunId(s.chars().take(80).collect()));
+        }
+        Ok(RunId(s.to_string()))
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Every step succeeded or was cached.
+    Succeeded,
+    /// At least one step failed.
+    Failed,
+}
+
+/// How a step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Executed and succeeded.
+    Succeeded,
+    /// Answered from the step cache; nothing executed.
+    Cached,
+    /// Its last attempt failed.
+    Failed,
+    /// Not run because a dependency failed.
+    Skipped,
+}
+
+/// The report of one step, as `sluice run --json` prints it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Step name.
+    pub name: String,
+    /// Final status.
+    pub status: StepStatus,
+    /// Answered from the cache.
+    pub cached: bool,
+    /// Attempts executed (0 when cached or skipped).
+    pub attempts: u32,
+    /// Wall time across attempts, ms.
+    pub wall_ms: u64,
+    /// Fuel consumed by the last attempt.
+    pub fuel_used: u64,
+    /// Peak linear memory of the last attempt, bytes.
+    pub memory_peak_bytes: u64,
+    /// Bytes read from inputs.
+    pub bytes_in: u64,
+    /// Bytes written to outputs.
+    pub bytes_out: u64,
+    /// Outputs by name.
+    pub outputs: BTreeMap<String, OutputRef>,
+    /// Final metric values (a series' last point when no final value was set).
+    pub metrics: BTreeMap<String, f64>,
+    /// Metric series.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub series: BTreeMap<String, Vec<(u64, f64)>>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Why it failed.
+    pub error: Option<Failure>,
+    /// Why it was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The step's component digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<Digest>,
+    /// The step's cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<Digest>,
+    /// Captured stdout blob of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<Digest>,
+    /// Captured stderr blob of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<Digest>,
+    /// Instantiation time of the last attempt, µs.
+    #[serde(default)]
+    pub instantiate_us: u64,
+}
+
+impl StepReport {
+    fn new(name: &str, status: StepStatus) -> Self {
+        StepReport {
+            name: name.to_string(),
+            status,
+            cached: status == StepStatus::Cached,
+            attempts: 0,
+            wall_ms: 0,
+            fuel_used: 0,
+            memory_peak_bytes: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            outputs: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            series: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            error: None,
+            reason: None,
+            component: None,
+            cache_key: None,
+            stdout: None,
+            stderr: None,
+            instantiate_us: 0,
+        }
+    }
+}
+
+/// The summary of a run: what `sluice run --json` and `sluice show` print.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run id.
+    pub run_id: RunId,
+    /// Final status.
+    pub status: RunStatus,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Spec file as given.
+    pub spec_path: String,
+    /// Digest of the spec's bytes (the spec itself is in the store).
+    pub spec_digest: Digest,
+    /// Resolved pipeline params.
+    pub params: BTreeMap<String, String>,
+    /// The run seed.
+    pub seed: u64,
+    /// Start, RFC 3339.
+    pub started_at: String,
+    /// End, RFC 3339.
+    pub finished_at: String,
+    /// Wall time, ms.
+    pub wall_ms: u64,
+    /// Steps in topological order.
+    pub steps: Vec<StepReport>,
+}
+
+/// Progress events for displays.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The run started with these steps.
+    RunStarted {
+        /// Run id.
+        run_id: &'a RunId,
+        /// Step names, topological order.
+        steps: Vec<&'a str>,
+    },
+    /// An attempt started.
+    StepStarted {
+        /// Step.
+        step: &'a str,
+        /// 1-based attempt.
+        attempt: u32,
+    },
+    /// An attempt failed and the step will be retried.
+    StepRetrying {
+        /// Step.
+        step: &'a str,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Why.
+        error: &'a Failure,
+    },
+    /// A step reached its final state.
+    StepFinished(&'a StepReport),
+}
+
+/// Receives [`Event`]s from scheduler threads.
+pub trait Observer: Sync {
+    /// One event.
+    fn event(&self, event: Event<'_>);
+}
+
+/// Ignores every event.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: Event<'_>) {}
+}
+
+/// Run settings from the CLI or the service.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The home directory.
+    pub home: PathBuf,
+    /// Skip cache lookups (results are still cached).
+    pub no_cache: bool,
+    /// Attempts in flight at most.
+    pub jobs: usize,
+}
+
+/// Failures before any step ran.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The home directory is unusable.
+    #[error("home {home}: {source}")]
+    Home {
+        /// The home.
+        home: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A source file could not be stored.
+    #[error("source `{name}` ({path}): {source}")]
+    Source {
+        /// Source name.
+        name: String,
+        /// File.
+        path: PathBuf,
+        /// The cause.
+        source: StoreError,
+    },
+    /// The record could not be written.
+    #[error("run record: {0}")]
+    Record(io::Error),
+}
+
+/// A resolved component: where its bytes are, and its digest.
+struct Resolved {
+    path: PathBuf,
+    digest: Digest,
+    bytes: Arc<Vec<u8>>,
+    prepared: Arc<OnceLock<Result<Arc<Prepared>, String>>>,
+}
+
+/// Media type of a source file, by extension.
+fn media_type_of(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("csv") => "text/csv",
+        Some("tsv") => "text/tab-separated-values",
+        Some("json") => "application/json",
+        Some("jsonl" | "ndjson") => "application/x-ndjson",
+        Some("txt" | "md") => "text/plain",
+        Some("parquet") => "application/vnd.apache.parquet",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Executes `pipeline`, reporting progress to `observer`.
+pub fn execute(
+    pipeline: &Pipeline,
+    options: &Options,
+    observer: &dyn Observer,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let started_at = record::rfc3339_now();
+    let home_err = |source| RunError::Home {
+        home: options.home.clone(),
+        source,
+    };
+    fs::create_dir_all(&options.home).map_err(home_err)?;
+    let store = Store::open(&options.home)?;
+    let cache = Cache::open(&options.home).map_err(home_err)?;
+    let run_id = RunId::generate();
+    let run_dir = options.home.join("runs").join(run_id.as_str());
+    fs::create_dir_all(&run_dir).map_err(home_err)?;
+    let mut rec = Record::create(&run_dir.join("record.jsonl")).map_err(RunError::Record)?;
+
+    let (spec_digest, _) = store.put_bytes(pipeline.text.as_bytes())?;
+    let mut sources = BTreeMap::new();
+    for (name, path) in &pipeline.sources {
+        let (digest, size) = store.put_file(path).map_err(|source| RunError::Source {
+            name: name.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        sources.insert(
+            name.clone(),
+            OutputRef {
+                digest,
+                size,
+                media_type: media_type_of(path).to_string(),
+            },
+        );
+    }
+    rec.append(
+        "run-started",
+        json!({
+            "run_id": run_id,
+            "pipeline": pipeline.name,
+            "spec_path": pipeline.path.display().to_string(),
+            "spec_digest": spec_digest,
+            "params": pipeline.params,
+            "seed": pipeline.seed,
+            "sources": sources,
+            "engine_version": env!("CARGO_PKG_VERSION"),
+            "wasmtime_version": sandbox::wasmtime_version(),
+            "determinism": cache::DETERMINISM,
+            "limits": pipeline.steps.iter().map(|s| (s.name.as_str(), s.limits)).collect::<BTreeMap<_, _>>(),
+        }),
+    )
+    .map_err(RunError::Record)?;
+    observer.event(Event::RunStarted {
+        run_id: &run_id,
+        steps: pipeline.steps.iter().map(|s| s.name.as_str()).collect(),
+    });
+
+    let components = resolve_components(pipeline);
+    let runner = Runner {
+        pipeline,
+        options,
+        run_id: &run_id,
+        store: Arc::new(store),
+        cache,
+        sources,
+        components,
+        sandbox: OnceLock::new(),
+        record: Mutex::new(rec),
+        reports: Mutex::new(vec![None; pipeline.steps.len()]),
+        observer,
+    };
+    let plan = scheduler::Plan {
+        deps: pipeline.steps.iter().map(|s| s.deps.clone()).collect(),
+        retries: pipeline.steps.iter().map(|s| s.retries).collect(),
+    };
+    let verdicts = scheduler::run(&plan, options.jobs, &runner);
+    let status = if verdicts.iter().all(|v| *v == Verdict::Succeeded) {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    let Runner {
+        reports, record, ..
+    } = runner;
+    let steps: Vec<StepReport> = reports
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|| StepReport::new(&pipeline.steps[i].name, StepStatus::Skipped)))
+        .collect();
+    let summary = RunSummary {
+        run_id: run_id.clone(),
+        status,
+        pipeline: pipeline.name.clone(),
+        spec_path: pipeline.path.display().to_string(),
+        spec_digest,
+        params: pipeline.params.clone(),
+        seed: pipeline.seed,
+        started_at,
+        finished_at: record::rfc3339_now(),
+        wall_ms: started.elapsed().as_millis() as u64,
+        steps,
+    };
+    let mut rec = record.into_inner().unwrap_or_else(|p| p.into_inner());
+    rec.append(
+        "run-finished",
+        json!({"status": summary.status, "wall_ms": summary.wall_ms}),
+    )
+    .map_err(RunError::Record)?;
+    rec.close().map_err(RunError::Record)?;
+    let bytes = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
+    crate::store::write_atomic(&run_dir.join("summary.json"), &bytes, true)?;
+    Ok(summary)
+}
+
+/// Builds crates, reads component bytes and digests them. A component that
+/// cannot be resolved fails only the steps that use it.
+fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>> {
+    let crates: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = pipeline
+            .steps
+            .iter()
+            .filter_map(|s| match &s.component {
+                ComponentSource::Crate(dir) => Some(dir.clone()),
+                ComponentSource::Wasm(_) => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let built = if crates.is_empty() {
+        BTreeMap::new()
+    } else {
+        build::build_crates(&crates)
+    };
+    let mut by_path: HashMap<PathBuf, Result<Arc<Resolved>, String>> = HashMap::new();
+    let mut by_digest: HashMap<Digest, Arc<OnceLock<Result<Arc<Prepared>, String>>>> = HashMap::new();
+    pipeline
+        .steps
+        .iter()
+        .map(|step| {
+            let wasm = match &step.component {
+                ComponentSource::Wasm(p) => Ok(p.clone()),
+                ComponentSource::Crate(dir) => match built.get(dir) {
+                    Some(Ok(p)) => Ok(p.clone()),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => Err(format!("crate {} was not built", dir.display())),
+                },
+            }?;
+            by_path
+                .entry(wasm.clone())
+                .or_insert_with(|| {
+                    let meta = fs::metadata(&wasm).map_err(|e| format!("component {}: {e}", wasm.display()))?;
+                    if meta.len() > sandbox::MAX_COMPONENT_BYTES {
+                        return Err(format!(
+                            "component {} is {} bytes; the limit is {}",
+                            wasm.display(),
+                            meta.len(),
+                            sandbox::MAX_COMPONENT_BYTES
+                        ));
+                    }
+                    let bytes = fs::read(&wasm).map_err(|e| format!("component {}: {e}", wasm.display()))?;
+                    let digest = Digest::of(&bytes);
+                    let prepared = by_digest.entry(digest).or_default().clone();
+                    Ok(Arc::new(Resolved {
+                        path: wasm.clone(),
+                        digest,
+                        bytes: Arc::new(bytes),
+                        prepared,
+                    }))
+                })
+                .clone()
+        })
+        .collect()
+}
+
+struct Runner<'a> {
+    pipeline: &'a Pipeline,
+    options: &'a Options,
+    run_id: &'a RunId,
+    store: Arc<Store>,
+    cache: Cache,
+    sources: BTreeMap<String, OutputRef>,
+    components: Vec<Result<Arc<Resolved>, String>>,
+    sandbox: OnceLock<Result<Sandbox, String>>,
+    record: Mutex<Record>,
+    reports: Mutex<Vec<Option<StepReport>>>,
+    observer: &'a dyn Observer,
+}
+
+impl Runner<'_> {
+    fn log(&self, kind: &str, fields: serde_json::Value) {
+        let mut rec = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = rec.append(kind, fields) {
+            tracing::error!(error = %e, "cannot append to the run record");
+        }
+    }
+
+    fn sandbox(&self) -> Result<&Sandbox, String> {
+        self.sandbox
+            .get_or_init(|| Sandbox::new(&self.options.home, self.options.jobs).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn inputs_of(&self, step: usize) -> BTreeMap<String, OutputRef> {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        self.pipeline.steps[step]
+            .inputs
+            .iter()
+            .map(|(name, r)| {
+                let o = match r {
+                    InputRef::Source(s) => self.sources[s].clone(),
+                    InputRef::Step { step, output } => reports[*step]
+                        .as_ref()
+                        .and_then(|rep| rep.outputs.get(output))
+                        .cloned()
+                        .expect("scheduler runs a step only after its producers succeeded"),
+                };
+                (name.clone(), o)
+            })
+            .collect()
+    }
+
+    fn finish(&self, step: usize, report: StepReport) {
+        self.log(
+            "step-finished",
+            json!({
+                "step": report.name,
+                "status": report.status,
+                "cached": report.cached,
+                "attempts": report.attempts,
+                "cache_key": report.cache_key,
+                "component": report.component,
+                "outputs": report.outputs,
+                "fuel_used": report.fuel_used,
+                "memory_peak_bytes": report.memory_peak_bytes,
+                "wall_ms": report.wall_ms,
+                "stdout": report.stdout,
+                "stderr": report.stderr,
+                "error": report.error,
+            }),
+        );
+        self.observer.event(Event::StepFinished(&report));
+        self.reports.lock().unwrap_or_else(|p| p.into_inner())[step] = Some(report);
+    }
+
+    fn prepare(&self, resolved: &Resolved) -> Result<Arc<Prepared>, String> {
+        resolved
+            .prepared
+            .get_or_init(|| {
+                let sandbox = self.sandbox()?;
+                sandbox
+                    .prepare(&resolved.path, &resolved.bytes, &resolved.digest)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    fn store_log(&self, bytes: &[u8]) -> Option<Digest> {
+        if bytes.is_empty() {
+            return None;
+        }
+        match self.store.put_bytes(bytes) {
+            Ok((d, _)) => Some(d),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store captured log");
+                None
+            }
+        }
+    }
+}
+
+impl scheduler::Executor for Runner<'_> {
+    fn attempt(&self, index: usize, attempt: u32) -> bool {
+        let step = &self.pipeline.steps[index];
+        let t0 = Instant::now();
+        self.observer.event(Event::StepStarted {
+            step: &step.name,
+            attempt,
+        });
+        let mut report = {
+            let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+            reports[index]
+                .clone()
+                .unwrap_or_else(|| StepReport::new(&step.name, StepStatus::Failed))
+        };
+        let fail = |mut report: StepReport, failure: Failure| {
+            report.status = StepStatus::Failed;
+            report.error = Some(failure);
+            report
+        };
+        let resolved = match &self.components[index] {
+            Ok(r) => r.clone(),
+            Err(e) => {
+                report.attempts = attempt;
+                let r = fail(report, Failure { class: FailureClass::Step, message: e.clone() });
+                return self.attempt_failed(index, attempt, r);
+            }
+        };
+        let inputs = self.inputs_of(index);
+        let key = cache::key(
+            resolved.digest,
+            &step.params,
+            &inputs,
+            &step.outputs,
+            &step.limits,
+            self.pipeline.seed,
+        );
+        report.component = Some(resolved.digest);
+        report.cache_key = Some(key);
+        self.log(
+            "step-started",
+            json!({
+                "step": step.name,
+                "attempt": attempt,
+                "component": resolved.digest,
+                "cache_key": key,
+                "inputs": inputs,
+                "params": step.params,
+            }),
+        );
+        if attempt == 1 && step.cache && !self.options.no_cache
+            && let Some(hit) = self.cache.lookup(&key, &self.store)
+        {
+            let mut r = StepReport::new(&step.name, StepStatus::Cached);
+            r.component = Some(resolved.digest);
+            r.cache_key = Some(key);
+            r.outputs = hit.outputs;
+            r.metrics = hit.metrics;
+            r.series = hit.series;
+            r.tags = hit.tags;
+            r.wall_ms = t0.elapsed().as_millis() as u64;
+            self.finish(index, r);
+            return true;
+        }
+        report.attempts = attempt;
+        let prepared = match self.prepare(&resolved) {
+            Ok(p) => p,
+            Err(e) => {
+                let class = if e.starts_with("invalid component") {
+                    FailureClass::Step
+                } else {
+                    FailureClass::Engine
+                };
+                let r = fail(report, Failure { class, message: e });
+                return self.attempt_failed(index, attempt, r);
+            }
+        };
+        let sandbox = match self.sandbox() {
+            Ok(s) => s,
+            Err(e) => {
+                let r = fail(report, Failure { class: FailureClass::Engine, message: e });
+                return self.attempt_failed(index, attempt, r);
+            }
+        };
+        let spec = AttemptSpec {
+            step: step.name.clone(),
+            attempt,
+            inputs: inputs
+                .iter()
+                .map(|(name, o)| InputArtifact {
+                    name: name.clone(),
+                    digest: o.digest.to_string(),
+                    size: o.size,
+                    media_type: o.media_type.clone(),
+                })
+                .collect(),
+            outputs: step.outputs.clone(),
+            params: step.params.clone(),
+            limits: step.limits,
+            run_seed: self.pipeline.seed,
+        };
+        let result = sandbox.run(
+            &prepared,
+            &spec,
+            Box::new(StoreArtifacts {
+                store: self.store.clone(),
+            }),
+            Box::new(NoGpuGrant {
+                step: step.name.clone(),
+            }),
+        );
+        report.wall_ms += result.wall_ms;
+        report.fuel_used = result.fuel_used;
+        report.memory_peak_bytes = result.memory_peak_bytes;
+        report.instantiate_us = result.instantiate_us;
+        report.stdout = self.store_log(&result.stdout);
+        report.stderr = self.store_log(&result.stderr);
+        let outcome = match result.outcome {
+            Ok(o) => o,
+            Err(failure) => {
+                if let Some(p) = result.partial {
+                    report.bytes_in = p.bytes_in;
+                    report.bytes_out = p.bytes_out;
+                    report.metrics = p.metrics.scalars;
+                }
+                let r = fail(report, failure);
+                return self.attempt_failed(index, attempt, r);
+            }
+        };
+        report.status = StepStatus::Succeeded;
+        report.error = None;
+        report.bytes_in = outcome.bytes_in;
+        report.bytes_out = outcome.bytes_out;
+        report.outputs = outcome
+            .outputs
+            .into_iter()
+            .map(|(name, o)| {
+                let digest = o.digest.parse().expect("the store names blobs with valid digests");
+                (
+                    name,
+                    OutputRef {
+                        digest,
+                        size: o.size,
+                        media_type: o.media_type,
+                    },
+                )
+            })
+            .collect();
+        report.metrics = outcome.metrics.scalars;
+        for (name, points) in &outcome.metrics.series {
+            if let Some(last) = points.last() {
+                report.metrics.entry(name.clone()).or_insert(last.1);
+            }
+        }
+        report.series = outcome.metrics.series;
+        report.tags = outcome.metrics.tags;
+        if step.cache {
+            let entry = Entry {
+                key,
+                step: step.name.clone(),
+                run_id: self.run_id.to_string(),
+                outputs: report.outputs.clone(),
+                metrics: report.metrics.clone(),
+                series: report.series.clone(),
+                tags: report.tags.clone(),
+            };
+            if let Err(e) = self.cache.insert(&entry) {
+                tracing::warn!(step = %step.name, error = %e, "cannot write cache entry");
+            }
+        }
+        self.finish(index, report);
+        true
+    }
+
+    fn skipped(&self, index: usize, because: usize) {
+        let mut r = StepReport::new(&self.pipeline.steps[index].name, StepStatus::Skipped);
+        r.reason = Some(format!(
+            "upstream step `{}` failed",
+            self.pipeline.steps[because].name
+        ));
+        self.finish(index, r);
+    }
+}
+
+impl Runner<'_> {
+    /// Files a failed attempt: final if no retries remain, otherwise kept
+    /// as the step's provisional report.
+    fn attempt_failed(&self, index: usize, attempt: u32, report: StepReport) -> bool {
+        let step = &self.pipeline.steps[index];
+        let error = report.error.clone().expect("failed reports carry an error");
+        if attempt <= step.retries {
+            self.log(
+                "attempt-failed",
+                json!({"step": step.name, "attempt": attempt, "error": error}),
+            );
+            self.observer.event(Event::StepRetrying {
+                step: &step.name,
+                attempt,
+                error: &error,
+            });
+            self.reports.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(report);
+        } else {
+            self.finish(index, report);
+        }
+        false
+    }
+}
+
+/// The artifact port over the content-addressed store.
+struct StoreArtifacts {
+    store: Arc<Store>,
+}
+
+impl ArtifactPort for StoreArtifacts {
+    fn open(&mut self, input: &InputArtifact) -> Result<Box<dyn Read + Send>, PortError> {
+        let digest: Digest = input
+            .digest
+            .parse()
+            .map_err(|e: crate::store::BadDigest| PortError::Engine(e.to_string()))?;
+        match self.store.open_verified(&digest) {
+            Ok(f) => Ok(Box::new(io::BufReader::with_capacity(64 * 1024, f))),
+            Err(StoreError::NotFound(d)) => Err(PortError::Refused(WitError::NotFound(format!(
+                "input `{}`: artifact {d} is not in the store",
+                input.name
+            )))),
+            Err(e) => Err(PortError::Engine(format!("input `{}`: {e}", input.name))),
+        }
+    }
+
+    fn create(&mut self, name: &str) -> Result<Box<dyn OutputSink>, PortError> {
+        let writer = self
+            .store
+            .writer()
+            .map_err(|e| PortError::Engine(format!("output `{name}`: {e}")))?;
+        Ok(Box::new(BlobSink {
+            name: name.to_string(),
+            writer,
+        }))
+    }
+}
+
+struct BlobSink {
+    name: String,
+    writer: BlobWriter,
+}
+
+impl OutputSink for BlobSink {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), PortError> {
+        self.writer
+            .write_all(bytes)
+            .map_err(|e| PortError::Engine(format!("output `{}`: {e}", self.name)))
+    }
+
+    fn finish(self: Box<Self>) -> Result<(String, u64), PortError> {
+        let name = self.name;
+        let (digest, size) = self
+            .writer
+            .commit()
+            .map_err(|e| PortError::Engine(format!("output `{name}`: {e}")))?;
+        Ok((digest.to_string(), size))
+    }
+}
+
+/// Loads the summary of a finished run.
+pub fn load_summary(home: &Path, run_id: &RunId) -> Result<RunSummary, LoadError> {
+    let path = home.join("runs").join(run_id.as_str()).join("summary.json");
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(if path.parent().is_some_and(Path::is_dir) {
+                LoadError::Unfinished(run_id.clone())
+            } else {
+                LoadError::NotFound(run_id.clone())
+            });
+        }
+        Err(e) => return Err(LoadError::Io { path, source: e }),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| LoadError::Corrupt {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Why a run summary could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// No such run.
+    #[error("no run `{0}` in this home")]
+    NotFound(RunId),
+    /// The run started but never finished (crashed or still running).
+    #[error("run `{0}` has no summary: it is still running or was interrupted")]
+    Unfinished(RunId),
+    /// The summary does not parse.
+    #[error("run summary {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        reason: String,
+    },
+    /// IO failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// Run ids in `home`, newest first.
+pub fn list_runs(home: &Path) -> io::Result<Vec<RunId>> {
+    let dir = home.join("runs");
+    let mut ids = Vec::new();
+    match fs::read_dir(&dir) {
+        Ok(entries) => {
+            for e in entries {
+                let e = e?;
+                if let Some(name) = e.file_name().to_str()
+                    && let Ok(id) = name.parse::<RunId>()
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    ids.sort();
+    ids.reverse();
+    Ok(ids)
+}

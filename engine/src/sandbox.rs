@@ -1,0 +1,652 @@
+//! The wasmtime sandbox: one engine per process, compiled-component cache,
+//! and execution of one step attempt under hard limits.
+//!
+//! Invariant: a step attempt reaches nothing but its `StepHost` (artifacts by
+//! logical name, params, metrics, gpu port) and virtualised WASI clocks and
+//! random; no host files, network, env or inherited stdio. Every way an
+//! attempt can end is a [`Failure`] with a class, never a panic or an engine
+//! crash. This is the only module that configures `wasmtime`.
+//! Boundary: takes prepared inputs and ports, returns outcomes; it does not
+//! touch the store or records itself.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use sha2::{Digest as _, Sha256};
+use sluice_host_api::{
+    ArtifactPort, EngineFault, FinishError, GpuPort, HostBudget, HostOutcome, InputArtifact,
+    LimitExceeded, LimitKind, StepHost, StepHostConfig, StepPre,
+};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::limits::{self, Limits};
+use crate::store::Digest;
+
+/// Largest component accepted: bounds compile time and memory on untrusted
+/// bytes (wasmtime does not treat compile-time DoS as a vulnerability).
+pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
+/// Epoch tick: the granularity of wall-clock timeouts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Where the virtual wall clock starts: 2020-01-01T00:00:00Z. A fixed
+/// instant (not the run's start) keeps outputs that embed the time
+/// bit-reproducible and cacheable.
+pub const VIRTUAL_EPOCH_S: u64 = 1_577_836_800;
+/// How far each read of a virtual clock advances it.
+pub const VIRTUAL_CLOCK_STEP_NS: u64 = 1_000;
+
+/// Why an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureClass {
+    /// The step returned `err`, trapped on its own, broke its contract, or is
+    /// not a valid component.
+    Step,
+    /// A sandbox limit ended it.
+    Limit,
+    /// The engine failed (our IO or bug).
+    Engine,
+}
+
+/// A failed attempt: class and a message naming the offender.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    /// The class.
+    pub class: FailureClass,
+    /// `limit: memory: ...`, the step's own message, ...
+    pub message: String,
+}
+
+impl Failure {
+    fn step(message: impl Into<String>) -> Self {
+        Failure {
+            class: FailureClass::Step,
+            message: message.into(),
+        }
+    }
+
+    fn engine(message: impl Into<String>) -> Self {
+        Failure {
+            class: FailureClass::Engine,
+            message: message.into(),
+        }
+    }
+
+    fn limit(kind: LimitKind, detail: impl std::fmt::Display) -> Self {
+        Failure {
+            class: FailureClass::Limit,
+            message: format!("limit: {kind}: {detail}"),
+        }
+    }
+}
+
+/// Store data of one attempt.
+struct StepData {
+    host: StepHost,
+    limiter: Limiter,
+}
+
+impl WasiView for StepData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.host.wasi,
+            table: &mut self.host.table,
+        }
+    }
+}
+
+/// Memory and table accounting: the step's limit, the peak it reached, and
+/// whether the limit is what stopped it.
+struct Limiter {
+    memory_bytes_max: usize,
+    memory_bytes: usize,
+    memory_peak_bytes: usize,
+    denied: Option<usize>,
+}
+
+/// Table elements per table: far above what a real step needs, far below
+/// what would hurt the host.
+const TABLE_ELEMENTS_MAX: usize = 1_000_000;
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.memory_bytes - current.min(self.memory_bytes) + desired;
+        if total > self.memory_bytes_max {
+            self.denied = Some(total);
+            return Err(LimitExceeded {
+                kind: LimitKind::Memory,
+                detail: format!(
+                    "linear memory would grow to {total} bytes; the step's limit is {} bytes",
+                    self.memory_bytes_max
+                ),
+            }
+            .into());
+        }
+        self.memory_bytes = total;
+        self.memory_peak_bytes = self.memory_peak_bytes.max(total);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > TABLE_ELEMENTS_MAX {
+            return Err(LimitExceeded {
+                kind: LimitKind::Memory,
+                detail: format!("a table would grow to {desired} elements; the limit is {TABLE_ELEMENTS_MAX}"),
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
+/// A virtual wall clock: starts at [`VIRTUAL_EPOCH_S`] and advances by a
+/// fixed step per read, so a step that reads it is reproducible.
+struct VirtualWallClock {
+    reads: AtomicU64,
+}
+
+impl HostWallClock for VirtualWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(VIRTUAL_CLOCK_STEP_NS)
+    }
+
+    fn now(&self) -> Duration {
+        let n = self.reads.fetch_add(1, Ordering::Relaxed);
+        Duration::from_secs(VIRTUAL_EPOCH_S) + Duration::from_nanos(n * VIRTUAL_CLOCK_STEP_NS)
+    }
+}
+
+/// A virtual monotonic clock starting at zero, advancing per read.
+struct VirtualMonotonicClock {
+    reads: AtomicU64,
+}
+
+impl HostMonotonicClock for VirtualMonotonicClock {
+    fn resolution(&self) -> u64 {
+        VIRTUAL_CLOCK_STEP_NS
+    }
+
+    fn now(&self) -> u64 {
+        self.reads.fetch_add(1, Ordering::Relaxed) * VIRTUAL_CLOCK_STEP_NS
+    }
+}
+
+/// 32 bytes of seed material for one purpose of one attempt.
+///
+/// The attempt number is deliberately not an input: a retry repeats the same
+/// computation (retries exist for environmental failures such as timeouts),
+/// so whichever attempt succeeds produces the cacheable, replayable bytes.
+fn derive_seed(run_seed: u64, step: &str, purpose: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"sluice-seed-v1\0");
+    h.update(run_seed.to_le_bytes());
+    h.update(step.as_bytes());
+    h.update([0]);
+    h.update(purpose.as_bytes());
+    h.finalize().into()
+}
+
+/// Increments the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn the epoch ticker thread");
+        EpochTicker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A component ready to instantiate.
+pub struct Prepared {
+    pre: StepPre<StepData>,
+    /// Time spent compiling or loading it.
+    pub load_ms: u64,
+    /// Whether it came from the on-disk compile cache.
+    pub from_cache: bool,
+}
+
+/// Why a component could not be prepared; the step fails with class `step`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid component {path} ({digest}): {reason}")]
+pub struct ComponentError {
+    /// The component file.
+    pub path: PathBuf,
+    /// Its digest.
+    pub digest: Digest,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Engine construction failures.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the wasm sandbox: {0}")]
+pub struct SandboxError(String);
+
+/// What one attempt needs besides its component and ports.
+#[derive(Clone, Debug)]
+pub struct AttemptSpec {
+    /// Step name.
+    pub step: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Wired inputs.
+    pub inputs: Vec<InputArtifact>,
+    /// Declared outputs.
+    pub outputs: Vec<String>,
+    /// Resolved params.
+    pub params: BTreeMap<String, String>,
+    /// Limits.
+    pub limits: Limits,
+    /// The run's seed.
+    pub run_seed: u64,
+}
+
+/// What an attempt did.
+#[derive(Debug)]
+pub struct AttemptResult {
+    /// Outputs and metrics, or why it failed.
+    pub outcome: Result<HostOutcome, Failure>,
+    /// Metrics and byte counts also for failed attempts.
+    pub partial: Option<HostOutcome>,
+    /// Fuel consumed.
+    pub fuel_used: u64,
+    /// Peak linear memory, bytes.
+    pub memory_peak_bytes: u64,
+    /// Wall time of instantiate + run.
+    pub wall_ms: u64,
+    /// Instantiation time, microseconds.
+    pub instantiate_us: u64,
+    /// Captured stdout (capped).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (capped).
+    pub stderr: Vec<u8>,
+}
+
+/// The process-wide wasm sandbox.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<StepData>,
+    cache_dir: PathBuf,
+    _ticker: EpochTicker,
+}
+
+impl Sandbox {
+    /// Creates the engine with deterministic settings, fuel, epochs and the
+    /// pooling allocator sized for `concurrency` simultaneous attempts.
+    /// Compiled components are cached under `<home>/components/`.
+    pub fn new(home: &Path, concurrency: usize) -> Result<Sandbox, SandboxError> {
+        let slots = concurrency.clamp(1, 256) as u32;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(4 * slots + 4)
+            .total_core_instances(32 * slots + 32)
+            .total_memories(8 * slots + 8)
+            .total_tables(16 * slots + 16)
+            .total_stacks(4 * slots + 4)
+            .max_memory_size((limits::MEMORY_MIB_CEILING << 20) as usize);
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true)
+            .wasm_threads(false)
+            .concurrency_support(false)
+            .max_wasm_stack(limits::STACK_BYTES_MAX)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| SandboxError(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| SandboxError(format!("linking WASI: {e:#}")))?;
+        sluice_host_api::add_to_linker(&mut linker, |d: &mut StepData| &mut d.host)
+            .map_err(|e| SandboxError(format!("linking sluice:step: {e:#}")))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let cache_dir = home
+            .join("components")
+            .join(format!("wasmtime-{}-{:016x}", wasmtime_version(), hasher.finish()));
+        std::fs::create_dir_all(&cache_dir)
+            .map_err(|e| SandboxError(format!("{}: {e}", cache_dir.display())))?;
+        Ok(Sandbox {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            cache_dir,
+        })
+    }
+
+    /// Compiles (or loads from the on-disk cache) the component at `path`
+    /// whose bytes are `wasm` and digest `digest`, and checks it against the
+    /// `sluice:step` world.
+    pub fn prepare(&self, path: &Path, wasm: &[u8], digest: &Digest) -> Result<Prepared, ComponentError> {
+        let started = Instant::now();
+        let err = |reason: String| ComponentError {
+            path: path.to_path_buf(),
+            digest: *digest,
+            reason,
+        };
+        if wasm.len() as u64 > MAX_COMPONENT_BYTES {
+            return Err(err(format!(
+                "{} bytes; the limit is {MAX_COMPONENT_BYTES}",
+                wasm.len()
+            )));
+        }
+        if !wasm.starts_with(b"\0asm") {
+            return Err(err("not a WebAssembly binary".to_string()));
+        }
+        if wasmparser_is_core_module(wasm) {
+            return Err(err(
+                "a core wasm module, not a component; build the step for wasm32-wasip2".to_string(),
+            ));
+        }
+        let (component, from_cache) = self.load_or_compile(wasm, digest).map_err(err)?;
+        for (name, _) in component.component_type().imports(&self.engine) {
+            if name.starts_with("wasi:sockets/") || name.starts_with("wasi:http/") {
+                return Err(err(format!(
+                    "imports `{name}`; steps have no network access"
+                )));
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| err(format!("does not fit the sluice:step world: {e:#}")))?;
+        let pre = StepPre::new(pre)
+            .map_err(|e| err(format!("does not export the sluice:step world: {e:#}")))?;
+        Ok(Prepared {
+            pre,
+            load_ms: started.elapsed().as_millis() as u64,
+            from_cache,
+        })
+    }
+
+    fn load_or_compile(&self, wasm: &[u8], digest: &Digest) -> Result<(Component, bool), String> {
+        let cwasm = self.cache_dir.join(format!("{}.cwasm", digest.hex()));
+        let check = self.cache_dir.join(format!("{}.cwasm.sha256", digest.hex()));
+        if let (Ok(bytes), Ok(expected)) = (std::fs::read(&cwasm), std::fs::read_to_string(&check))
+        {
+            if Digest::of(&bytes).to_string() == expected.trim() {
+                // SAFETY: these bytes were produced by `precompile_component`
+                // of an engine with this compatibility hash (it names the
+                // directory) and their sha256 matches the one written next to
+                // them, so they are the artifact we wrote, not tampered bytes.
+                #[allow(unsafe_code)]
+                let loaded = unsafe { Component::deserialize(&self.engine, &bytes) };
+                match loaded {
+                    Ok(c) => return Ok((c, true)),
+                    Err(e) => tracing::warn!(path = %cwasm.display(), error = %e, "discarding unusable compiled component"),
+                }
+            } else {
+                tracing::warn!(path = %cwasm.display(), "compiled component does not match its checksum; recompiling");
+            }
+        }
+        let compiled = self
+            .engine
+            .precompile_component(wasm)
+            .map_err(|e| format!("does not compile: {e:#}"))?;
+        // A failed cache write only costs a recompile next time.
+        let _ = crate::store::write_atomic(&cwasm, &compiled, false).and_then(|()| {
+            crate::store::write_atomic(&check, Digest::of(&compiled).to_string().as_bytes(), false)
+        });
+        // SAFETY: `compiled` was just produced by this engine.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, &compiled) }
+            .map_err(|e| format!("does not load: {e:#}"))?;
+        Ok((component, false))
+    }
+
+    /// Runs one attempt of a step.
+    pub fn run(
+        &self,
+        prepared: &Prepared,
+        spec: &AttemptSpec,
+        artifacts: Box<dyn ArtifactPort>,
+        gpu: Box<dyn GpuPort>,
+    ) -> AttemptResult {
+        let started = Instant::now();
+        let log_bytes = spec.limits.log_bytes();
+        let stdout = MemoryOutputPipe::new(log_bytes);
+        let stderr = MemoryOutputPipe::new(log_bytes);
+        let seed = |purpose| derive_seed(spec.run_seed, &spec.step, purpose);
+        let insecure_seed = seed("insecure-seed");
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .args(&[spec.step.as_str()])
+            .wall_clock(VirtualWallClock {
+                reads: AtomicU64::new(0),
+            })
+            .monotonic_clock(VirtualMonotonicClock {
+                reads: AtomicU64::new(0),
+            })
+            .secure_random(ChaCha20Rng::from_seed(seed("secure-random")))
+            .insecure_random(ChaCha20Rng::from_seed(seed("insecure-random")))
+            .insecure_random_seed(u128::from_le_bytes(
+                insecure_seed[..16].try_into().expect("16 bytes"),
+            ))
+            .allow_blocking_current_thread(true)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits::HANDLES_MAX);
+        let host = StepHost::new(
+            StepHostConfig {
+                step: spec.step.clone(),
+                inputs: spec.inputs.clone(),
+                outputs: spec.outputs.clone(),
+                params: spec.params.clone(),
+                budget: HostBudget {
+                    output_bytes_max: spec.limits.output_bytes(),
+                    host_calls_max: limits::HOST_CALLS_MAX,
+                },
+            },
+            wasi.build(),
+            table,
+            artifacts,
+            gpu,
+        );
+        let mut store = Store::new(
+            &self.engine,
+            StepData {
+                host,
+                limiter: Limiter {
+                    memory_bytes_max: spec.limits.memory_bytes() as usize,
+                    memory_bytes: 0,
+                    memory_peak_bytes: 0,
+                    denied: None,
+                },
+            },
+        );
+        store.limiter(|d| &mut d.limiter);
+        let fuel = spec.limits.fuel;
+        let mut instantiate_us = 0;
+        let ticks = (spec.limits.timeout_s * 1000).div_ceil(EPOCH_TICK.as_millis() as u64);
+        let call = store
+            .set_fuel(fuel)
+            .map(|()| store.set_epoch_deadline(ticks.max(1)))
+            .and_then(|()| {
+                let t = Instant::now();
+                let instance = prepared.pre.instantiate(&mut store)?;
+                instantiate_us = t.elapsed().as_micros() as u64;
+                instance.call_run(&mut store)
+            });
+        let fuel_used = fuel - store.get_fuel().unwrap_or(0).min(fuel);
+        let data = store.into_data();
+        let memory_peak_bytes = data.limiter.memory_peak_bytes as u64;
+        let memory_denied = data.limiter.denied;
+        let (outcome, partial) = match call {
+            Ok(Ok(())) => match data.host.finish() {
+                Ok(out) => (Ok(out), None),
+                Err(FinishError::Step(m)) => (Err(Failure::step(m)), None),
+                Err(FinishError::Engine(m)) => (Err(Failure::engine(m)), None),
+            },
+            Ok(Err(message)) => (
+                Err(Failure::step(sanitize(&message))),
+                Some(data.host.into_outcome()),
+            ),
+            Err(trap) => (
+                Err(classify_trap(&trap, spec, memory_denied, log_bytes)),
+                Some(data.host.into_outcome()),
+            ),
+        };
+        AttemptResult {
+            outcome,
+            partial,
+            fuel_used,
+            memory_peak_bytes,
+            wall_ms: started.elapsed().as_millis() as u64,
+            instantiate_us,
+            stdout: stdout.contents().to_vec(),
+            stderr: stderr.contents().to_vec(),
+        }
+    }
+}
+
+/// Names what ended an attempt that trapped.
+fn classify_trap(
+    err: &wasmtime::Error,
+    spec: &AttemptSpec,
+    memory_denied: Option<usize>,
+    log_bytes: usize,
+) -> Failure {
+    if let Some(limit) = err.downcast_ref::<LimitExceeded>() {
+        return Failure::limit(limit.kind, &limit.detail);
+    }
+    if let Some(fault) = err.downcast_ref::<EngineFault>() {
+        return Failure::engine(format!("step `{}`: {}", spec.step, fault.0));
+    }
+    if let Some(bytes) = memory_denied {
+        return Failure::limit(
+            LimitKind::Memory,
+            format!(
+                "step `{}` tried to use {bytes} bytes of linear memory; its limit is {} MiB",
+                spec.step, spec.limits.memory_mib
+            ),
+        );
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => {
+            return Failure::limit(
+                LimitKind::Fuel,
+                format!("step `{}` used all {} units of fuel", spec.step, spec.limits.fuel),
+            );
+        }
+        Some(Trap::Interrupt) => {
+            return Failure::limit(
+                LimitKind::Time,
+                format!("step `{}` ran past its {} s timeout", spec.step, spec.limits.timeout_s),
+            );
+        }
+        Some(Trap::StackOverflow) => {
+            return Failure::limit(
+                LimitKind::Stack,
+                format!(
+                    "step `{}` exhausted its {} byte wasm stack",
+                    spec.step,
+                    limits::STACK_BYTES_MAX
+                ),
+            );
+        }
+        _ => {}
+    }
+    let text = format!("{err:#}");
+    if text.contains("beyond capacity of MemoryOutputPipe") {
+        return Failure::limit(
+            LimitKind::Output,
+            format!(
+                "step `{}` wrote more than {log_bytes} bytes to stdout or stderr",
+                spec.step
+            ),
+        );
+    }
+    let first_line = text.lines().next().unwrap_or("trap");
+    Failure::step(format!("step `{}` trapped: {}", spec.step, sanitize(first_line)))
+}
+
+/// Makes guest-provided text safe to print: control characters (ANSI
+/// escapes included) are escaped and the length is bounded.
+pub fn sanitize(text: &str) -> String {
+    const MAX_CHARS: usize = 4096;
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A core module has version 1 and layer 0 in its header; a component has
+/// layer 1.
+fn wasmparser_is_core_module(wasm: &[u8]) -> bool {
+    wasm.len() >= 8 && wasm[4..8] == [1, 0, 0, 0]
+}
+
+/// The wasmtime version this engine is built with.
+pub fn wasmtime_version() -> &'static str {
+    "48.0.8"
+}

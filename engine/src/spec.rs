@@ -1,0 +1,941 @@
+//! Pipeline specs: TOML text → a validated DAG ([`Pipeline`]).
+//!
+//! Invariant: [`load`] either returns a pipeline whose every reference,
+//! interpolation, limit and component path has been checked and whose steps
+//! are in a topological order, or *all* problems found, each with file, line
+//! and column. Nothing downstream re-validates.
+//! Boundary: reads the spec file and stats the paths it names; builds and
+//! runs nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::limits::{self, Limits};
+
+/// Most steps a pipeline may declare.
+pub const MAX_STEPS: usize = 10_000;
+/// Most inputs or outputs one step may declare.
+pub const MAX_PORTS_PER_STEP: usize = 256;
+/// Most times a step may be retried.
+pub const MAX_RETRIES: u64 = 10;
+/// Largest spec file accepted.
+pub const MAX_SPEC_BYTES: u64 = 4 << 20;
+
+/// One problem in a spec, with its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    /// The spec file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub column: usize,
+    /// What is wrong, naming the offender.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// Where a step's component comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ComponentSource {
+    /// A compiled `.wasm` component.
+    Wasm(PathBuf),
+    /// A step crate directory, built for `wasm32-wasip2` on demand.
+    Crate(PathBuf),
+}
+
+/// Where an input comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputRef {
+    /// A file declared under `[sources]`.
+    Source(String),
+    /// An output of an earlier step (index into [`Pipeline::steps`]).
+    Step {
+        /// Producer index.
+        step: usize,
+        /// Output name.
+        output: String,
+    },
+}
+
+/// A validated step.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// The step's name (`[steps.<name>]`).
+    pub name: String,
+    /// Its component.
+    pub component: ComponentSource,
+    /// Inputs by name.
+    pub inputs: BTreeMap<String, InputRef>,
+    /// Resolved params (interpolated, stringified).
+    pub params: BTreeMap<String, String>,
+    /// Declared outputs, in declaration order.
+    pub outputs: Vec<String>,
+    /// Limits, defaults applied.
+    pub limits: Limits,
+    /// Extra attempts after a failure.
+    pub retries: u32,
+    /// Whether the step cache may be used.
+    pub cache: bool,
+    /// Indices of the steps this one waits for (inputs and `after`), sorted.
+    pub deps: Vec<usize>,
+}
+
+/// A validated pipeline: steps in topological order.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    /// `name = ...`.
+    pub name: String,
+    /// `description = ...`.
+    pub description: Option<String>,
+    /// The spec file.
+    pub path: PathBuf,
+    /// The spec's exact bytes (for the record).
+    pub text: String,
+    /// Resolved pipeline params (defaults + overrides).
+    pub params: BTreeMap<String, String>,
+    /// Seed for the run's virtual random streams.
+    pub seed: u64,
+    /// Source files by name (absolute or spec-relative, resolved).
+    pub sources: BTreeMap<String, PathBuf>,
+    /// Steps, topologically sorted.
+    pub steps: Vec<Step>,
+}
+
+impl Pipeline {
+    /// Index of the step named `name`.
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+}
+
+/// Reads and validates the spec at `path`, applying `--param` overrides.
+pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Pipeline, Vec<SpecError>> {
+    let at_file = |message: String| {
+        vec![SpecError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message,
+        }]
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_SPEC_BYTES => {
+            return Err(at_file(format!(
+                "spec is {} bytes; the limit is {MAX_SPEC_BYTES}",
+                m.len()
+            )));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(at_file(format!("cannot read spec: {e}"))),
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return Err(at_file(format!("cannot read spec: {e}"))),
+    };
+    parse(path, &text, overrides)
+}
+
+/// Validates spec `text` as if read from `path` (paths resolve against its
+/// directory).
+pub fn parse(
+    path: &Path,
+    text: &str,
+    overrides: &[(String, String)],
+) -> Result<Pipeline, Vec<SpecError>> {
+    let mut v = Validator {
+        file: path.to_path_buf(),
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        lines: LineIndex::new(text),
+        errors: Vec::new(),
+    };
+    let root = match DeTable::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            v.error(&span, format!("invalid TOML: {}", e.message().trim()));
+            return Err(v.errors);
+        }
+    };
+    let pipeline = v.pipeline(root.get_ref(), &root.span(), text, overrides);
+    if v.errors.is_empty() {
+        Ok(pipeline.expect("a pipeline when there are no errors"))
+    } else {
+        v.errors.sort_by_key(|e| (e.line, e.column));
+        Err(v.errors)
+    }
+}
+
+struct LineIndex {
+    starts: Vec<usize>,
+    text: String,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex {
+            starts,
+            text: text.to_string(),
+        }
+    }
+
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts[line - 1];
+        let end = offset.min(self.text.len());
+        let column = self.text.get(start..end).map_or(1, |s| s.chars().count() + 1);
+        (line, column)
+    }
+}
+
+type Table<'i> = DeTable<'i>;
+
+struct RawStep<'a, 'i> {
+    name: &'a str,
+    span: Range<usize>,
+    component: Option<ComponentSource>,
+    inputs: Vec<(String, Range<usize>, String)>,
+    params: BTreeMap<String, String>,
+    outputs: Vec<String>,
+    limits: Limits,
+    retries: u32,
+    cache: bool,
+    after: Vec<(String, Range<usize>)>,
+    _table: &'a Table<'i>,
+}
+
+struct Validator {
+    file: PathBuf,
+    dir: PathBuf,
+    lines: LineIndex,
+    errors: Vec<SpecError>,
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+const NAME_RULE: &str = "1-64 characters of [A-Za-z0-9_-], starting with a letter or digit";
+
+impl Validator {
+    fn error(&mut self, span: &Range<usize>, message: String) {
+        let (line, column) = self.lines.position(span.start);
+        self.errors.push(SpecError {
+            file: self.file.clone(),
+            line,
+            column,
+            message,
+        });
+    }
+
+    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, place: &str, allowed: &[&str]) {
+        self.error(
+            &key.span(),
+            format!(
+                "unknown field `{}` in {place}; expected one of: {}",
+                key.get_ref(),
+                allowed.join(", ")
+            ),
+        );
+    }
+
+    fn string<'v>(&mut self, value: &'v Spanned<DeValue<'_>>, what: &str) -> Option<&'v str> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s.as_ref()),
+            other => {
+                self.error(
+                    &value.span(),
+                    format!("{what} must be a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn table<'v, 'i>(
+        &mut self,
+        value: &'v Spanned<DeValue<'i>>,
+        what: &str,
+    ) -> Option<&'v Table<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.error(
+                    &value.span(),
+                    format!("{what} must be a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, value: &Spanned<DeValue<'_>>, what: &str, max: u64) -> Option<u64> {
+        let parsed = match value.get_ref() {
+            DeValue::Integer(i) => {
+                let digits = i.as_str().replace('_', "");
+                let digits = digits
+                    .strip_prefix("0x")
+                    .or_else(|| digits.strip_prefix("0o"))
+                    .or_else(|| digits.strip_prefix("0b"))
+                    .unwrap_or(&digits)
+                    .to_string();
+                i64::from_str_radix(&digits, i.radix()).ok()
+            }
+            _ => None,
+        };
+        match parsed {
+            Some(n) if n >= 0 && (n as u64) <= max => Some(n as u64),
+            Some(n) => {
+                self.error(
+                    &value.span(),
+                    format!("{what} must be between 0 and {max}, found {n}"),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    &value.span(),
+                    format!(
+                        "{what} must be an integer, found {}",
+                        value.get_ref().type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, value: &Spanned<DeValue<'_>>, what: &str) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.error(
+                    &value.span(),
+                    format!("{what} must be a boolean, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A param value: strings as is, numbers and booleans in their TOML text.
+    fn scalar(&mut self, value: &Spanned<DeValue<'_>>, what: &str) -> Option<String> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            DeValue::Integer(i) => Some(i.as_str().replace('_', "")),
+            DeValue::Float(f) => Some(f.as_str().replace('_', "")),
+            DeValue::Boolean(b) => Some(b.to_string()),
+            other => {
+                self.error(
+                    &value.span(),
+                    format!(
+                        "{what} must be a string, number or boolean, found {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, span: &Range<usize>, name: &str, what: &str) -> bool {
+        if is_name(name) {
+            return true;
+        }
+        self.error(span, format!("invalid {what} name {name:?}: use {NAME_RULE}"));
+        false
+    }
+
+    fn pipeline(
+        &mut self,
+        root: &Table<'_>,
+        root_span: &Range<usize>,
+        text: &str,
+        overrides: &[(String, String)],
+    ) -> Option<Pipeline> {
+        const TOP: &[&str] = &["name", "description", "seed", "params", "sources", "steps"];
+        let mut name = None;
+        let mut description = None;
+        let mut seed = 0;
+        let mut params: BTreeMap<String, String> = BTreeMap::new();
+        let mut params_span = 0..0;
+        let mut sources = BTreeMap::new();
+        let mut steps_table = None;
+        for (key, value) in root.iter() {
+            match key.get_ref().as_ref() {
+                "name" => {
+                    if let Some(n) = self.string(value, "`name`") {
+                        if self.name(&value.span(), n, "pipeline") {
+                            name = Some(n.to_string());
+                        }
+                    }
+                }
+                "description" => {
+                    description = self.string(value, "`description`").map(str::to_string);
+                }
+                "seed" => seed = self.integer(value, "`seed`", u64::MAX >> 1).unwrap_or(0),
+                "params" => {
+                    params_span = value.span();
+                    if let Some(t) = self.table(value, "[params]") {
+                        for (k, v) in t.iter() {
+                            let what = format!("param `{}`", k.get_ref());
+                            if let Some(s) = self.scalar(v, &what) {
+                                params.insert(k.get_ref().to_string(), s);
+                            }
+                        }
+                    }
+                }
+                "sources" => {
+                    if let Some(t) = self.table(value, "[sources]") {
+                        for (k, v) in t.iter() {
+                            let key = k.get_ref().to_string();
+                            if !self.name(&k.span(), &key, "source") {
+                                continue;
+                            }
+                            let Some(rel) = self.string(v, &format!("source `{key}`")) else {
+                                continue;
+                            };
+                            let path = self.dir.join(rel);
+                            if !path.is_file() {
+                                self.error(
+                                    &v.span(),
+                                    format!(
+                                        "source `{key}`: file {} does not exist",
+                                        path.display()
+                                    ),
+                                );
+                                continue;
+                            }
+                            sources.insert(key, path);
+                        }
+                    }
+                }
+                "steps" => steps_table = self.table(value, "[steps]").map(|t| (t, value.span())),
+                _ => self.unknown_key(key, "the pipeline", TOP),
+            }
+        }
+        if name.is_none() && !root.iter().any(|(k, _)| k.get_ref() == "name") {
+            self.error(&(0..0), "missing required field `name`".to_string());
+        }
+        for (k, v) in overrides {
+            if params.contains_key(k) {
+                params.insert(k.clone(), v.clone());
+            } else {
+                let declared: Vec<&str> = params.keys().map(String::as_str).collect();
+                self.error(
+                    &params_span,
+                    format!(
+                        "--param {k}: the pipeline declares no param `{k}`; declared: {}",
+                        if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+                    ),
+                );
+            }
+        }
+        let Some((steps_table, steps_span)) = steps_table else {
+            self.error(root_span, "the pipeline declares no [steps]".to_string());
+            return None;
+        };
+        if steps_table.len() > MAX_STEPS {
+            self.error(
+                &steps_span,
+                format!("{} steps declared; the limit is {MAX_STEPS}", steps_table.len()),
+            );
+            return None;
+        }
+        let mut raw = Vec::new();
+        for (key, value) in steps_table.iter() {
+            let step_name = key.get_ref().as_ref();
+            if !self.name(&key.span(), step_name, "step") {
+                continue;
+            }
+            let Some(t) = self.table(value, &format!("[steps.{step_name}]")) else {
+                continue;
+            };
+            raw.push(self.step(step_name, key.span(), t, &params));
+        }
+        if raw.is_empty() && self.errors.is_empty() {
+            self.error(&steps_span, "the pipeline declares no steps".to_string());
+        }
+        let steps = self.link(raw, &sources);
+        Some(Pipeline {
+            name: name.unwrap_or_default(),
+            description,
+            path: self.file.clone(),
+            text: text.to_string(),
+            params,
+            seed,
+            sources,
+            steps: steps?,
+        })
+    }
+
+    fn step<'a, 'i>(
+        &mut self,
+        name: &'a str,
+        span: Range<usize>,
+        t: &'a Table<'i>,
+        pipeline_params: &BTreeMap<String, String>,
+    ) -> RawStep<'a, 'i> {
+        const KEYS: &[&str] = &[
+            "component",
+            "description",
+            "inputs",
+            "params",
+            "outputs",
+            "limits",
+            "retries",
+            "cache",
+            "after",
+        ];
+        let mut step = RawStep {
+            name,
+            span: span.clone(),
+            component: None,
+            inputs: Vec::new(),
+            params: BTreeMap::new(),
+            outputs: Vec::new(),
+            limits: Limits::default(),
+            retries: 0,
+            cache: true,
+            after: Vec::new(),
+            _table: t,
+        };
+        let place = format!("[steps.{name}]");
+        let mut has_component = false;
+        for (key, value) in t.iter() {
+            match key.get_ref().as_ref() {
+                "component" => {
+                    has_component = true;
+                    if let Some(rel) = self.string(value, &format!("{place} component")) {
+                        step.component = self.component(name, rel, &value.span());
+                    }
+                }
+                "description" => {
+                    self.string(value, &format!("{place} description"));
+                }
+                "inputs" => {
+                    let Some(inputs) = self.table(value, &format!("{place} inputs")) else {
+                        continue;
+                    };
+                    if inputs.len() > MAX_PORTS_PER_STEP {
+                        self.error(
+                            &value.span(),
+                            format!("step `{name}` declares more than {MAX_PORTS_PER_STEP} inputs"),
+                        );
+                        continue;
+                    }
+                    for (k, v) in inputs.iter() {
+                        let input = k.get_ref().to_string();
+                        if !self.name(&k.span(), &input, "input") {
+                            continue;
+                        }
+                        if let Some(r) = self.string(v, &format!("step `{name}` input `{input}`")) {
+                            step.inputs.push((input, v.span(), r.to_string()));
+                        }
+                    }
+                }
+                "params" => {
+                    let Some(p) = self.table(value, &format!("{place} params")) else {
+                        continue;
+                    };
+                    for (k, v) in p.iter() {
+                        let what = format!("step `{name}` param `{}`", k.get_ref());
+                        let Some(raw) = self.scalar(v, &what) else {
+                            continue;
+                        };
+                        if let Some(resolved) =
+                            self.interpolate(&raw, &v.span(), &what, pipeline_params)
+                        {
+                            step.params.insert(k.get_ref().to_string(), resolved);
+                        }
+                    }
+                }
+                "outputs" => {
+                    let DeValue::Array(items) = value.get_ref() else {
+                        self.error(
+                            &value.span(),
+                            format!(
+                                "{place} outputs must be an array of names, found {}",
+                                value.get_ref().type_str()
+                            ),
+                        );
+                        continue;
+                    };
+                    if items.len() > MAX_PORTS_PER_STEP {
+                        self.error(
+                            &value.span(),
+                            format!("step `{name}` declares more than {MAX_PORTS_PER_STEP} outputs"),
+                        );
+                        continue;
+                    }
+                    for item in items.iter() {
+                        let Some(out) = self.string(item, &format!("step `{name}` output")) else {
+                            continue;
+                        };
+                        if !self.name(&item.span(), out, "output") {
+                            continue;
+                        }
+                        if step.outputs.iter().any(|o| o == out) {
+                            self.error(
+                                &item.span(),
+                                format!("step `{name}` declares output `{out}` twice"),
+                            );
+                            continue;
+                        }
+                        step.outputs.push(out.to_string());
+                    }
+                }
+                "limits" => {
+                    if let Some(l) = self.table(value, &format!("{place} limits")) {
+                        step.limits = self.limits(name, l);
+                    }
+                }
+                "retries" => {
+                    step.retries = self
+                        .integer(value, &format!("step `{name}` retries"), MAX_RETRIES)
+                        .unwrap_or(0) as u32;
+                }
+                "cache" => {
+                    step.cache = self.boolean(value, &format!("step `{name}` cache")).unwrap_or(true);
+                }
+                "after" => {
+                    let DeValue::Array(items) = value.get_ref() else {
+                        self.error(
+                            &value.span(),
+                            format!("{place} after must be an array of step names"),
+                        );
+                        continue;
+                    };
+                    for item in items.iter() {
+                        if let Some(s) = self.string(item, &format!("step `{name}` after")) {
+                            step.after.push((s.to_string(), item.span()));
+                        }
+                    }
+                }
+                _ => self.unknown_key(key, &place, KEYS),
+            }
+        }
+        if !has_component {
+            self.error(&span, format!("step `{name}` has no `component`"));
+        }
+        step
+    }
+
+    fn component(&mut self, step: &str, rel: &str, span: &Range<usize>) -> Option<ComponentSource> {
+        let path = self.dir.join(rel);
+        if path.is_file() {
+            return Some(ComponentSource::Wasm(path));
+        }
+        if path.is_dir() {
+            if path.join("Cargo.toml").is_file() {
+                return Some(ComponentSource::Crate(path));
+            }
+            self.error(
+                span,
+                format!(
+                    "step `{step}`: component {} is a directory without Cargo.toml (expected a .wasm file or a step crate)",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+        self.error(
+            span,
+            format!("step `{step}`: component {} does not exist", path.display()),
+        );
+        None
+    }
+
+    fn limits(&mut self, step: &str, t: &Table<'_>) -> Limits {
+        let mut l = Limits::default();
+        for (key, value) in t.iter() {
+            let what = format!("step `{step}` limit `{}`", key.get_ref());
+            match key.get_ref().as_ref() {
+                "memory_mib" => {
+                    if let Some(v) = self.integer(value, &what, limits::MEMORY_MIB_CEILING) {
+                        l.memory_mib = v.max(1);
+                    }
+                }
+                "fuel" => {
+                    if let Some(v) = self.integer(value, &what, limits::FUEL_CEILING) {
+                        l.fuel = v;
+                    }
+                }
+                "timeout_s" => {
+                    if let Some(v) = self.integer(value, &what, limits::TIMEOUT_S_CEILING) {
+                        l.timeout_s = v.max(1);
+                    }
+                }
+                "output_mib" => {
+                    if let Some(v) = self.integer(value, &what, limits::OUTPUT_MIB_CEILING) {
+                        l.output_mib = v;
+                    }
+                }
+                "log_kib" => {
+                    if let Some(v) = self.integer(value, &what, limits::LOG_KIB_CEILING) {
+                        l.log_kib = v;
+                    }
+                }
+                _ => self.unknown_key(key, &format!("step `{step}` limits"), limits::KEYS),
+            }
+        }
+        l
+    }
+
+    /// Resolves `${params.NAME}` in `raw`.
+    fn interpolate(
+        &mut self,
+        raw: &str,
+        span: &Range<usize>,
+        what: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        let mut out = String::new();
+        let mut rest = raw;
+        let mut ok = true;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                self.error(span, format!("{what}: unterminated `${{` in {raw:?}"));
+                return None;
+            };
+            let expr = after[..end].trim();
+            match expr.strip_prefix("params.") {
+                Some(p) if params.contains_key(p) => out.push_str(&params[p]),
+                Some(p) => {
+                    let declared: Vec<&str> = params.keys().map(String::as_str).collect();
+                    self.error(
+                        span,
+                        format!(
+                            "{what}: `${{{expr}}}` names unknown param `{p}`; declared: {}",
+                            if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+                        ),
+                    );
+                    ok = false;
+                }
+                None => {
+                    self.error(
+                        span,
+                        format!("{what}: unsupported interpolation `${{{expr}}}`; only `${{params.NAME}}` is allowed"),
+                    );
+                    ok = false;
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        ok.then_some(out)
+    }
+
+    /// Resolves references between steps, checks for cycles and orders the
+    /// steps topologically (ties broken by declaration order).
+    fn link(
+        &mut self,
+        raw: Vec<RawStep<'_, '_>>,
+        sources: &BTreeMap<String, PathBuf>,
+    ) -> Option<Vec<Step>> {
+        let index: HashMap<&str, usize> = raw.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
+        let mut deps: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); raw.len()];
+        let mut inputs: Vec<BTreeMap<String, InputRef>> = vec![BTreeMap::new(); raw.len()];
+        for (i, step) in raw.iter().enumerate() {
+            for (input, span, reference) in &step.inputs {
+                let Some((head, tail)) = reference.split_once('.') else {
+                    self.error(
+                        span,
+                        format!(
+                            "step `{}` input `{input}`: reference {reference:?} must be `sources.NAME` or `STEP.OUTPUT`",
+                            step.name
+                        ),
+                    );
+                    continue;
+                };
+                if head == "sources" {
+                    if sources.contains_key(tail) {
+                        inputs[i].insert(input.clone(), InputRef::Source(tail.to_string()));
+                    } else if !self.errors.iter().any(|e| e.message.starts_with(&format!("source `{tail}`"))) {
+                        self.error(
+                            span,
+                            format!("step `{}` input `{input}`: unknown source `{tail}`", step.name),
+                        );
+                    }
+                    continue;
+                }
+                let Some(&producer) = index.get(head) else {
+                    self.error(
+                        span,
+                        format!(
+                            "step `{}` input `{input}`: unknown step `{head}` in {reference:?}",
+                            step.name
+                        ),
+                    );
+                    continue;
+                };
+                if producer == i {
+                    self.error(
+                        span,
+                        format!("step `{}` input `{input}` consumes its own output `{tail}`", step.name),
+                    );
+                    continue;
+                }
+                if !raw[producer].outputs.iter().any(|o| o == tail) {
+                    self.error(
+                        span,
+                        format!(
+                            "step `{}` input `{input}`: step `{head}` has no output `{tail}`; its outputs: {}",
+                            step.name,
+                            if raw[producer].outputs.is_empty() {
+                                "none".to_string()
+                            } else {
+                                raw[producer].outputs.join(", ")
+                            }
+                        ),
+                    );
+                    continue;
+                }
+                deps[i].insert(producer);
+                inputs[i].insert(
+                    input.clone(),
+                    InputRef::Step {
+                        step: producer,
+                        output: tail.to_string(),
+                    },
+                );
+            }
+            for (after, span) in &step.after {
+                match index.get(after.as_str()) {
+                    Some(&j) if j == i => {
+                        self.error(span, format!("step `{}` cannot run after itself", step.name));
+                    }
+                    Some(&j) => {
+                        deps[i].insert(j);
+                    }
+                    None => self.error(
+                        span,
+                        format!("step `{}` after: unknown step `{after}`", step.name),
+                    ),
+                }
+            }
+        }
+        // Kahn's algorithm, picking the lowest declaration index first so the
+        // order is stable.
+        let n = raw.len();
+        let mut indegree: Vec<usize> = deps.iter().map(BTreeSet::len).collect();
+        let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, d) in deps.iter().enumerate() {
+            for &j in d {
+                dependants[j].push(i);
+            }
+        }
+        let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(i) = ready.pop_first() {
+            order.push(i);
+            for &k in &dependants[i] {
+                indegree[k] -= 1;
+                if indegree[k] == 0 {
+                    ready.insert(k);
+                }
+            }
+        }
+        if order.len() < n {
+            let cycle = find_cycle(&deps, &indegree);
+            let names: Vec<&str> = cycle.iter().map(|&i| raw[i].name).collect();
+            let first = cycle[0];
+            self.error(
+                &raw[first].span,
+                format!(
+                    "dependency cycle: {} -> {}",
+                    names.join(" -> "),
+                    raw[first].name
+                ),
+            );
+        }
+        if !self.errors.is_empty() {
+            return None;
+        }
+        let mut position = vec![0; n];
+        for (pos, &i) in order.iter().enumerate() {
+            position[i] = pos;
+        }
+        let mut steps: Vec<Option<Step>> = vec![None; n];
+        for (i, step) in raw.into_iter().enumerate() {
+            let remap = |r: &InputRef| match r {
+                InputRef::Source(s) => InputRef::Source(s.clone()),
+                InputRef::Step { step, output } => InputRef::Step {
+                    step: position[*step],
+                    output: output.clone(),
+                },
+            };
+            let mut step_deps: Vec<usize> = deps[i].iter().map(|&j| position[j]).collect();
+            step_deps.sort_unstable();
+            steps[position[i]] = Some(Step {
+                name: step.name.to_string(),
+                component: step.component?,
+                inputs: inputs[i].iter().map(|(k, r)| (k.clone(), remap(r))).collect(),
+                params: step.params,
+                outputs: step.outputs,
+                limits: step.limits,
+                retries: step.retries,
+                cache: step.cache,
+                deps: step_deps,
+            });
+        }
+        steps.into_iter().collect()
+    }
+}
+
+/// A cycle among the nodes Kahn's algorithm could not order.
+fn find_cycle(deps: &[BTreeSet<usize>], indegree: &[usize]) -> Vec<usize> {
+    let stuck: BTreeSet<usize> = (0..deps.len()).filter(|&i| indegree[i] > 0).collect();
+    let start = *stuck.first().expect("a stuck node when a cycle exists");
+    // Walk dependencies inside the stuck set until a node repeats.
+    let mut path = vec![start];
+    let mut seen: HashMap<usize, usize> = HashMap::from([(start, 0)]);
+    let mut node = start;
+    loop {
+        let next = *deps[node]
+            .iter()
+            .find(|d| stuck.contains(d))
+            .expect("every stuck node waits on a stuck node");
+        if let Some(&at) = seen.get(&next) {
+            let mut cycle: Vec<usize> = path[at..].to_vec();
+            cycle.reverse();
+            // Rotate so the cycle starts at its lowest index (stable messages).
+            let min_pos = cycle
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, n)| **n)
+                .map(|(p, _)| p)
+                .unwrap_or(0);
+            cycle.rotate_left(min_pos);
+            return cycle;
+        }
+        seen.insert(next, path.len());
+        path.push(next);
+        node = next;
+    }
+}

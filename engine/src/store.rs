@@ -1,0 +1,421 @@
+//! Content-addressed blob store under `<home>/store/`.
+//!
+//! Invariant: a file at `store/sha256/<aa>/<rest>` holds exactly the bytes
+//! whose sha256 is `aa<rest>`, or it is detected and quarantined on the next
+//! read; a reader is never handed bytes that do not match their name.
+//! Boundary: knows files and digests, nothing of steps or runs.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest as _, Sha256};
+
+/// Buffer for hashing and copying; matches the guest SDK's chunk size.
+const COPY_BUF_BYTES: usize = 64 * 1024;
+
+/// A sha256 digest, displayed as `sha256:<64 hex>`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// Lower-case hex without the `sha256:` prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    fn from_hasher(h: Sha256) -> Digest {
+        Digest(h.finalize().into())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A string that is not `sha256:<64 lowercase hex>`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid digest {0:?}: expected `sha256:` followed by 64 lowercase hex digits")]
+pub struct BadDigest(pub String);
+
+impl FromStr for Digest {
+    type Err = BadDigest;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadDigest(s.chars().take(80).collect());
+        let hex_part = s.strip_prefix("sha256:").ok_or_else(bad)?;
+        if hex_part.len() != 64 || !hex_part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut out).map_err(|_| bad())?;
+        Ok(Digest(out))
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Store failures; each names the blob or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No blob with that digest.
+    #[error("artifact {0} is not in the store")]
+    NotFound(Digest),
+    /// The blob's bytes do not match its name; it has been quarantined.
+    #[error("artifact {digest} is corrupted in the store (its bytes hash to {found}); quarantined, never served")]
+    Corrupted {
+        /// The name of the blob.
+        digest: Digest,
+        /// What its bytes hash to.
+        found: Digest,
+    },
+    /// Filesystem failure.
+    #[error("store {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The blob store rooted at `<home>/store`.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Opens (creating directories as needed) the store under `home`.
+    pub fn open(home: &Path) -> Result<Store, StoreError> {
+        let root = home.join("store");
+        let tmp = root.join("tmp");
+        fs::create_dir_all(root.join("sha256")).map_err(io_err(&root))?;
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        fs::create_dir_all(root.join("quarantine")).map_err(io_err(&root))?;
+        Ok(Store { root, tmp })
+    }
+
+    /// The path a blob lives at (whether or not it exists).
+    pub fn path_of(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root.join("sha256").join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Whether the blob exists (not verified).
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path_of(digest).is_file()
+    }
+
+    /// Starts writing a new blob.
+    pub fn writer(&self) -> Result<BlobWriter, StoreError> {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .tmp
+            .join(format!("{}-{n}.part", std::process::id()));
+        let file = File::create_new(&path).map_err(io_err(&path))?;
+        Ok(BlobWriter {
+            file,
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+            root: self.root.clone(),
+            done: false,
+        })
+    }
+
+    /// Copies everything from `reader` into a new blob.
+    pub fn put_reader(&self, reader: &mut dyn Read) -> Result<(Digest, u64), StoreError> {
+        let mut w = self.writer()?;
+        let mut buf = vec![0u8; COPY_BUF_BYTES];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(&w.path)(e)),
+            };
+            w.write_all(&buf[..n]).map_err(io_err(&w.path.clone()))?;
+        }
+        w.commit()
+    }
+
+    /// Stores `bytes`.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<(Digest, u64), StoreError> {
+        self.put_reader(&mut &bytes[..])
+    }
+
+    /// Stores the file at `path`.
+    pub fn put_file(&self, path: &Path) -> Result<(Digest, u64), StoreError> {
+        let mut f = File::open(path).map_err(io_err(path))?;
+        self.put_reader(&mut f)
+    }
+
+    /// Opens a blob after verifying its bytes against `digest`. A mismatch
+    /// quarantines the blob and is an error.
+    pub fn open_verified(&self, digest: &Digest) -> Result<File, StoreError> {
+        let path = self.path_of(digest);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(*digest));
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let found = hash_reader(&mut file).map_err(io_err(&path))?;
+        if found != *digest {
+            self.quarantine(digest);
+            return Err(StoreError::Corrupted {
+                digest: *digest,
+                found,
+            });
+        }
+        file.rewind().map_err(io_err(&path))?;
+        Ok(file)
+    }
+
+    /// Verifies a blob without keeping it open.
+    pub fn verify(&self, digest: &Digest) -> Result<u64, StoreError> {
+        let f = self.open_verified(digest)?;
+        let path = self.path_of(digest);
+        Ok(f.metadata().map_err(io_err(&path))?.len())
+    }
+
+    /// Reads a whole (verified) blob into memory.
+    pub fn read_bytes(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let mut f = self.open_verified(digest)?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v)
+            .map_err(io_err(&self.path_of(digest)))?;
+        Ok(v)
+    }
+
+    /// Moves a bad blob aside so that it is never served and a rewrite of
+    /// the same digest can recreate it. Best effort: if the move fails the
+    /// blob is still refused by every verified read.
+    fn quarantine(&self, digest: &Digest) {
+        let from = self.path_of(digest);
+        let to = self
+            .root
+            .join("quarantine")
+            .join(format!("{}-{}", digest.hex(), std::process::id()));
+        if let Err(e) = fs::rename(&from, &to) {
+            tracing::warn!(%digest, error = %e, "could not quarantine corrupted blob");
+        } else {
+            tracing::warn!(%digest, to = %to.display(), "quarantined corrupted blob");
+        }
+    }
+}
+
+/// Hashes everything `reader` yields.
+pub fn hash_reader(reader: &mut dyn Read) -> io::Result<Digest> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; COPY_BUF_BYTES];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Digest::from_hasher(h))
+}
+
+/// A blob being written: temp file in the store's own filesystem, hashed as
+/// it goes. [`BlobWriter::commit`] makes it visible atomically; dropping it
+/// uncommitted removes the temp file.
+pub struct BlobWriter {
+    file: File,
+    path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+    root: PathBuf,
+    done: bool,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Durably publishes the blob: fsync the data, rename into place, fsync
+    /// the directory. Idempotent: if the digest already exists the temp file
+    /// is discarded.
+    pub fn commit(mut self) -> Result<(Digest, u64), StoreError> {
+        let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        let hex = digest.hex();
+        let dir = self.root.join("sha256").join(&hex[..2]);
+        let dest = dir.join(&hex[2..]);
+        self.done = true;
+        if dest.is_file() {
+            let _ = fs::remove_file(&self.path);
+            return Ok((digest, self.size));
+        }
+        self.file.sync_all().map_err(io_err(&self.path))?;
+        let created_dir = !dir.is_dir();
+        if created_dir {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        fs::rename(&self.path, &dest).map_err(io_err(&dest))?;
+        sync_dir(&dir)?;
+        if created_dir {
+            sync_dir(&self.root.join("sha256"))?;
+        }
+        Ok((digest, self.size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// fsyncs a directory so a rename in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory,
+/// rename), fsyncing when `durable`.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        ".{}.{}-{n}.tmp",
+        path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(path)(e));
+    }
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_round_trips_and_rejects_bad_text() {
+        let d = Digest::of(b"hello");
+        assert_eq!(
+            d.to_string(),
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+        for bad in ["", "sha256:", "md5:abc", &d.to_string().to_uppercase(), &format!("{d}0")] {
+            let err = bad.parse::<Digest>().unwrap_err();
+            assert!(err.to_string().contains("invalid digest"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn put_is_idempotent_and_reads_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (d1, n) = store.put_bytes(b"abc").unwrap();
+        let (d2, _) = store.put_bytes(b"abc").unwrap();
+        assert_eq!((d1, n), (d2, 3));
+        assert_eq!(store.read_bytes(&d1).unwrap(), b"abc");
+        assert_eq!(fs::read_dir(dir.path().join("store/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn flipped_bit_is_detected_quarantined_and_healed_by_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (d, _) = store.put_bytes(b"precious bytes").unwrap();
+        let path = store.path_of(&d);
+        let mut perms = fs::metadata(&path).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        fs::set_permissions(&path, perms).unwrap();
+        fs::write(&path, b"precious bytez").unwrap();
+        let err = store.read_bytes(&d).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupted { digest, .. } if digest == d), "{err}");
+        assert!(matches!(store.read_bytes(&d), Err(StoreError::NotFound(_))));
+        store.put_bytes(b"precious bytes").unwrap();
+        assert_eq!(store.read_bytes(&d).unwrap(), b"precious bytes");
+    }
+
+    #[test]
+    fn uncommitted_writer_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        {
+            let mut w = store.writer().unwrap();
+            w.write_all(b"half").unwrap();
+        }
+        assert_eq!(fs::read_dir(dir.path().join("store/tmp")).unwrap().count(), 0);
+        assert!(!store.contains(&Digest::of(b"half")));
+    }
+}

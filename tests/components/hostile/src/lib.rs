@@ -1,0 +1,137 @@
+//! A hostile step for the sandbox tests (HOSTILE.md groups 1–8). The `mode`
+//! parameter picks one attack; every mode that is not stopped by the engine
+//! reports what it observed in its `out` output so tests can assert it.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+
+use sluice_guest::{Ctx, Result, bail};
+
+fn run(ctx: &mut Ctx) -> Result<()> {
+    let mode: String = ctx.param("mode")?;
+    match mode.as_str() {
+        // Group 2: grow linear memory until the limit stops us.
+        "memory" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut block = vec![0u8; 1 << 20];
+                block[0] = hoard.len() as u8;
+                hoard.push(black_box(block));
+            }
+        }
+        // Group 3: a tight loop with no host calls.
+        "spin" => {
+            let mut x: u64 = black_box(1);
+            loop {
+                x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        // Group 3: a loop that keeps calling the host.
+        "spin-host" => loop {
+            black_box(ctx.params());
+        },
+        // Group 4: unbounded recursion.
+        "recurse" => {
+            #[allow(unconditional_recursion)]
+            fn deep(n: u64) -> u64 {
+                black_box(deep(black_box(n + 1)) + 1)
+            }
+            black_box(deep(0));
+            Ok(())
+        }
+        // Group 5: an output larger than the output limit.
+        "output-flood" => {
+            let mut out = ctx.output("out", "application/octet-stream")?;
+            let chunk = vec![b'x'; 1 << 20];
+            loop {
+                out.write_all(&chunk)?;
+            }
+        }
+        // Group 5: unbounded stdout.
+        "stdout-flood" => {
+            let line = "\x1b[31mflood\x1b[0m ".repeat(64);
+            loop {
+                println!("{line}");
+            }
+        }
+        // Group 1: escape attempts through WASI paths and artifact names.
+        "escape" => {
+            let mut report = String::new();
+            for path in ["/etc/passwd", "../../../etc/passwd", ".", "/", "//etc//passwd"] {
+                let outcome = match std::fs::read(path) {
+                    Ok(bytes) => format!("READ {} bytes", bytes.len()),
+                    Err(_) => "denied".to_string(),
+                };
+                report.push_str(&format!("fs {path}: {outcome}\n"));
+            }
+            for name in ["../in", "/etc/passwd", "in/..", "in\0", "", "sources.raw"] {
+                let outcome = match ctx.input(name) {
+                    Ok(_) => "OPENED".to_string(),
+                    Err(e) => format!("refused: {e}"),
+                };
+                report.push_str(&format!("input {name:?}: {outcome}\n"));
+            }
+            for name in ["../out", "/tmp/x", "undeclared"] {
+                let outcome = match ctx.output(name, "text/plain") {
+                    Ok(_) => "CREATED".to_string(),
+                    Err(e) => format!("refused: {e}"),
+                };
+                report.push_str(&format!("output {name:?}: {outcome}\n"));
+            }
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            report.push_str(&format!("env vars: {}\n", env.len()));
+            let mut out = ctx.output("out", "text/plain")?;
+            out.write_all(report.as_bytes())?;
+            out.finish()?;
+            Ok(())
+        }
+        // Group 6: host-call abuse on handles.
+        "finish-twice" => {
+            let mut out = ctx.output("out", "text/plain")?;
+            out.write_all(b"once")?;
+            out.finish()?;
+            match ctx.output("out", "text/plain") {
+                Ok(_) => bail!("created `out` twice"),
+                Err(e) => bail!("second create refused: {e}"),
+            }
+        }
+        // Group 8: reads clocks and random; the output must replay identically.
+        "nondeterminism" => {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let start = std::time::Instant::now();
+            let elapsed = start.elapsed().as_nanos();
+            let mut random = [0u8; 16];
+            getrandom_via_hashmap(&mut random);
+            let mut out = ctx.output("out", "text/plain")?;
+            writeln!(out, "wall={wall} elapsed={elapsed} random={random:?}")?;
+            out.finish()?;
+            Ok(())
+        }
+        // A step that fails on its own terms.
+        "fail" => bail!("hostile step failed on purpose"),
+        // Reads its input fully (used to check inputs stay intact).
+        "read" => {
+            let mut bytes = Vec::new();
+            ctx.input("in")?.read_to_end(&mut bytes)?;
+            let mut out = ctx.output("out", "text/plain")?;
+            out.write_all(&bytes)?;
+            Ok(())
+        }
+        other => bail!("unknown mode `{other}`"),
+    }
+}
+
+/// Std's `RandomState` draws its keys from WASI random; hashing a fixed value
+/// exposes them without a dependency on a random crate.
+fn getrandom_via_hashmap(out: &mut [u8; 16]) {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(0u64);
+    let b = RandomState::new().hash_one(1u64);
+    out[..8].copy_from_slice(&a.to_le_bytes());
+    out[8..].copy_from_slice(&b.to_le_bytes());
+}
+
+sluice_guest::export_step!(run);
