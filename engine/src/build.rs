@@ -92,8 +92,8 @@ pub fn build_crates(crates: &[PathBuf]) -> BTreeMap<PathBuf, Result<PathBuf, Bui
 
 fn package_name(dir: &Path) -> Result<String, String> {
     let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)
-        .map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let text =
+        std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
     let value: toml::Table =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
     value
@@ -149,7 +149,9 @@ fn build_workspace_members(
         for (_, name) in members {
             cmd.arg("-p").arg(name);
         }
-        cmd.stdin(Stdio::null()).stderr(Stdio::piped()).stdout(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped());
         cmd.output()
     };
     let mut output = run().map_err(|e| format!("cannot run cargo: {e}"))?;

@@ -20,8 +20,7 @@ use crate::store::{Digest, Store};
 pub const CACHE_VERSION: u32 = 1;
 
 /// Names the determinism settings a cached result was produced under.
-pub const DETERMINISM: &str =
-    "nan-canonicalization,relaxed-simd-deterministic,no-threads,virtual-clocks-v1,chacha20-random-v1";
+pub const DETERMINISM: &str = "nan-canonicalization,relaxed-simd-deterministic,no-threads,virtual-clocks-v1,chacha20-random-v1";
 
 /// An output as recorded in caches and reports.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,7 +188,10 @@ mod tests {
             timeout_s: 1,
             ..limits
         };
-        assert_eq!(base, key(comp, &params, &inputs, &outputs, &timeout_only, 0));
+        assert_eq!(
+            base,
+            key(comp, &params, &inputs, &outputs, &timeout_only, 0)
+        );
         let p2 = BTreeMap::from([("lr".to_string(), "0.2".to_string())]);
         let i2 = BTreeMap::from([("in".to_string(), out(b"other"))]);
         let fuel = Limits { fuel: 5, ..limits };

@@ -23,7 +23,11 @@ pub const EXIT_RUN_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "Reproducible ML pipelines of sandboxed WebAssembly steps")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Reproducible ML pipelines of sandboxed WebAssembly steps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,6 +60,10 @@ enum Command {
         /// Prints one JSON document with the run's result.
         #[arg(long)]
         json: bool,
+        /// Directory for compiled components, shareable between homes
+        /// (default: HOME/components).
+        #[arg(long, env = "SLUICE_COMPILE_CACHE")]
+        compile_cache: Option<PathBuf>,
     },
     /// Checks a pipeline spec without running it.
     Validate {
@@ -158,7 +166,16 @@ pub fn run() -> anyhow::Result<u8> {
             no_cache,
             jobs,
             json,
-        } => cmd_run(&pipeline, &home.home, &params, no_cache, jobs, json),
+            compile_cache,
+        } => cmd_run(
+            &pipeline,
+            &home.home,
+            &params,
+            no_cache,
+            jobs,
+            json,
+            compile_cache,
+        ),
         Command::Validate {
             pipeline,
             params,
@@ -171,7 +188,12 @@ pub fn run() -> anyhow::Result<u8> {
                         serde_json::json!({"status": "valid", "pipeline": p.name, "steps": p.steps.iter().map(|s| &s.name).collect::<Vec<_>>()})
                     );
                 } else {
-                    println!("{}: pipeline `{}` is valid ({} steps)", pipeline.display(), p.name, p.steps.len());
+                    println!(
+                        "{}: pipeline `{}` is valid ({} steps)",
+                        pipeline.display(),
+                        p.name,
+                        p.steps.len()
+                    );
                 }
                 Ok(0)
             }
@@ -272,7 +294,10 @@ fn report_spec_errors(errors: &[spec::SpecError], json: bool) -> u8 {
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({"status": "invalid", "errors": list}));
+        println!(
+            "{}",
+            serde_json::json!({"status": "invalid", "errors": list})
+        );
     }
     EXIT_USAGE
 }
@@ -284,6 +309,7 @@ fn cmd_run(
     no_cache: bool,
     jobs: Option<usize>,
     json: bool,
+    compile_cache: Option<PathBuf>,
 ) -> anyhow::Result<u8> {
     let pipeline = match spec::load(path, params) {
         Ok(p) => p,
@@ -298,6 +324,7 @@ fn cmd_run(
         home: home.to_path_buf(),
         no_cache,
         jobs,
+        compile_cache,
     };
     let summary = if json {
         run::execute(&pipeline, &options, &run::Quiet)?
@@ -331,7 +358,9 @@ fn cmd_runs(home: &Path, json: bool) -> anyhow::Result<u8> {
                 "wall_ms": s.wall_ms,
                 "steps": s.steps.len(),
             }),
-            Err(e) => serde_json::json!({"run_id": id, "status": "unknown", "error": e.to_string()}),
+            Err(e) => {
+                serde_json::json!({"run_id": id, "status": "unknown", "error": e.to_string()})
+            }
         };
         rows.push(row);
     }
@@ -339,7 +368,10 @@ fn cmd_runs(home: &Path, json: bool) -> anyhow::Result<u8> {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(0);
     }
-    println!("{:<26} {:<16} {:<10} {:<24} {:>9}", "RUN", "PIPELINE", "STATUS", "STARTED", "WALL");
+    println!(
+        "{:<26} {:<16} {:<10} {:<24} {:>9}",
+        "RUN", "PIPELINE", "STATUS", "STARTED", "WALL"
+    );
     for r in rows {
         println!(
             "{:<26} {:<16} {:<10} {:<24} {:>9}",
@@ -347,7 +379,9 @@ fn cmd_runs(home: &Path, json: bool) -> anyhow::Result<u8> {
             r["pipeline"].as_str().unwrap_or("?"),
             r["status"].as_str().unwrap_or("?"),
             r["started_at"].as_str().unwrap_or("-"),
-            r["wall_ms"].as_u64().map_or("-".to_string(), |ms| format!("{ms} ms")),
+            r["wall_ms"]
+                .as_u64()
+                .map_or("-".to_string(), |ms| format!("{ms} ms")),
         );
     }
     Ok(0)
@@ -412,7 +446,11 @@ fn print_summary(s: &RunSummary) {
             r.attempts,
             r.wall_ms,
             fuel(r.fuel_used),
-            if r.memory_peak_bytes == 0 { "-".to_string() } else { bytes(r.memory_peak_bytes) },
+            if r.memory_peak_bytes == 0 {
+                "-".to_string()
+            } else {
+                bytes(r.memory_peak_bytes)
+            },
             bytes(r.bytes_in),
             bytes(r.outputs.values().map(|o| o.size).sum()),
         );
@@ -493,8 +531,10 @@ impl Observer for Progress {
                     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                     bar.set_length(steps.len() as u64);
                     bar.set_style(
-                        ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed} {wide_msg}")
-                            .expect("valid template"),
+                        ProgressStyle::with_template(
+                            "{spinner} [{pos}/{len}] {elapsed} {wide_msg}",
+                        )
+                        .expect("valid template"),
                     );
                     bar.enable_steady_tick(Duration::from_millis(100));
                 }
@@ -504,11 +544,22 @@ impl Observer for Progress {
                 self.running
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(if attempt > 1 { format!("{step} (attempt {attempt})") } else { step.to_string() });
+                    .push(if attempt > 1 {
+                        format!("{step} (attempt {attempt})")
+                    } else {
+                        step.to_string()
+                    });
                 self.refresh();
             }
-            Event::StepRetrying { step, attempt, error } => {
-                self.line(format!("  ↻ {step}: attempt {attempt} failed: {}; retrying", error.message));
+            Event::StepRetrying {
+                step,
+                attempt,
+                error,
+            } => {
+                self.line(format!(
+                    "  ↻ {step}: attempt {attempt} failed: {}; retrying",
+                    error.message
+                ));
                 self.running
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -546,4 +597,3 @@ fn finished_line(r: &StepReport) -> String {
         ),
     }
 }
-

@@ -151,6 +151,9 @@ mod tests {
         assert_eq!(first["x"], 1);
         assert_eq!(second["seq"], 1);
         assert_eq!(second["prev"], Digest::of(lines[0].as_bytes()).to_string());
-        assert!(Record::create(&path).is_err(), "a record is never overwritten");
+        assert!(
+            Record::create(&path).is_err(),
+            "a record is never overwritten"
+        );
     }
 }

@@ -41,11 +41,13 @@ impl RunId {
         let ms = record::now_ms();
         let stamp = record::rfc3339(ms);
         let mut seed = Vec::new();
-        seed.extend_from_slice(&std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-            .to_le_bytes());
+        seed.extend_from_slice(
+            &std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+                .to_le_bytes(),
+        );
         seed.extend_from_slice(&std::process::id().to_le_bytes());
         seed.extend_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
         let suffix = &Digest::of(&seed).hex()[..8];
@@ -75,7 +77,10 @@ pub struct BadRunId(String);
 impl FromStr for RunId {
     type Err = BadRunId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if s.is_empty()
+            || s.len() > 64
+            || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(BadRunId(s.chars().take(80).collect()));
         }
         Ok(RunId(s.to_string()))
@@ -266,6 +271,9 @@ pub struct Options {
     pub no_cache: bool,
     /// Attempts in flight at most.
     pub jobs: usize,
+    /// Where compiled components are cached (default `<home>/components`);
+    /// safe to share between homes, entries are keyed by digest.
+    pub compile_cache: Option<PathBuf>,
 }
 
 /// Failures before any step ran.
@@ -409,7 +417,9 @@ pub fn execute(
         .unwrap_or_else(|p| p.into_inner())
         .into_iter()
         .enumerate()
-        .map(|(i, r)| r.unwrap_or_else(|| StepReport::new(&pipeline.steps[i].name, StepStatus::Skipped)))
+        .map(|(i, r)| {
+            r.unwrap_or_else(|| StepReport::new(&pipeline.steps[i].name, StepStatus::Skipped))
+        })
         .collect();
     let summary = RunSummary {
         run_id: run_id.clone(),
@@ -458,7 +468,8 @@ fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>>
         build::build_crates(&crates)
     };
     let mut by_path: HashMap<PathBuf, Result<Arc<Resolved>, String>> = HashMap::new();
-    let mut by_digest: HashMap<Digest, Arc<OnceLock<Result<Arc<Prepared>, String>>>> = HashMap::new();
+    let mut by_digest: HashMap<Digest, Arc<OnceLock<Result<Arc<Prepared>, String>>>> =
+        HashMap::new();
     pipeline
         .steps
         .iter()
@@ -474,7 +485,8 @@ fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>>
             by_path
                 .entry(wasm.clone())
                 .or_insert_with(|| {
-                    let meta = fs::metadata(&wasm).map_err(|e| format!("component {}: {e}", wasm.display()))?;
+                    let meta = fs::metadata(&wasm)
+                        .map_err(|e| format!("component {}: {e}", wasm.display()))?;
                     if meta.len() > sandbox::MAX_COMPONENT_BYTES {
                         return Err(format!(
                             "component {} is {} bytes; the limit is {}",
@@ -483,7 +495,8 @@ fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>>
                             sandbox::MAX_COMPONENT_BYTES
                         ));
                     }
-                    let bytes = fs::read(&wasm).map_err(|e| format!("component {}: {e}", wasm.display()))?;
+                    let bytes = fs::read(&wasm)
+                        .map_err(|e| format!("component {}: {e}", wasm.display()))?;
                     let digest = Digest::of(&bytes);
                     let prepared = by_digest.entry(digest).or_default().clone();
                     Ok(Arc::new(Resolved {
@@ -522,7 +535,14 @@ impl Runner<'_> {
 
     fn sandbox(&self) -> Result<&Sandbox, String> {
         self.sandbox
-            .get_or_init(|| Sandbox::new(&self.options.home, self.options.jobs).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                let cache = self
+                    .options
+                    .compile_cache
+                    .clone()
+                    .unwrap_or_else(|| self.options.home.join("components"));
+                Sandbox::new(&cache, self.options.jobs).map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -619,7 +639,13 @@ impl scheduler::Executor for Runner<'_> {
             Ok(r) => r.clone(),
             Err(e) => {
                 report.attempts = attempt;
-                let r = fail(report, Failure { class: FailureClass::Step, message: e.clone() });
+                let r = fail(
+                    report,
+                    Failure {
+                        class: FailureClass::Step,
+                        message: e.clone(),
+                    },
+                );
                 return self.attempt_failed(index, attempt, r);
             }
         };
@@ -645,7 +671,9 @@ impl scheduler::Executor for Runner<'_> {
                 "params": step.params,
             }),
         );
-        if attempt == 1 && step.cache && !self.options.no_cache
+        if attempt == 1
+            && step.cache
+            && !self.options.no_cache
             && let Some(hit) = self.cache.lookup(&key, &self.store)
         {
             let mut r = StepReport::new(&step.name, StepStatus::Cached);
@@ -675,7 +703,13 @@ impl scheduler::Executor for Runner<'_> {
         let sandbox = match self.sandbox() {
             Ok(s) => s,
             Err(e) => {
-                let r = fail(report, Failure { class: FailureClass::Engine, message: e });
+                let r = fail(
+                    report,
+                    Failure {
+                        class: FailureClass::Engine,
+                        message: e,
+                    },
+                );
                 return self.attempt_failed(index, attempt, r);
             }
         };
@@ -732,7 +766,10 @@ impl scheduler::Executor for Runner<'_> {
             .outputs
             .into_iter()
             .map(|(name, o)| {
-                let digest = o.digest.parse().expect("the store names blobs with valid digests");
+                let digest = o
+                    .digest
+                    .parse()
+                    .expect("the store names blobs with valid digests");
                 (
                     name,
                     OutputRef {

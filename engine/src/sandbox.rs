@@ -152,7 +152,9 @@ impl ResourceLimiter for Limiter {
         if desired > TABLE_ELEMENTS_MAX {
             return Err(LimitExceeded {
                 kind: LimitKind::Memory,
-                detail: format!("a table would grow to {desired} elements; the limit is {TABLE_ELEMENTS_MAX}"),
+                detail: format!(
+                    "a table would grow to {desired} elements; the limit is {TABLE_ELEMENTS_MAX}"
+                ),
             }
             .into());
         }
@@ -331,8 +333,10 @@ pub struct Sandbox {
 impl Sandbox {
     /// Creates the engine with deterministic settings, fuel, epochs and the
     /// pooling allocator sized for `concurrency` simultaneous attempts.
-    /// Compiled components are cached under `<home>/components/`.
-    pub fn new(home: &Path, concurrency: usize) -> Result<Sandbox, SandboxError> {
+    /// Compiled components are cached under `compile_cache` (by default
+    /// `<home>/components/`), in a directory named by the engine's
+    /// compatibility hash.
+    pub fn new(compile_cache: &Path, concurrency: usize) -> Result<Sandbox, SandboxError> {
         let slots = concurrency.clamp(1, 256) as u32;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(4 * slots + 4)
@@ -359,9 +363,11 @@ impl Sandbox {
             .map_err(|e| SandboxError(format!("linking sluice:step: {e:#}")))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let cache_dir = home
-            .join("components")
-            .join(format!("wasmtime-{}-{:016x}", wasmtime_version(), hasher.finish()));
+        let cache_dir = compile_cache.join(format!(
+            "wasmtime-{}-{:016x}",
+            wasmtime_version(),
+            hasher.finish()
+        ));
         std::fs::create_dir_all(&cache_dir)
             .map_err(|e| SandboxError(format!("{}: {e}", cache_dir.display())))?;
         Ok(Sandbox {
@@ -375,7 +381,12 @@ impl Sandbox {
     /// Compiles (or loads from the on-disk cache) the component at `path`
     /// whose bytes are `wasm` and digest `digest`, and checks it against the
     /// `sluice:step` world.
-    pub fn prepare(&self, path: &Path, wasm: &[u8], digest: &Digest) -> Result<Prepared, ComponentError> {
+    pub fn prepare(
+        &self,
+        path: &Path,
+        wasm: &[u8],
+        digest: &Digest,
+    ) -> Result<Prepared, ComponentError> {
         let started = Instant::now();
         let err = |reason: String| ComponentError {
             path: path.to_path_buf(),
@@ -419,7 +430,9 @@ impl Sandbox {
 
     fn load_or_compile(&self, wasm: &[u8], digest: &Digest) -> Result<(Component, bool), String> {
         let cwasm = self.cache_dir.join(format!("{}.cwasm", digest.hex()));
-        let check = self.cache_dir.join(format!("{}.cwasm.sha256", digest.hex()));
+        let check = self
+            .cache_dir
+            .join(format!("{}.cwasm.sha256", digest.hex()));
         if let (Ok(bytes), Ok(expected)) = (std::fs::read(&cwasm), std::fs::read_to_string(&check))
         {
             if Digest::of(&bytes).to_string() == expected.trim() {
@@ -431,7 +444,9 @@ impl Sandbox {
                 let loaded = unsafe { Component::deserialize(&self.engine, &bytes) };
                 match loaded {
                     Ok(c) => return Ok((c, true)),
-                    Err(e) => tracing::warn!(path = %cwasm.display(), error = %e, "discarding unusable compiled component"),
+                    Err(e) => {
+                        tracing::warn!(path = %cwasm.display(), error = %e, "discarding unusable compiled component")
+                    }
                 }
             } else {
                 tracing::warn!(path = %cwasm.display(), "compiled component does not match its checksum; recompiling");
@@ -543,7 +558,13 @@ impl Sandbox {
                 Some(data.host.into_outcome()),
             ),
             Err(trap) => (
-                Err(classify_trap(&trap, spec, memory_denied, log_bytes)),
+                Err(classify_trap(
+                    &trap,
+                    spec,
+                    memory_denied,
+                    log_bytes,
+                    stdout.contents().len() >= log_bytes || stderr.contents().len() >= log_bytes,
+                )),
                 Some(data.host.into_outcome()),
             ),
         };
@@ -566,6 +587,7 @@ fn classify_trap(
     spec: &AttemptSpec,
     memory_denied: Option<usize>,
     log_bytes: usize,
+    logs_full: bool,
 ) -> Failure {
     if let Some(limit) = err.downcast_ref::<LimitExceeded>() {
         return Failure::limit(limit.kind, &limit.detail);
@@ -586,13 +608,19 @@ fn classify_trap(
         Some(Trap::OutOfFuel) => {
             return Failure::limit(
                 LimitKind::Fuel,
-                format!("step `{}` used all {} units of fuel", spec.step, spec.limits.fuel),
+                format!(
+                    "step `{}` used all {} units of fuel",
+                    spec.step, spec.limits.fuel
+                ),
             );
         }
         Some(Trap::Interrupt) => {
             return Failure::limit(
                 LimitKind::Time,
-                format!("step `{}` ran past its {} s timeout", spec.step, spec.limits.timeout_s),
+                format!(
+                    "step `{}` ran past its {} s timeout",
+                    spec.step, spec.limits.timeout_s
+                ),
             );
         }
         Some(Trap::StackOverflow) => {
@@ -607,8 +635,9 @@ fn classify_trap(
         }
         _ => {}
     }
-    let text = format!("{err:#}");
-    if text.contains("beyond capacity of MemoryOutputPipe") {
+    // A full capture pipe reports itself closed to the guest, whose std
+    // then panics; a guest that died with a full pipe hit the log cap.
+    if logs_full {
         return Failure::limit(
             LimitKind::Output,
             format!(
@@ -617,8 +646,8 @@ fn classify_trap(
             ),
         );
     }
-    let first_line = text.lines().next().unwrap_or("trap");
-    Failure::step(format!("step `{}` trapped: {}", spec.step, sanitize(first_line)))
+    let root = err.root_cause().to_string();
+    Failure::step(format!("step `{}` trapped: {}", spec.step, sanitize(&root)))
 }
 
 /// Makes guest-provided text safe to print: control characters (ANSI

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
     /// Bad name.
-    #[error("invalid step name {0:?}: use lowercase letters, digits, `-` and `_`, starting with a letter")]
+    #[error(
+        "invalid step name {0:?}: use lowercase letters, digits, `-` and `_`, starting with a letter"
+    )]
     Name(String),
     /// The target exists.
     #[error("{0} already exists; choose another name or --dir")]
@@ -132,7 +134,10 @@ limits = {{ memory_mib = 64, timeout_s = 30 }}
 "#
             ),
         ),
-        ("sample.txt", "sluice steps are components\nthey run anywhere\n".to_string()),
+        (
+            "sample.txt",
+            "sluice steps are components\nthey run anywhere\n".to_string(),
+        ),
         (".gitignore", "/target\n/.sluice\n".to_string()),
     ];
     for (rel, text) in files {

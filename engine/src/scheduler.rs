@@ -55,7 +55,10 @@ pub fn run(plan: &Plan, jobs: usize, exec: &dyn Executor) -> Vec<Verdict> {
     }
     let mut waiting: Vec<usize> = plan.deps.iter().map(Vec::len).collect();
     let mut verdicts: Vec<Option<Verdict>> = vec![None; n];
-    let mut ready: BTreeSet<(usize, u32)> = (0..n).filter(|&i| waiting[i] == 0).map(|i| (i, 1)).collect();
+    let mut ready: BTreeSet<(usize, u32)> = (0..n)
+        .filter(|&i| waiting[i] == 0)
+        .map(|i| (i, 1))
+        .collect();
     let mut in_flight = 0usize;
     let (tx, rx) = mpsc::channel::<(usize, u32, bool)>();
     std::thread::scope(|scope| {
@@ -214,7 +217,10 @@ mod tests {
         let s = Script::new(vec![(2, 1), (2, 2)]);
         let v = run(&diamond(), 2, &s);
         assert_eq!(v[2], Verdict::Failed);
-        assert_eq!(s.calls.lock().unwrap().iter().filter(|c| c.0 == 2).count(), 2);
+        assert_eq!(
+            s.calls.lock().unwrap().iter().filter(|c| c.0 == 2).count(),
+            2
+        );
     }
 
     #[test]

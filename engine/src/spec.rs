@@ -202,7 +202,10 @@ impl LineIndex {
         let line = self.starts.partition_point(|&s| s <= offset).max(1);
         let start = self.starts[line - 1];
         let end = offset.min(self.text.len());
-        let column = self.text.get(start..end).map_or(1, |s| s.chars().count() + 1);
+        let column = self
+            .text
+            .get(start..end)
+            .map_or(1, |s| s.chars().count() + 1);
         (line, column)
     }
 }
@@ -251,7 +254,12 @@ impl Validator {
         });
     }
 
-    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, place: &str, allowed: &[&str]) {
+    fn unknown_key(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        place: &str,
+        allowed: &[&str],
+    ) {
         self.error(
             &key.span(),
             format!(
@@ -365,7 +373,10 @@ impl Validator {
         if is_name(name) {
             return true;
         }
-        self.error(span, format!("invalid {what} name {name:?}: use {NAME_RULE}"));
+        self.error(
+            span,
+            format!("invalid {what} name {name:?}: use {NAME_RULE}"),
+        );
         false
     }
 
@@ -449,7 +460,11 @@ impl Validator {
                     &params_span,
                     format!(
                         "--param {k}: the pipeline declares no param `{k}`; declared: {}",
-                        if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+                        if declared.is_empty() {
+                            "none".to_string()
+                        } else {
+                            declared.join(", ")
+                        }
                     ),
                 );
             }
@@ -461,7 +476,10 @@ impl Validator {
         if steps_table.len() > MAX_STEPS {
             self.error(
                 &steps_span,
-                format!("{} steps declared; the limit is {MAX_STEPS}", steps_table.len()),
+                format!(
+                    "{} steps declared; the limit is {MAX_STEPS}",
+                    steps_table.len()
+                ),
             );
             return None;
         }
@@ -587,7 +605,9 @@ impl Validator {
                     if items.len() > MAX_PORTS_PER_STEP {
                         self.error(
                             &value.span(),
-                            format!("step `{name}` declares more than {MAX_PORTS_PER_STEP} outputs"),
+                            format!(
+                                "step `{name}` declares more than {MAX_PORTS_PER_STEP} outputs"
+                            ),
                         );
                         continue;
                     }
@@ -619,7 +639,9 @@ impl Validator {
                         .unwrap_or(0) as u32;
                 }
                 "cache" => {
-                    step.cache = self.boolean(value, &format!("step `{name}` cache")).unwrap_or(true);
+                    step.cache = self
+                        .boolean(value, &format!("step `{name}` cache"))
+                        .unwrap_or(true);
                 }
                 "after" => {
                     let DeValue::Array(items) = value.get_ref() else {
@@ -732,7 +754,11 @@ impl Validator {
                         span,
                         format!(
                             "{what}: `${{{expr}}}` names unknown param `{p}`; declared: {}",
-                            if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+                            if declared.is_empty() {
+                                "none".to_string()
+                            } else {
+                                declared.join(", ")
+                            }
                         ),
                     );
                     ok = false;
@@ -758,7 +784,8 @@ impl Validator {
         raw: Vec<RawStep<'_, '_>>,
         sources: &BTreeMap<String, PathBuf>,
     ) -> Option<Vec<Step>> {
-        let index: HashMap<&str, usize> = raw.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
+        let index: HashMap<&str, usize> =
+            raw.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
         let mut deps: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); raw.len()];
         let mut inputs: Vec<BTreeMap<String, InputRef>> = vec![BTreeMap::new(); raw.len()];
         for (i, step) in raw.iter().enumerate() {
@@ -776,10 +803,17 @@ impl Validator {
                 if head == "sources" {
                     if sources.contains_key(tail) {
                         inputs[i].insert(input.clone(), InputRef::Source(tail.to_string()));
-                    } else if !self.errors.iter().any(|e| e.message.starts_with(&format!("source `{tail}`"))) {
+                    } else if !self
+                        .errors
+                        .iter()
+                        .any(|e| e.message.starts_with(&format!("source `{tail}`")))
+                    {
                         self.error(
                             span,
-                            format!("step `{}` input `{input}`: unknown source `{tail}`", step.name),
+                            format!(
+                                "step `{}` input `{input}`: unknown source `{tail}`",
+                                step.name
+                            ),
                         );
                     }
                     continue;
@@ -797,7 +831,10 @@ impl Validator {
                 if producer == i {
                     self.error(
                         span,
-                        format!("step `{}` input `{input}` consumes its own output `{tail}`", step.name),
+                        format!(
+                            "step `{}` input `{input}` consumes its own output `{tail}`",
+                            step.name
+                        ),
                     );
                     continue;
                 }
@@ -828,7 +865,10 @@ impl Validator {
             for (after, span) in &step.after {
                 match index.get(after.as_str()) {
                     Some(&j) if j == i => {
-                        self.error(span, format!("step `{}` cannot run after itself", step.name));
+                        self.error(
+                            span,
+                            format!("step `{}` cannot run after itself", step.name),
+                        );
                     }
                     Some(&j) => {
                         deps[i].insert(j);
@@ -895,7 +935,10 @@ impl Validator {
             steps[position[i]] = Some(Step {
                 name: step.name.to_string(),
                 component: step.component?,
-                inputs: inputs[i].iter().map(|(k, r)| (k.clone(), remap(r))).collect(),
+                inputs: inputs[i]
+                    .iter()
+                    .map(|(k, r)| (k.clone(), remap(r)))
+                    .collect(),
                 params: step.params,
                 outputs: step.outputs,
                 limits: step.limits,

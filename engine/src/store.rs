@@ -59,7 +59,11 @@ impl FromStr for Digest {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadDigest(s.chars().take(80).collect());
         let hex_part = s.strip_prefix("sha256:").ok_or_else(bad)?;
-        if hex_part.len() != 64 || !hex_part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hex_part.len() != 64
+            || !hex_part
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(bad());
         }
         let mut out = [0u8; 32];
@@ -88,7 +92,9 @@ pub enum StoreError {
     #[error("artifact {0} is not in the store")]
     NotFound(Digest),
     /// The blob's bytes do not match its name; it has been quarantined.
-    #[error("artifact {digest} is corrupted in the store (its bytes hash to {found}); quarantined, never served")]
+    #[error(
+        "artifact {digest} is corrupted in the store (its bytes hash to {found}); quarantined, never served"
+    )]
     Corrupted {
         /// The name of the blob.
         digest: Digest,
@@ -146,9 +152,7 @@ impl Store {
     /// Starts writing a new blob.
     pub fn writer(&self) -> Result<BlobWriter, StoreError> {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .tmp
-            .join(format!("{}-{n}.part", std::process::id()));
+        let path = self.tmp.join(format!("{}-{n}.part", std::process::id()));
         let file = File::create_new(&path).map_err(io_err(&path))?;
         Ok(BlobWriter {
             file,
@@ -231,10 +235,10 @@ impl Store {
     /// blob is still refused by every verified read.
     fn quarantine(&self, digest: &Digest) {
         let from = self.path_of(digest);
-        let to = self
-            .root
-            .join("quarantine")
-            .join(format!("{}-{}", digest.hex(), std::process::id()));
+        let to =
+            self.root
+                .join("quarantine")
+                .join(format!("{}-{}", digest.hex(), std::process::id()));
         if let Err(e) = fs::rename(&from, &to) {
             tracing::warn!(%digest, error = %e, "could not quarantine corrupted blob");
         } else {
@@ -372,7 +376,13 @@ mod tests {
             "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
-        for bad in ["", "sha256:", "md5:abc", &d.to_string().to_uppercase(), &format!("{d}0")] {
+        for bad in [
+            "",
+            "sha256:",
+            "md5:abc",
+            &d.to_string().to_uppercase(),
+            &format!("{d}0"),
+        ] {
             let err = bad.parse::<Digest>().unwrap_err();
             assert!(err.to_string().contains("invalid digest"), "{bad}: {err}");
         }
@@ -386,7 +396,10 @@ mod tests {
         let (d2, _) = store.put_bytes(b"abc").unwrap();
         assert_eq!((d1, n), (d2, 3));
         assert_eq!(store.read_bytes(&d1).unwrap(), b"abc");
-        assert_eq!(fs::read_dir(dir.path().join("store/tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("store/tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -401,7 +414,10 @@ mod tests {
         fs::set_permissions(&path, perms).unwrap();
         fs::write(&path, b"precious bytez").unwrap();
         let err = store.read_bytes(&d).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupted { digest, .. } if digest == d), "{err}");
+        assert!(
+            matches!(err, StoreError::Corrupted { digest, .. } if digest == d),
+            "{err}"
+        );
         assert!(matches!(store.read_bytes(&d), Err(StoreError::NotFound(_))));
         store.put_bytes(b"precious bytes").unwrap();
         assert_eq!(store.read_bytes(&d).unwrap(), b"precious bytes");
@@ -415,7 +431,10 @@ mod tests {
             let mut w = store.writer().unwrap();
             w.write_all(b"half").unwrap();
         }
-        assert_eq!(fs::read_dir(dir.path().join("store/tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("store/tmp")).unwrap().count(),
+            0
+        );
         assert!(!store.contains(&Digest::of(b"half")));
     }
 }

@@ -180,7 +180,10 @@ impl Ctx {
 
     /// The wired inputs with their digests and sizes.
     pub fn inputs(&self) -> Vec<Artifact> {
-        artifacts::inputs().into_iter().map(Artifact::from).collect()
+        artifacts::inputs()
+            .into_iter()
+            .map(Artifact::from)
+            .collect()
     }
 
     /// The output names the spec declares for this step.
@@ -225,9 +228,11 @@ impl Ctx {
     {
         match params::get(name) {
             None => Ok(None),
-            Some(raw) => raw.trim().parse::<T>().map(Some).map_err(|e| {
-                Error::msg(format_args!("parameter `{name}` = {raw:?}: {e}"))
-            }),
+            Some(raw) => raw
+                .trim()
+                .parse::<T>()
+                .map(Some)
+                .map_err(|e| Error::msg(format_args!("parameter `{name}` = {raw:?}: {e}"))),
         }
     }
 
@@ -423,7 +428,7 @@ macro_rules! export_step {
                     $crate::__run($run)
                 }
             }
-            $crate::bindings::__export_step_world!(__SluiceStep with_types_in $crate::bindings);
+    $crate::bindings::__export_step_world!(__SluiceStep with_types_in $crate::bindings);
         };
     };
 }

@@ -607,13 +607,17 @@ impl artifacts::HostWriter for StepHost {
                 "output `{name}` is already finished"
             ))));
         };
-        answer(open.sink.write(&bytes))?.map(|()| {
-            self.bytes_out = total;
-        })
-        .map_or_else(|e| Ok(Err(e)), |()| Ok(Ok(())))
+        answer(open.sink.write(&bytes))?
+            .map(|()| {
+                self.bytes_out = total;
+            })
+            .map_or_else(|e| Ok(Err(e)), |()| Ok(Ok(())))
     }
 
-    fn finish(&mut self, writer: Resource<WriterHandle>) -> wasmtime::Result<Result<Artifact, WitError>> {
+    fn finish(
+        &mut self,
+        writer: Resource<WriterHandle>,
+    ) -> wasmtime::Result<Result<Artifact, WitError>> {
         self.count_call()?;
         let name = self.table.get(&writer)?.name.clone();
         let sealed = answer(self.seal(&name))?;
@@ -663,7 +667,12 @@ impl metrics::Host for StepHost {
             None => {
                 self.metrics.scalars.insert(name, value);
             }
-            Some(at) => self.metrics.series.entry(name).or_default().push((at, value)),
+            Some(at) => self
+                .metrics
+                .series
+                .entry(name)
+                .or_default()
+                .push((at, value)),
         }
         Ok(())
     }

@@ -1,1 +1,11 @@
-fn main(){}
+//! End-to-end tests: the real `sluice` binary, real components built from
+//! the example and hostile step crates, a real store in a temp dir per test.
+
+mod harness;
+
+mod architecture;
+mod cli;
+mod pipeline;
+mod sandbox;
+mod spec;
+mod store;

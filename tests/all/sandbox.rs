@@ -1,0 +1,265 @@
+//! Hostile components (HOSTILE.md groups 1–7): each attack ends as a named
+//! failure of that step only; siblings and other runs are unaffected.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::harness::{Sandbox, component, step, toml_path};
+
+/// A pipeline with the hostile step in `mode` under `limits`, a dependant
+/// that must be skipped, and an independent sibling that must succeed.
+fn hostile_run(sb: &Sandbox, component_path: &Path, mode: &str, limits: &str) -> (i32, Value) {
+    sb.write("in.txt", "input bytes\n");
+    let append = toml_path(&component("append"));
+    let spec = sb.write(
+        &format!("{mode}.toml"),
+        &format!(
+            "name = \"hostile\"\n[sources]\ntext = \"in.txt\"\n\
+             [steps.evil]\ncomponent = {}\ninputs = {{ in = \"sources.text\" }}\nparams = {{ mode = \"{mode}\" }}\noutputs = [\"out\"]\nlimits = {{ {limits} }}\n\
+             [steps.downstream]\ncomponent = {append}\ninputs = {{ in = \"evil.out\" }}\nparams = {{ line = \"x\" }}\noutputs = [\"out\"]\n\
+             [steps.sibling]\ncomponent = {append}\ninputs = {{ in = \"sources.text\" }}\nparams = {{ line = \"fine\" }}\noutputs = [\"out\"]\n",
+            toml_path(component_path)
+        ),
+    );
+    let (run, json) = sb.run_json(&spec, &["--jobs", "2"]);
+    (run.code, json)
+}
+
+fn assert_failed(json: &Value, class: &str, fragment: &str) {
+    assert_eq!(json["status"], "failed", "{json:#}");
+    let evil = step(json, "evil");
+    assert_eq!(evil["status"], "failed", "{evil:#}");
+    assert_eq!(evil["error"]["class"], class, "{evil:#}");
+    let message = evil["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(fragment),
+        "message {message:?} lacks {fragment:?}"
+    );
+    assert_eq!(step(json, "downstream")["status"], "skipped");
+    let sibling = &step(json, "sibling")["status"];
+    assert!(
+        sibling == "succeeded" || sibling == "cached",
+        "sibling affected: {json:#}"
+    );
+}
+
+fn hostile(mode: &str, limits: &str) -> Value {
+    let sb = Sandbox::new();
+    let (code, json) = hostile_run(&sb, &component("hostile"), mode, limits);
+    assert_eq!(code, 1);
+    json
+}
+
+#[test]
+fn memory_growth_past_the_limit_is_a_memory_limit_failure() {
+    let json = hostile("memory", "memory_mib = 32");
+    assert_failed(&json, "limit", "limit: memory:");
+    let peak = step(&json, "evil")["memory_peak_bytes"].as_u64().unwrap();
+    assert!(peak <= 32 << 20 && peak > 16 << 20, "peak {peak}");
+}
+
+#[test]
+fn tight_loop_is_stopped_by_fuel() {
+    let json = hostile("spin", "fuel = 50000000");
+    assert_failed(
+        &json,
+        "limit",
+        "limit: fuel: step `evil` used all 50000000 units of fuel",
+    );
+    assert_eq!(step(&json, "evil")["fuel_used"], 50_000_000);
+}
+
+#[test]
+fn loop_through_host_calls_is_stopped_by_fuel() {
+    let json = hostile("spin-host", "fuel = 20000000");
+    assert_failed(&json, "limit", "limit: fuel:");
+}
+
+#[test]
+fn tight_loop_with_ample_fuel_hits_the_wall_clock_timeout() {
+    let json = hostile("spin", "timeout_s = 1, fuel = 10000000000000");
+    assert_failed(
+        &json,
+        "limit",
+        "limit: time: step `evil` ran past its 1 s timeout",
+    );
+    let wall = step(&json, "evil")["wall_ms"].as_u64().unwrap();
+    assert!((1000..10_000).contains(&wall), "stopped after {wall} ms");
+}
+
+#[test]
+fn deep_recursion_traps_on_the_stack_limit() {
+    let json = hostile("recurse", "");
+    assert_failed(&json, "limit", "limit: stack:");
+}
+
+#[test]
+fn output_flood_is_an_output_limit_failure_and_leaves_no_partial_blob() {
+    let sb = Sandbox::new();
+    let (code, json) = hostile_run(&sb, &component("hostile"), "output-flood", "output_mib = 2");
+    assert_eq!(code, 1);
+    assert_failed(
+        &json,
+        "limit",
+        "limit: output: step `evil` wrote more than 2097152 output bytes (output `out`)",
+    );
+    let tmp = sb.home().join("store/tmp");
+    assert_eq!(
+        std::fs::read_dir(tmp).unwrap().count(),
+        0,
+        "half-written blob left behind"
+    );
+}
+
+#[test]
+fn stdout_flood_is_capped_as_an_output_limit_and_logs_are_escaped() {
+    let sb = Sandbox::new();
+    let (code, json) = hostile_run(&sb, &component("hostile"), "stdout-flood", "log_kib = 64");
+    assert_eq!(code, 1);
+    assert_failed(
+        &json,
+        "limit",
+        "limit: output: step `evil` wrote more than 65536 bytes to stdout or stderr",
+    );
+    let run_id = json["run_id"].as_str().unwrap();
+    let logs = sb.sluice(&["logs", run_id, "evil"]);
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+    assert!(logs.stdout.len() <= 2 * 65536 && !logs.stdout.is_empty());
+    assert!(
+        !logs.stdout.contains('\u{1b}'),
+        "raw ANSI escape reached the terminal"
+    );
+    assert!(logs.stdout.contains("\\u{1b}[31mflood"));
+}
+
+#[test]
+fn escape_attempts_through_paths_and_artifact_names_are_all_refused() {
+    let sb = Sandbox::new();
+    let (code, json) = hostile_run(&sb, &component("hostile"), "escape", "");
+    assert_eq!(code, 0, "{json:#}");
+    let digest = step(&json, "evil")["outputs"]["out"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report = sb.sluice(&["artifact", "cat", &digest]).stdout;
+    for path in [
+        "/etc/passwd",
+        "../../../etc/passwd",
+        ".",
+        "/",
+        "//etc//passwd",
+    ] {
+        assert!(
+            report.contains(&format!("fs {path}: denied\n")),
+            "{path} not denied:\n{report}"
+        );
+    }
+    assert!(
+        !report.contains("OPENED") && !report.contains("CREATED") && !report.contains("READ"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "input \"../in\": refused: step `evil` has no input named \"../in\"; its inputs: in"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("input \"in\\0\": refused"), "{report}");
+    assert!(report.contains("output \"../out\": refused: step `evil` declares no output named \"../out\"; its outputs: out"), "{report}");
+    assert!(report.contains("env vars: 0\n"), "{report}");
+    // The input is intact.
+    assert_eq!(
+        std::fs::read_to_string(sb.path().join("in.txt")).unwrap(),
+        "input bytes\n"
+    );
+}
+
+#[test]
+fn creating_an_output_twice_is_refused_with_a_named_error() {
+    let json = hostile("finish-twice", "");
+    assert_failed(
+        &json,
+        "step",
+        "second create refused: output `out` of step `evil` was already created",
+    );
+}
+
+#[test]
+fn core_module_is_rejected_as_an_invalid_component() {
+    let sb = Sandbox::new();
+    let module = sb.path().join("core.wasm");
+    std::fs::write(
+        &module,
+        wat::parse_str("(module (func (export \"run\")))").unwrap(),
+    )
+    .unwrap();
+    let (code, json) = hostile_run(&sb, &module, "none", "");
+    assert_eq!(code, 1);
+    assert_failed(&json, "step", "a core wasm module, not a component");
+}
+
+#[test]
+fn component_of_another_world_is_rejected() {
+    let sb = Sandbox::new();
+    let empty = sb.path().join("empty.wasm");
+    std::fs::write(&empty, wat::parse_str("(component)").unwrap()).unwrap();
+    let (_, json) = hostile_run(&sb, &empty, "none", "");
+    assert_failed(&json, "step", "does not export the sluice:step world");
+
+    let foreign = sb.path().join("foreign.wasm");
+    std::fs::write(
+        &foreign,
+        wat::parse_str(
+            "(component (import \"evil:net/socket\" (instance (export \"connect\" (func)))))",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let (_, json) = hostile_run(&sb, &foreign, "none", "");
+    assert_failed(&json, "step", "does not fit the sluice:step world");
+
+    let garbage = sb.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not wasm at all").unwrap();
+    let (_, json) = hostile_run(&sb, &garbage, "none", "");
+    assert_failed(&json, "step", "not a WebAssembly binary");
+}
+
+#[test]
+fn a_hostile_run_does_not_disturb_a_concurrent_run() {
+    let good = Sandbox::new();
+    good.write("in.txt", "a\n");
+    let spec = good.write(
+        "good.toml",
+        &format!(
+            "name = \"good\"\n[sources]\ntext = \"in.txt\"\n[steps.one]\ncomponent = {}\ninputs = {{ in = \"sources.text\" }}\nparams = {{ line = \"b\" }}\noutputs = [\"out\"]\n",
+            toml_path(&component("append"))
+        ),
+    );
+    let evil = std::thread::spawn(|| hostile("memory", "memory_mib = 64"));
+    let (run, json) = good.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(step(&json, "one")["status"], "succeeded");
+    let evil_json = evil.join().unwrap();
+    assert_failed(&evil_json, "limit", "limit: memory:");
+}
+
+#[test]
+fn clocks_and_random_are_virtual_and_reproducible() {
+    let a = hostile_output("nondeterminism");
+    let b = hostile_output("nondeterminism");
+    assert_eq!(a, b, "two executions differ");
+    // The virtual wall clock starts at 2020-01-01T00:00:00Z.
+    assert!(a.starts_with("wall=1577836800"), "{a}");
+}
+
+fn hostile_output(mode: &str) -> String {
+    let sb = Sandbox::new();
+    let (code, json) = hostile_run(&sb, &component("hostile"), mode, "");
+    assert_eq!(code, 0, "{json:#}");
+    let digest = step(&json, "evil")["outputs"]["out"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sb.sluice(&["artifact", "cat", &digest]).stdout
+}
