@@ -48,7 +48,8 @@ impl Record {
     }
 
     /// Appends one event: `kind` plus the fields of `fields` (an object).
-    pub fn append(&mut self, kind: &str, fields: Value) -> io::Result<()> {
+    /// Returns whether this append was a group commit (fsync).
+    pub fn append(&mut self, kind: &str, fields: Value) -> io::Result<bool> {
         let mut line = Map::new();
         line.insert("seq".into(), self.seq.into());
         line.insert("prev".into(), self.prev.to_string().into());
@@ -66,8 +67,9 @@ impl Record {
         if self.last_sync.elapsed() >= GROUP_COMMIT {
             self.out.get_ref().sync_data()?;
             self.last_sync = Instant::now();
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Flushes and fsyncs the record and its directory.

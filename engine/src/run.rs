@@ -305,12 +305,15 @@ pub enum RunError {
     Record(io::Error),
 }
 
+/// A component compiled at most once per run, shared by every step using it.
+type PreparedSlot = Arc<OnceLock<Result<Arc<Prepared>, String>>>;
+
 /// A resolved component: where its bytes are, and its digest.
 struct Resolved {
     path: PathBuf,
     digest: Digest,
     bytes: Arc<Vec<u8>>,
-    prepared: Arc<OnceLock<Result<Arc<Prepared>, String>>>,
+    prepared: PreparedSlot,
 }
 
 /// Media type of a source file, by extension.
@@ -410,8 +413,12 @@ pub fn execute(
         RunStatus::Failed
     };
     let Runner {
-        reports, record, ..
+        reports,
+        record,
+        store,
+        ..
     } = runner;
+    store.sync()?;
     let steps: Vec<StepReport> = reports
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
@@ -468,8 +475,7 @@ fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>>
         build::build_crates(&crates)
     };
     let mut by_path: HashMap<PathBuf, Result<Arc<Resolved>, String>> = HashMap::new();
-    let mut by_digest: HashMap<Digest, Arc<OnceLock<Result<Arc<Prepared>, String>>>> =
-        HashMap::new();
+    let mut by_digest: HashMap<Digest, PreparedSlot> = HashMap::new();
     pipeline
         .steps
         .iter()
@@ -528,8 +534,15 @@ struct Runner<'a> {
 impl Runner<'_> {
     fn log(&self, kind: &str, fields: serde_json::Value) {
         let mut rec = self.record.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = rec.append(kind, fields) {
-            tracing::error!(error = %e, "cannot append to the run record");
+        match rec.append(kind, fields) {
+            // Blob renames ride on the record's group commit.
+            Ok(true) => {
+                if let Err(e) = self.store.sync() {
+                    tracing::error!(error = %e, "cannot sync the store");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot append to the run record"),
         }
     }
 

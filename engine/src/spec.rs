@@ -398,10 +398,10 @@ impl Validator {
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
                 "name" => {
-                    if let Some(n) = self.string(value, "`name`") {
-                        if self.name(&value.span(), n, "pipeline") {
-                            name = Some(n.to_string());
-                        }
+                    if let Some(n) = self.string(value, "`name`")
+                        && self.name(&value.span(), n, "pipeline")
+                    {
+                        name = Some(n.to_string());
                     }
                 }
                 "description" => {

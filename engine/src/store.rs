@@ -2,15 +2,20 @@
 //!
 //! Invariant: a file at `store/sha256/<aa>/<rest>` holds exactly the bytes
 //! whose sha256 is `aa<rest>`, or it is detected and quarantined on the next
-//! read; a reader is never handed bytes that do not match their name.
+//! read; a reader is never handed bytes that do not match their name. A
+//! blob's bytes are fsynced before its rename makes it visible, so a crash
+//! never exposes a half-written blob; the renames themselves are made
+//! durable by [`Store::sync`] (group commit, with the run record).
 //! Boundary: knows files and digests, nothing of steps or runs.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
@@ -123,6 +128,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 pub struct Store {
     root: PathBuf,
     tmp: PathBuf,
+    /// Directories with renames not yet fsynced.
+    dirty: Arc<Mutex<BTreeSet<PathBuf>>>,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -135,7 +142,22 @@ impl Store {
         fs::create_dir_all(root.join("sha256")).map_err(io_err(&root))?;
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         fs::create_dir_all(root.join("quarantine")).map_err(io_err(&root))?;
-        Ok(Store { root, tmp })
+        Ok(Store {
+            root,
+            tmp,
+            dirty: Arc::default(),
+        })
+    }
+
+    /// Makes every rename since the last call durable (fsyncs the touched
+    /// directories). Called on the record's group-commit cadence and before
+    /// a run is acknowledged.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let dirs = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        Ok(())
     }
 
     /// The path a blob lives at (whether or not it exists).
@@ -160,6 +182,7 @@ impl Store {
             hasher: Sha256::new(),
             size: 0,
             root: self.root.clone(),
+            dirty: self.dirty.clone(),
             done: false,
         })
     }
@@ -271,6 +294,7 @@ pub struct BlobWriter {
     hasher: Sha256,
     size: u64,
     root: PathBuf,
+    dirty: Arc<Mutex<BTreeSet<PathBuf>>>,
     done: bool,
 }
 
@@ -280,9 +304,9 @@ impl BlobWriter {
         self.size
     }
 
-    /// Durably publishes the blob: fsync the data, rename into place, fsync
-    /// the directory. Idempotent: if the digest already exists the temp file
-    /// is discarded.
+    /// Publishes the blob: fsync the data, rename into place, and mark the
+    /// directory for the next [`Store::sync`]. Idempotent: if the digest
+    /// already exists the temp file is discarded.
     pub fn commit(mut self) -> Result<(Digest, u64), StoreError> {
         let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
         let hex = digest.hex();
@@ -299,9 +323,10 @@ impl BlobWriter {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         fs::rename(&self.path, &dest).map_err(io_err(&dest))?;
-        sync_dir(&dir)?;
+        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        dirty.insert(dir);
         if created_dir {
-            sync_dir(&self.root.join("sha256"))?;
+            dirty.insert(self.root.join("sha256"));
         }
         Ok((digest, self.size))
     }

@@ -57,7 +57,13 @@ fn run(ctx: &mut Ctx) -> Result<()> {
         // Group 1: escape attempts through WASI paths and artifact names.
         "escape" => {
             let mut report = String::new();
-            for path in ["/etc/passwd", "../../../etc/passwd", ".", "/", "//etc//passwd"] {
+            for path in [
+                "/etc/passwd",
+                "../../../etc/passwd",
+                ".",
+                "/",
+                "//etc//passwd",
+            ] {
                 let outcome = match std::fs::read(path) {
                     Ok(bytes) => format!("READ {} bytes", bytes.len()),
                     Err(_) => "denied".to_string(),

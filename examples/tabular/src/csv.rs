@@ -1,0 +1,269 @@
+//! A streaming CSV reader (RFC 4180): comma-separated fields, optionally
+//! in double quotes, `""` for a quote inside a quoted field, quoted fields
+//! may span lines. `\n` and `\r\n` both end a record; a UTF-8 byte-order
+//! mark is skipped; blank lines are skipped.
+//!
+//! It is strict where leniency would silently misread data: a quote inside
+//! an unquoted field, text after a closing quote, an unterminated quote and
+//! a record whose field count differs from the header's are errors naming
+//! the line. Fields are returned as written (no trimming).
+
+use std::io::BufRead;
+
+use crate::{Error, LineReader, MAX_COLUMNS, MAX_LINE_BYTES, Result};
+
+const WHAT: &str = "CSV";
+
+/// Reads records one at a time; the first record is the header and fixes
+/// the field count of all later ones.
+pub struct CsvReader<R> {
+    lines: LineReader<R>,
+    at_start: bool,
+    width: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: the closing quote or the first of `""`.
+    QuoteInQuoted,
+}
+
+impl<R: BufRead> CsvReader<R> {
+    /// A reader over `reader`.
+    pub fn new(reader: R) -> Self {
+        CsvReader {
+            lines: LineReader::new(reader, WHAT),
+            at_start: true,
+            width: None,
+        }
+    }
+
+    /// The next record's 1-based starting line and fields; `None` at the end.
+    pub fn next_record(&mut self) -> Result<Option<(u64, Vec<String>)>> {
+        let mut fields = Vec::new();
+        let mut field = Vec::new();
+        let mut state = State::FieldStart;
+        let mut start_line = None;
+        let mut record_bytes = 0usize;
+        loop {
+            let Some((line, mut bytes)) = self.lines.next_line()? else {
+                return match start_line {
+                    None => Ok(None),
+                    Some(start) => Err(format_error(
+                        start,
+                        "quoted field starting on this line is never closed",
+                    )),
+                };
+            };
+            if std::mem::take(&mut self.at_start) {
+                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            }
+            let start = match start_line {
+                Some(start) => start,
+                None if bytes.is_empty() => continue,
+                None => *start_line.insert(line),
+            };
+            record_bytes += bytes.len() + 1;
+            if record_bytes > MAX_LINE_BYTES {
+                return Err(format_error(
+                    start,
+                    format!("record longer than {MAX_LINE_BYTES} bytes"),
+                ));
+            }
+            for &b in bytes {
+                state = match (state, b) {
+                    (State::FieldStart, b'"') => State::Quoted,
+                    (State::FieldStart | State::Unquoted | State::QuoteInQuoted, b',') => {
+                        push_field(&mut fields, &mut field, line)?;
+                        State::FieldStart
+                    }
+                    (State::Unquoted, b'"') => {
+                        return Err(format_error(
+                            line,
+                            "quote inside an unquoted field (quote the whole field and double inner quotes)",
+                        ));
+                    }
+                    (State::FieldStart | State::Unquoted, _) => {
+                        field.push(b);
+                        State::Unquoted
+                    }
+                    (State::Quoted, b'"') => State::QuoteInQuoted,
+                    (State::Quoted, _) => {
+                        field.push(b);
+                        State::Quoted
+                    }
+                    (State::QuoteInQuoted, b'"') => {
+                        field.push(b'"');
+                        State::Quoted
+                    }
+                    (State::QuoteInQuoted, other) => {
+                        return Err(format_error(
+                            line,
+                            format!(
+                                "unexpected {:?} after a closing quote (expected `,` or end of line)",
+                                char::from(other)
+                            ),
+                        ));
+                    }
+                };
+            }
+            if state == State::Quoted {
+                // The line break belongs to the quoted field.
+                field.push(b'\n');
+                continue;
+            }
+            push_field(&mut fields, &mut field, line)?;
+            match self.width {
+                None => self.width = Some(fields.len()),
+                Some(width) if width != fields.len() => {
+                    return Err(format_error(
+                        start,
+                        format!(
+                            "expected {width} fields (as in the header), found {}",
+                            fields.len()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+            return Ok(Some((start, fields)));
+        }
+    }
+}
+
+fn push_field(fields: &mut Vec<String>, field: &mut Vec<u8>, line: u64) -> Result<()> {
+    if fields.len() == MAX_COLUMNS {
+        return Err(Error::Limit {
+            what: "CSV fields in a record",
+            limit: MAX_COLUMNS,
+        });
+    }
+    let text = String::from_utf8(std::mem::take(field))
+        .map_err(|_| format_error(line, "field is not valid UTF-8"))?;
+    fields.push(text);
+    Ok(())
+}
+
+fn format_error(line: u64, message: impl Into<String>) -> Error {
+    Error::Format {
+        what: WHAT,
+        line,
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<(u64, Vec<String>)>> {
+        let mut reader = CsvReader::new(text.as_bytes());
+        let mut records = Vec::new();
+        while let Some(record) = reader.next_record()? {
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    fn rec(line: u64, fields: &[&str]) -> (u64, Vec<String>) {
+        (line, fields.iter().map(|f| f.to_string()).collect())
+    }
+
+    #[test]
+    fn plain_records_split_on_commas() {
+        let records = parse("a,b,c\n1,2,3\n,,\n").unwrap();
+        assert_eq!(
+            records,
+            vec![
+                rec(1, &["a", "b", "c"]),
+                rec(2, &["1", "2", "3"]),
+                rec(3, &["", "", ""])
+            ]
+        );
+    }
+
+    #[test]
+    fn quoted_fields_keep_commas_quotes_and_newlines() {
+        let text = "name,note\n\"Smith, J\",\"said \"\"hi\"\"\"\n\"two\nlines\",\"\"\nlast,x";
+        let records = parse(text).unwrap();
+        assert_eq!(
+            records,
+            vec![
+                rec(1, &["name", "note"]),
+                rec(2, &["Smith, J", "said \"hi\""]),
+                rec(3, &["two\nlines", ""]),
+                rec(5, &["last", "x"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn crlf_bom_and_blank_lines_are_handled() {
+        let records = parse("\u{feff}a,b\r\n\r\n1,\"2\"\r\n\n").unwrap();
+        assert_eq!(records, vec![rec(1, &["a", "b"]), rec(3, &["1", "2"])]);
+    }
+
+    #[test]
+    fn fields_are_not_trimmed() {
+        let records = parse("a,b\n x , y\n").unwrap();
+        assert_eq!(records[1], rec(2, &[" x ", " y"]));
+    }
+
+    #[test]
+    fn wrong_field_count_names_the_line() {
+        let err = parse("a,b\n1,2\n1,2,3\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CSV line 3: expected 2 fields (as in the header), found 3"
+        );
+    }
+
+    #[test]
+    fn stray_quote_names_the_line() {
+        let err = parse("a,b\n1,2\n3,x\"y\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("CSV line 3: quote inside an unquoted field"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn text_after_closing_quote_names_the_line() {
+        let err = parse("a,b\n\"1\"x,2\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CSV line 2: unexpected 'x' after a closing quote (expected `,` or end of line)"
+        );
+    }
+
+    #[test]
+    fn unterminated_quote_names_its_starting_line() {
+        let err = parse("a,b\n1,2\n\"open,2\nmore\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CSV line 3: quoted field starting on this line is never closed"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line() {
+        let mut reader = CsvReader::new(&b"a\n\xff\xfe\n"[..]);
+        reader.next_record().unwrap();
+        let err = reader.next_record().unwrap_err();
+        assert_eq!(err.to_string(), "CSV line 2: field is not valid UTF-8");
+    }
+
+    #[test]
+    fn too_many_fields_is_a_limit_error() {
+        let header = vec!["c"; MAX_COLUMNS + 1].join(",");
+        let err = parse(&header).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("too many CSV fields in a record (limit {MAX_COLUMNS})")
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! The data and model logic behind Sluice's example tabular pipeline
+//! (`examples/pipelines/tabular.toml`): CSV ingest, column statistics,
+//! schema validation, feature transform, softmax regression and evaluation.
+//!
+//! Everything here is a pure function over [`std::io::Read`] /
+//! [`std::io::Write`] and plain types, so it is unit-tested natively; the
+//! step crates in `examples/steps/*` are thin wrappers that feed it the
+//! step's inputs and parameters. It is not a general data-frame library, it
+//! never touches the file system, and it knows nothing about Sluice itself.
+//!
+//! # The pipeline, module by module
+//!
+//! | step        | module         | reads                  | writes                        |
+//! |-------------|----------------|------------------------|-------------------------------|
+//! | `ingest`    | [`ingest`]     | CSV                    | train / eval *examples*       |
+//! | `stats`     | [`stats`]      | examples               | statistics JSON               |
+//! | `validate`  | [`validation`] | train + eval examples  | schema JSON, anomalies JSON   |
+//! | `transform` | [`transform`]  | train + eval examples  | train / eval *datasets*, transform JSON |
+//! | `train`     | [`model`]      | train dataset          | model JSON                    |
+//! | `evaluate`  | [`evaluation`] | model + eval dataset   | evaluation JSON, blessing JSON |
+//! | `push`      | [`evaluation`] | model + blessing       | the model, if blessed         |
+//!
+//! Two line-oriented interchange formats connect the steps:
+//!
+//! - **Examples** ([`example`]), JSON Lines: a header
+//!   `{"schema":{"label":"species","columns":[{"name":"species","type":"string"},…]}}`
+//!   then one JSON array per row, values in column order, each a number, a
+//!   string or `null` (missing). The label is one of the columns.
+//! - **Datasets** ([`transform`]), JSON Lines: a header
+//!   `{"features":[…],"classes":[…]}` then one `{"x":[…],"y":"label"}` per row.
+//!
+//! Every output is deterministic: no randomness, no hash-map iteration
+//! order, floats formatted by `serde_json`. Every loop over input data is
+//! bounded by one of the limits below.
+
+#![warn(missing_docs)]
+
+pub mod csv;
+pub mod evaluation;
+pub mod example;
+pub mod ingest;
+pub mod model;
+pub mod profile;
+pub mod stats;
+pub mod transform;
+pub mod validation;
+
+mod error;
+
+pub use error::{Error, Result};
+
+/// Media type of the examples and dataset formats (JSON Lines).
+pub const NDJSON_MEDIA_TYPE: &str = "application/x-ndjson";
+
+/// Media type of every JSON document output.
+pub const JSON_MEDIA_TYPE: &str = "application/json";
+
+/// Most data rows a CSV, examples file or dataset may hold. Every step keeps
+/// its rows in memory (a split or a fit needs them all), and a step's memory
+/// limit is a few hundred MiB.
+pub const MAX_ROWS: usize = 1_000_000;
+
+/// Most columns a table may have; bounds per-column state and header size.
+pub const MAX_COLUMNS: usize = 10_000;
+
+/// Longest CSV record or JSON line, in bytes; bounds the read buffer so a
+/// file without newlines cannot exhaust memory.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Most distinct values a string column may have and still be treated as
+/// categorical (schema categories, one-hot features). Beyond this the
+/// column is free text: validation does not check its values and the
+/// transform leaves it out.
+pub const MAX_CATEGORIES: usize = 1_000;
+
+/// Most distinct labels; a label with more is not a class label.
+pub const MAX_CLASSES: usize = 1_000;
+
+/// Most features after one-hot encoding.
+pub const MAX_FEATURES: usize = 100_000;
+
+/// Most feature values (rows × features) in a dataset held in memory:
+/// 50 M `f64`s is 400 MB.
+pub const MAX_DATASET_VALUES: usize = 50_000_000;
+
+/// Most training epochs; each is a full pass over the data.
+pub const MAX_EPOCHS: u32 = 100_000;
+
+/// `"1 value"`, `"2 values"`: a count and a noun, plural unless 1.
+pub(crate) fn count_of(count: u64, singular: &str, plural: &str) -> String {
+    if count == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{count} {plural}")
+    }
+}
+
+/// Writes `value` as pretty-printed JSON followed by a newline.
+pub(crate) fn write_json_document<T: serde::Serialize>(
+    mut w: impl std::io::Write,
+    value: &T,
+) -> Result<()> {
+    serde_json::to_writer_pretty(&mut w, value).map_err(Error::from_json_write)?;
+    w.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Writes `value` as one compact JSON line.
+pub(crate) fn write_json_line<T: serde::Serialize>(
+    mut w: impl std::io::Write,
+    value: &T,
+) -> Result<()> {
+    serde_json::to_writer(&mut w, value).map_err(Error::from_json_write)?;
+    w.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Reads lines of at most [`MAX_LINE_BYTES`] each; `line` is 1-based.
+pub(crate) struct LineReader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    line: u64,
+    what: &'static str,
+}
+
+impl<R: std::io::BufRead> LineReader<R> {
+    pub(crate) fn new(reader: R, what: &'static str) -> Self {
+        LineReader {
+            reader,
+            buf: Vec::new(),
+            line: 0,
+            what,
+        }
+    }
+
+    /// The next physical line without its `\n` / `\r\n` terminator, and its
+    /// number; `None` at end of input.
+    pub(crate) fn next_line(&mut self) -> Result<Option<(u64, &[u8])>> {
+        use std::io::{BufRead, Read};
+        self.buf.clear();
+        let limit = MAX_LINE_BYTES as u64 + 1;
+        let n = self
+            .reader
+            .by_ref()
+            .take(limit)
+            .read_until(b'\n', &mut self.buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+        } else if n as u64 == limit {
+            return Err(Error::Format {
+                what: self.what,
+                line: self.line,
+                message: format!("line longer than {MAX_LINE_BYTES} bytes"),
+            });
+        }
+        Ok(Some((self.line, &self.buf)))
+    }
+}
