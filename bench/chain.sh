@@ -6,12 +6,12 @@
 #   bench/chain.sh [REPEATS]
 #
 # For N = 10 and N = 50: a fresh home each time, cache off (--no-cache), the
-# median of REPEATS runs (default 5). Per-step overhead = (T50 - T10) / 40.
+# median of REPEATS interleaved runs (default 9). Per-step overhead = (T50 - T10) / 40.
 # Also: the cached rerun of the 50-step chain and the median instantiate
 # time of a precompiled component (from the run's JSON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repeats=${1:-5}
+repeats=${1:-9}
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 cargo build --release -q -p sluice-engine
@@ -58,35 +58,40 @@ now_ns() { date +%s%N; }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-time_sluice() { # N -> ns (median over repeats, fresh home, cache off)
-  local spec; spec=$(chain_spec "$1")
-  "$sluice" run "$spec" --home "$work/warm" --no-cache --json >/dev/null # compile once
-  for ((r = 0; r < repeats; r++)); do
-    local home="$work/home-$1-$r"
-    local t0; t0=$(now_ns)
-    "$sluice" run "$spec" --home "$home" --no-cache --json >"$work/last$1.json"
-    echo $(($(now_ns) - t0))
-  done | median
+run_sluice() { # N REPEAT -> ns (fresh home, cache off)
+  local home="$work/home-$1-$2" t0
+  t0=$(now_ns)
+  "$sluice" run "$work/chain$1.toml" --home "$home" --no-cache --json >"$work/last$1.json"
+  echo $(($(now_ns) - t0))
 }
 
-time_bash() { # N -> ns (median over repeats)
-  for ((r = 0; r < repeats; r++)); do
-    local dir="$work/bash-$1-$r"
-    mkdir -p "$dir"
-    local t0; t0=$(now_ns)
-    cp "$work/in.txt" "$dir/0"
-    for ((i = 0; i < $1; i++)); do
-      cat "$dir/$i" >"$dir/$((i + 1))"
-      echo "line $i" >>"$dir/$((i + 1))"
-    done
-    echo $(($(now_ns) - t0))
-  done | median
+run_bash() { # N REPEAT -> ns
+  local dir="$work/bash-$1-$2" t0
+  mkdir -p "$dir"
+  t0=$(now_ns)
+  cp "$work/in.txt" "$dir/0"
+  for ((i = 0; i < $1; i++)); do
+    cat "$dir/$i" >"$dir/$((i + 1))"
+    echo "line $i" >>"$dir/$((i + 1))"
+  done
+  echo $(($(now_ns) - t0))
 }
 
-s10=$(time_sluice 10)
-s50=$(time_sluice 50)
-b10=$(time_bash 10)
-b50=$(time_bash 50)
+chain_spec 10 >/dev/null
+chain_spec 50 >/dev/null
+"$sluice" run "$work/chain10.toml" --home "$work/warm" --no-cache --json >/dev/null # compile once
+# Interleaved, so drift in machine speed hits both sides alike.
+for ((r = 0; r < repeats; r++)); do
+  echo "s10 $(run_sluice 10 "$r")"
+  echo "s50 $(run_sluice 50 "$r")"
+  echo "b10 $(run_bash 10 "$r")"
+  echo "b50 $(run_bash 50 "$r")"
+done >"$work/times"
+pick() { awk -v k="$1" '$1 == k {print $2}' "$work/times" | median; }
+s10=$(pick s10)
+s50=$(pick s50)
+b10=$(pick b10)
+b50=$(pick b50)
 
 # Cached rerun of the 50-step chain in one home.
 spec50="$work/chain50.toml"
@@ -104,7 +109,7 @@ inst=$(grep -o '"instantiate_us": [0-9]*' "$work/last50.json" | awk '{print $2}'
 awk -v s10="$s10" -v s50="$s50" -v b10="$b10" -v b50="$b50" -v cached="$cached" \
     -v inst="$inst" -v executed="$executed" -v repeats="$repeats" 'BEGIN {
   sl = (s50 - s10) / 40 / 1e6; bl = (b50 - b10) / 40 / 1e6
-  printf "chain benchmark (median of %d runs; fresh home, --no-cache)\n", repeats
+  printf "chain benchmark (median of %d interleaved runs; fresh home, --no-cache)\n", repeats
   printf "  sluice   T10 %8.1f ms   T50 %8.1f ms   per-step %.3f ms\n", s10/1e6, s50/1e6, sl
   printf "  bash     T10 %8.1f ms   T50 %8.1f ms   per-step %.3f ms\n", b10/1e6, b50/1e6, bl
   printf "  ratio sluice/bash per-step overhead: %.2f  (target <= 0.50)\n", sl / bl

@@ -225,7 +225,11 @@ pub fn run() -> anyhow::Result<u8> {
             if let Some(d) = digest {
                 let store = Store::open(&home.home)?;
                 let bytes = store.read_bytes(&d)?;
-                print!("{}", sanitize_log(&bytes));
+                // Logs are untrusted: escape control characters (ANSI included).
+                print!(
+                    "{}",
+                    crate::sandbox::escape_controls(&String::from_utf8_lossy(&bytes), usize::MAX)
+                );
             }
             Ok(0)
         }
@@ -250,27 +254,6 @@ pub fn run() -> anyhow::Result<u8> {
             Ok(0)
         }
     }
-}
-
-/// Logs are untrusted: escape control characters (ANSI included) per line.
-fn sanitize_log(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::with_capacity(text.len());
-    for line in text.split_inclusive('\n') {
-        let (body, nl) = match line.strip_suffix('\n') {
-            Some(b) => (b, "\n"),
-            None => (line, ""),
-        };
-        for c in body.chars() {
-            if c.is_control() && c != '\t' {
-                out.extend(c.escape_default());
-            } else {
-                out.push(c);
-            }
-        }
-        out.push_str(nl);
-    }
-    out
 }
 
 fn report_spec_errors(errors: &[spec::SpecError], json: bool) -> u8 {

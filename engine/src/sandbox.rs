@@ -650,13 +650,18 @@ fn classify_trap(
     Failure::step(format!("step `{}` trapped: {}", spec.step, sanitize(&root)))
 }
 
-/// Makes guest-provided text safe to print: control characters (ANSI
-/// escapes included) are escaped and the length is bounded.
+/// Makes guest-provided text safe to print in a message: control
+/// characters (ANSI escapes included) are escaped, length is bounded.
 pub fn sanitize(text: &str) -> String {
-    const MAX_CHARS: usize = 4096;
-    let mut out = String::new();
+    escape_controls(text, 4096)
+}
+
+/// Escapes every control character but newline and tab, keeping at most
+/// `max_chars` characters (then `…`). Used for messages and captured logs.
+pub fn escape_controls(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars));
     for (i, c) in text.chars().enumerate() {
-        if i == MAX_CHARS {
+        if i == max_chars {
             out.push('…');
             break;
         }

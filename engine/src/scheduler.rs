@@ -63,6 +63,14 @@ pub fn run(plan: &Plan, jobs: usize, exec: &dyn Executor) -> Vec<Verdict> {
     let (tx, rx) = mpsc::channel::<(usize, u32, bool)>();
     std::thread::scope(|scope| {
         loop {
+            // A lone ready step with nothing in flight (a chain) runs on this
+            // thread: no spawn, no hand-off, same semantics.
+            if in_flight == 0 && ready.len() == 1 {
+                let (step, attempt) = ready.pop_first().expect("one ready step");
+                in_flight += 1;
+                let ok = exec.attempt(step, attempt);
+                let _ = tx.send((step, attempt, ok));
+            }
             while in_flight < jobs {
                 let Some((step, attempt)) = ready.pop_first() else {
                     break;

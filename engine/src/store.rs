@@ -3,19 +3,20 @@
 //! Invariant: a file at `store/sha256/<aa>/<rest>` holds exactly the bytes
 //! whose sha256 is `aa<rest>`, or it is detected and quarantined on the next
 //! read; a reader is never handed bytes that do not match their name. A
-//! blob's bytes are fsynced before its rename makes it visible, so a crash
-//! never exposes a half-written blob; the renames themselves are made
-//! durable by [`Store::sync`] (group commit, with the run record).
+//! blob's bytes are fsynced before its rename makes it visible under its
+//! name, so a crash never exposes a half-written blob; fsync and rename run
+//! on a publisher thread, and [`Store::sync`] (the group commit, with the
+//! run record) waits for them and makes the renames durable.
 //! Boundary: knows files and digests, nothing of steps or runs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use sha2::{Digest as _, Sha256};
 
@@ -124,12 +125,44 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 }
 
 /// The blob store rooted at `<home>/store`.
+///
+/// Committed blobs are published by a background thread: it fsyncs each
+/// blob's bytes and only then renames it into place, so durability work
+/// overlaps the next step's execution. Until then the blob is *pending* and
+/// readers of this `Store` are served from its temp file (verified like any
+/// other read). [`Store::sync`] waits for every pending blob and makes the
+/// renames durable.
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     tmp: PathBuf,
+    shared: Arc<Shared>,
+    queue: Mutex<Option<mpsc::Sender<Publish>>>,
+    publisher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<PublishState>,
+    idle: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct PublishState {
+    /// Blobs committed but not yet renamed into place, by digest.
+    pending: HashMap<Digest, PathBuf>,
     /// Directories with renames not yet fsynced.
-    dirty: Arc<Mutex<BTreeSet<PathBuf>>>,
+    dirty: BTreeSet<PathBuf>,
+    /// Publications that failed (fsync or rename), reported by `sync`.
+    failures: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Publish {
+    digest: Digest,
+    file: File,
+    temp: PathBuf,
+    dest: PathBuf,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -142,22 +175,53 @@ impl Store {
         fs::create_dir_all(root.join("sha256")).map_err(io_err(&root))?;
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         fs::create_dir_all(root.join("quarantine")).map_err(io_err(&root))?;
+        sweep_orphans(&tmp);
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = mpsc::channel();
+        let worker_shared = shared.clone();
+        let worker_root = root.join("sha256");
+        let publisher = std::thread::Builder::new()
+            .name("sluice-store-publish".into())
+            .spawn(move || publish_loop(&rx, &worker_shared, &worker_root))
+            .map_err(io_err(&root))?;
         Ok(Store {
             root,
             tmp,
-            dirty: Arc::default(),
+            shared,
+            queue: Mutex::new(Some(tx)),
+            publisher: Mutex::new(Some(publisher)),
         })
     }
 
-    /// Makes every rename since the last call durable (fsyncs the touched
-    /// directories). Called on the record's group-commit cadence and before
-    /// a run is acknowledged.
+    /// Waits until every committed blob is published, then makes the renames
+    /// durable (fsyncs the touched directories). Reports the first blob that
+    /// could not be published. Called on the record's group-commit cadence
+    /// and before a run is acknowledged.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let dirs = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        let (dirs, failures) = {
+            let mut state = lock(&self.shared.state);
+            while !state.pending.is_empty() {
+                state = self
+                    .shared
+                    .idle
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            (
+                std::mem::take(&mut state.dirty),
+                std::mem::take(&mut state.failures),
+            )
+        };
         for dir in dirs {
             sync_dir(&dir)?;
         }
-        Ok(())
+        match failures.into_iter().next() {
+            Some(f) => Err(StoreError::Io {
+                path: self.root.clone(),
+                source: io::Error::other(f),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The path a blob lives at (whether or not it exists).
@@ -168,22 +232,26 @@ impl Store {
 
     /// Whether the blob exists (not verified).
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.path_of(digest).is_file()
+        self.path_of(digest).is_file() || lock(&self.shared.state).pending.contains_key(digest)
     }
 
     /// Starts writing a new blob.
     pub fn writer(&self) -> Result<BlobWriter, StoreError> {
+        let queue = lock(&self.queue).clone().ok_or_else(|| StoreError::Io {
+            path: self.root.clone(),
+            source: io::Error::other("store is closing"),
+        })?;
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = self.tmp.join(format!("{}-{n}.part", std::process::id()));
         let file = File::create_new(&path).map_err(io_err(&path))?;
         Ok(BlobWriter {
-            file,
+            file: Some(file),
             path,
             hasher: Sha256::new(),
             size: 0,
             root: self.root.clone(),
-            dirty: self.dirty.clone(),
-            done: false,
+            shared: self.shared.clone(),
+            queue,
         })
     }
 
@@ -198,7 +266,8 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(io_err(&w.path)(e)),
             };
-            w.write_all(&buf[..n]).map_err(io_err(&w.path.clone()))?;
+            let path = w.path.clone();
+            w.write_all(&buf[..n]).map_err(io_err(&path))?;
         }
         w.commit()
     }
@@ -214,20 +283,39 @@ impl Store {
         self.put_reader(&mut f)
     }
 
+    /// Opens the blob's file, published or pending.
+    fn open_raw(&self, digest: &Digest) -> Result<(File, bool), StoreError> {
+        let path = self.path_of(digest);
+        // Twice: a pending blob may be renamed between the two lookups.
+        for _ in 0..2 {
+            match File::open(&path) {
+                Ok(f) => return Ok((f, true)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+            let temp = lock(&self.shared.state).pending.get(digest).cloned();
+            let Some(temp) = temp else {
+                return Err(StoreError::NotFound(*digest));
+            };
+            match File::open(&temp) {
+                Ok(f) => return Ok((f, false)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&temp)(e)),
+            }
+        }
+        Err(StoreError::NotFound(*digest))
+    }
+
     /// Opens a blob after verifying its bytes against `digest`. A mismatch
     /// quarantines the blob and is an error.
     pub fn open_verified(&self, digest: &Digest) -> Result<File, StoreError> {
+        let (mut file, published) = self.open_raw(digest)?;
         let path = self.path_of(digest);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound(*digest));
-            }
-            Err(e) => return Err(io_err(&path)(e)),
-        };
         let found = hash_reader(&mut file).map_err(io_err(&path))?;
         if found != *digest {
-            self.quarantine(digest);
+            if published {
+                self.quarantine(digest);
+            }
             return Err(StoreError::Corrupted {
                 digest: *digest,
                 found,
@@ -270,6 +358,85 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    /// Publishes everything still pending before the store goes away.
+    fn drop(&mut self) {
+        drop(lock(&self.queue).take());
+        if let Some(t) = lock(&self.publisher).take() {
+            let _ = t.join();
+        }
+        let state = lock(&self.shared.state);
+        for dir in &state.dirty {
+            let _ = sync_dir(dir);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The publisher: fsync each blob's bytes, then rename it into place.
+fn publish_loop(rx: &mpsc::Receiver<Publish>, shared: &Shared, sha_root: &Path) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        for job in batch {
+            let dir = job.dest.parent().map(Path::to_path_buf).unwrap_or_default();
+            let result = (|| {
+                job.file.sync_all()?;
+                let created = !dir.is_dir();
+                if created {
+                    fs::create_dir_all(&dir)?;
+                }
+                fs::rename(&job.temp, &job.dest)?;
+                Ok::<bool, io::Error>(created)
+            })();
+            let mut state = lock(&shared.state);
+            state.pending.remove(&job.digest);
+            match result {
+                Ok(created) => {
+                    state.dirty.insert(dir);
+                    if created {
+                        state.dirty.insert(sha_root.to_path_buf());
+                    }
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(&job.temp);
+                    state
+                        .failures
+                        .push(format!("cannot publish blob {}: {e}", job.digest));
+                }
+            }
+            drop(state);
+            shared.idle.notify_all();
+        }
+    }
+}
+
+/// Removes temp files left by processes that no longer exist (a crash
+/// between write and publish); never touches a live process's files.
+fn sweep_orphans(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".part"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && Path::new("/proc/self").exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Hashes everything `reader` yields.
 pub fn hash_reader(reader: &mut dyn Read) -> io::Result<Digest> {
     let mut h = Sha256::new();
@@ -286,16 +453,16 @@ pub fn hash_reader(reader: &mut dyn Read) -> io::Result<Digest> {
 }
 
 /// A blob being written: temp file in the store's own filesystem, hashed as
-/// it goes. [`BlobWriter::commit`] makes it visible atomically; dropping it
+/// it goes. [`BlobWriter::commit`] hands it to the publisher; dropping it
 /// uncommitted removes the temp file.
 pub struct BlobWriter {
-    file: File,
+    file: Option<File>,
     path: PathBuf,
     hasher: Sha256,
     size: u64,
     root: PathBuf,
-    dirty: Arc<Mutex<BTreeSet<PathBuf>>>,
-    done: bool,
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Publish>,
 }
 
 impl BlobWriter {
@@ -304,29 +471,37 @@ impl BlobWriter {
         self.size
     }
 
-    /// Publishes the blob: fsync the data, rename into place, and mark the
-    /// directory for the next [`Store::sync`]. Idempotent: if the digest
-    /// already exists the temp file is discarded.
+    /// Seals the blob: its digest is final and it is readable through this
+    /// store at once; the publisher fsyncs and renames it into place (see
+    /// [`Store::sync`]). Idempotent: a digest already present is not
+    /// written again.
     pub fn commit(mut self) -> Result<(Digest, u64), StoreError> {
         let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        let file = self.file.take().expect("file present until commit");
         let hex = digest.hex();
-        let dir = self.root.join("sha256").join(&hex[..2]);
-        let dest = dir.join(&hex[2..]);
-        self.done = true;
-        if dest.is_file() {
+        let dest = self.root.join("sha256").join(&hex[..2]).join(&hex[2..]);
+        let mut state = lock(&self.shared.state);
+        if dest.is_file() || state.pending.contains_key(&digest) {
+            drop(state);
+            drop(file);
             let _ = fs::remove_file(&self.path);
             return Ok((digest, self.size));
         }
-        self.file.sync_all().map_err(io_err(&self.path))?;
-        let created_dir = !dir.is_dir();
-        if created_dir {
-            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        }
-        fs::rename(&self.path, &dest).map_err(io_err(&dest))?;
-        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
-        dirty.insert(dir);
-        if created_dir {
-            dirty.insert(self.root.join("sha256"));
+        state.pending.insert(digest, self.path.clone());
+        drop(state);
+        let job = Publish {
+            digest,
+            file,
+            temp: self.path.clone(),
+            dest,
+        };
+        if let Err(mpsc::SendError(job)) = self.queue.send(job) {
+            lock(&self.shared.state).pending.remove(&job.digest);
+            let _ = fs::remove_file(&job.temp);
+            return Err(StoreError::Io {
+                path: job.temp,
+                source: io::Error::other("the store's publisher thread is gone"),
+            });
         }
         Ok((digest, self.size))
     }
@@ -334,20 +509,24 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob already committed"))?;
+        let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.file.as_mut().map_or(Ok(()), Write::flush)
     }
 }
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        if !self.done {
+        if self.file.is_some() {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -420,6 +599,10 @@ mod tests {
         let (d1, n) = store.put_bytes(b"abc").unwrap();
         let (d2, _) = store.put_bytes(b"abc").unwrap();
         assert_eq!((d1, n), (d2, 3));
+        // Readable at once, pending or published.
+        assert_eq!(store.read_bytes(&d1).unwrap(), b"abc");
+        store.sync().unwrap();
+        assert!(store.path_of(&d1).is_file());
         assert_eq!(store.read_bytes(&d1).unwrap(), b"abc");
         assert_eq!(
             fs::read_dir(dir.path().join("store/tmp")).unwrap().count(),
@@ -432,6 +615,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (d, _) = store.put_bytes(b"precious bytes").unwrap();
+        store.sync().unwrap();
         let path = store.path_of(&d);
         let mut perms = fs::metadata(&path).unwrap().permissions();
         #[allow(clippy::permissions_set_readonly_false)]
@@ -446,6 +630,36 @@ mod tests {
         assert!(matches!(store.read_bytes(&d), Err(StoreError::NotFound(_))));
         store.put_bytes(b"precious bytes").unwrap();
         assert_eq!(store.read_bytes(&d).unwrap(), b"precious bytes");
+    }
+
+    #[test]
+    fn dropping_the_store_publishes_everything_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let digests: Vec<Digest> = {
+            let store = Store::open(dir.path()).unwrap();
+            (0..50u32)
+                .map(|i| store.put_bytes(&i.to_le_bytes()).unwrap().0)
+                .collect()
+        };
+        let store = Store::open(dir.path()).unwrap();
+        for (i, d) in digests.iter().enumerate() {
+            assert!(store.path_of(d).is_file(), "blob {i} not published");
+            assert_eq!(store.read_bytes(d).unwrap(), (i as u32).to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn orphaned_temp_files_of_dead_processes_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("store/tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        // pid 4194304 is above Linux's pid_max, so never alive.
+        fs::write(tmp.join("4194304-0.part"), b"half").unwrap();
+        let mine = tmp.join(format!("{}-999999.part", std::process::id()));
+        fs::write(&mine, b"in flight").unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        assert!(!tmp.join("4194304-0.part").exists());
+        assert!(mine.exists(), "a live process's temp file was removed");
     }
 
     #[test]

@@ -371,6 +371,18 @@ impl StepHost {
         }
     }
 
+    /// Puts a guest handle in the bounded resource table; a full table ends
+    /// the attempt as `limit: host-calls`.
+    fn push_handle<R: Send + 'static>(&mut self, r: R) -> wasmtime::Result<Resource<R>> {
+        self.table.push(r).map_err(|e| {
+            LimitExceeded {
+                kind: LimitKind::HostCalls,
+                detail: format!("step `{}`: too many open handles: {e}", self.step),
+            }
+            .into()
+        })
+    }
+
     fn count_call(&mut self) -> wasmtime::Result<()> {
         self.host_calls += 1;
         if self.host_calls > self.budget.host_calls_max {
@@ -497,14 +509,7 @@ impl artifacts::Host for StepHost {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
-        match self.table.push(ReaderHandle { name, bytes }) {
-            Ok(r) => Ok(Ok(r)),
-            Err(e) => Err(LimitExceeded {
-                kind: LimitKind::HostCalls,
-                detail: format!("step `{}`: too many open handles: {e}", self.step),
-            }
-            .into()),
-        }
+        Ok(Ok(self.push_handle(ReaderHandle { name, bytes })?))
     }
 
     fn create(
@@ -535,16 +540,7 @@ impl artifacts::Host for StepHost {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
-        let handle = match self.table.push(WriterHandle { name: name.clone() }) {
-            Ok(h) => h,
-            Err(e) => {
-                return Err(LimitExceeded {
-                    kind: LimitKind::HostCalls,
-                    detail: format!("step `{}`: too many open handles: {e}", self.step),
-                }
-                .into());
-            }
-        };
+        let handle = self.push_handle(WriterHandle { name: name.clone() })?;
         self.writers.insert(name, OpenWriter { media_type, sink });
         Ok(Ok(handle))
     }
@@ -692,14 +688,7 @@ impl gpu::Host for StepHost {
             Ok(j) => j,
             Err(e) => return Ok(Err(e)),
         };
-        match self.table.push(JobHandle { job, done: false }) {
-            Ok(h) => Ok(Ok(h)),
-            Err(e) => Err(LimitExceeded {
-                kind: LimitKind::HostCalls,
-                detail: format!("step `{}`: too many open handles: {e}", self.step),
-            }
-            .into()),
-        }
+        Ok(Ok(self.push_handle(JobHandle { job, done: false })?))
     }
 
     fn devices(&mut self) -> wasmtime::Result<Vec<String>> {

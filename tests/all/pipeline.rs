@@ -156,3 +156,33 @@ fn failed_step_skips_its_dependants_and_fails_the_run_but_not_siblings() {
     assert_eq!(skipped["reason"], "upstream step `bad` failed");
     assert_eq!(step(&json, "s1")["status"], "succeeded");
 }
+
+#[test]
+fn inputs_larger_than_guest_memory_stream_through_a_step() {
+    let sb = Sandbox::new();
+    // 24 MiB of input through a step limited to 4 MiB of linear memory.
+    let line = "0123456789abcdef".repeat(4) + "\n";
+    let big = line.repeat((24 << 20) / line.len());
+    sb.write("big.txt", &big);
+    let spec = sb.write(
+        "big.toml",
+        &format!(
+            "name = \"big\"\n[sources]\nt = \"big.txt\"\n[steps.a]\ncomponent = {}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ line = \"end\" }}\noutputs = [\"out\"]\nlimits = {{ memory_mib = 4 }}\n",
+            toml_path(&component("append"))
+        ),
+    );
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let a = step(&json, "a");
+    assert_eq!(a["bytes_in"], big.len());
+    assert_eq!(a["outputs"]["out"]["size"], big.len() + 4);
+    assert!(a["memory_peak_bytes"].as_u64().unwrap() <= 4 << 20);
+    let mut expected = big.into_bytes();
+    expected.extend_from_slice(b"end\n");
+    let digest = a["outputs"]["out"]["digest"].as_str().unwrap();
+    assert_eq!(digest, format!("sha256:{}", sha256_hex(&expected)));
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    sluice_engine::store::Digest::of(bytes).hex()
+}

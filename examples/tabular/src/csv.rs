@@ -148,11 +148,7 @@ fn push_field(fields: &mut Vec<String>, field: &mut Vec<u8>, line: u64) -> Resul
 }
 
 fn format_error(line: u64, message: impl Into<String>) -> Error {
-    Error::Format {
-        what: WHAT,
-        line,
-        message: message.into(),
-    }
+    Error::format(WHAT, line, message)
 }
 
 #[cfg(test)]

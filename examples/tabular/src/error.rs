@@ -96,3 +96,14 @@ impl From<io::Error> for Error {
         Error::Io(e)
     }
 }
+
+impl Error {
+    /// A [`Error::Format`] error in `what` at 1-based `line`.
+    pub fn format(what: &'static str, line: u64, message: impl Into<String>) -> Error {
+        Error::Format {
+            what,
+            line,
+            message: message.into(),
+        }
+    }
+}

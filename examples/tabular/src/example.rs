@@ -380,11 +380,7 @@ impl Examples {
 }
 
 fn format_error(line: u64, message: impl Into<String>) -> Error {
-    Error::Format {
-        what: WHAT,
-        line,
-        message: message.into(),
-    }
+    Error::format(WHAT, line, message)
 }
 
 #[cfg(test)]
