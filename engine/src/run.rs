@@ -345,6 +345,7 @@ pub fn execute(
     let store = Store::open(&options.home)?;
     let cache = Cache::open(&options.home).map_err(home_err)?;
     let run_id = RunId::generate();
+    let _span = tracing::info_span!("run", run_id = %run_id, pipeline = %pipeline.name).entered();
     let run_dir = options.home.join("runs").join(run_id.as_str());
     fs::create_dir_all(&run_dir).map_err(home_err)?;
     let mut rec = Record::create(&run_dir.join("record.jsonl")).map_err(RunError::Record)?;
@@ -580,6 +581,13 @@ impl Runner<'_> {
     }
 
     fn finish(&self, step: usize, report: StepReport) {
+        tracing::debug!(
+            step = %report.name,
+            status = ?report.status,
+            wall_ms = report.wall_ms,
+            fuel_used = report.fuel_used,
+            "step finished"
+        );
         self.log(
             "step-finished",
             json!({
@@ -632,6 +640,13 @@ impl Runner<'_> {
 impl scheduler::Executor for Runner<'_> {
     fn attempt(&self, index: usize, attempt: u32) -> bool {
         let step = &self.pipeline.steps[index];
+        let _span = tracing::info_span!(
+            "attempt",
+            run_id = %self.run_id,
+            step = %step.name,
+            attempt
+        )
+        .entered();
         let t0 = Instant::now();
         self.observer.event(Event::StepStarted {
             step: &step.name,

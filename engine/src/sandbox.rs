@@ -680,7 +680,47 @@ fn wasmparser_is_core_module(wasm: &[u8]) -> bool {
     wasm.len() >= 8 && wasm[4..8] == [1, 0, 0, 0]
 }
 
-/// The wasmtime version this engine is built with.
+/// The wasmtime version this engine is built with (recorded in every run;
+/// a test keeps it equal to the version in Cargo.lock).
 pub fn wasmtime_version() -> &'static str {
     "48.0.8"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_wasmtime_version_matches_the_lock_file() {
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap();
+        let needle = "name = \"wasmtime\"\nversion = \"";
+        let at = lock.find(needle).expect("wasmtime in Cargo.lock") + needle.len();
+        let locked = &lock[at..at + lock[at..].find('"').unwrap()];
+        assert_eq!(wasmtime_version(), locked);
+    }
+
+    #[test]
+    fn seeds_differ_by_run_seed_step_and_purpose_only() {
+        let base = derive_seed(0, "train", "secure-random");
+        assert_eq!(base, derive_seed(0, "train", "secure-random"));
+        assert_ne!(base, derive_seed(1, "train", "secure-random"));
+        assert_ne!(base, derive_seed(0, "eval", "secure-random"));
+        assert_ne!(base, derive_seed(0, "train", "insecure-random"));
+    }
+
+    #[test]
+    fn escape_controls_neutralises_terminal_escapes() {
+        assert_eq!(
+            escape_controls("a\u{1b}[31mred\r\nok\t", 100),
+            "a\\u{1b}[31mred\\r\nok\t"
+        );
+        assert_eq!(escape_controls("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn core_modules_and_components_are_told_apart_by_header() {
+        assert!(wasmparser_is_core_module(b"\0asm\x01\0\0\0"));
+        assert!(!wasmparser_is_core_module(b"\0asm\x0d\0\x01\0"));
+    }
 }

@@ -982,3 +982,89 @@ fn find_cycle(deps: &[BTreeSet<usize>], indegree: &[usize]) -> Vec<usize> {
         node = next;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_component(
+        text: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Pipeline, Vec<SpecError>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.wasm"), b"\0asm").unwrap();
+        parse(&dir.path().join("p.toml"), text, overrides)
+    }
+
+    #[test]
+    fn steps_come_out_in_topological_order_with_interpolated_params() {
+        let p = with_component(
+            r#"name = "p"
+seed = 7
+[params]
+lr = 0.5
+epochs = 10
+[steps.last]
+component = "c.wasm"
+inputs = { m = "first.out" }
+params = { note = "lr=${params.lr} x${ params.epochs }", flag = true }
+[steps.first]
+component = "c.wasm"
+outputs = ["out"]
+"#,
+            &[("epochs".to_string(), "20".to_string())],
+        )
+        .unwrap();
+        let names: Vec<&str> = p.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["first", "last"]);
+        assert_eq!(p.seed, 7);
+        assert_eq!(p.steps[1].params["note"], "lr=0.5 x20");
+        assert_eq!(p.steps[1].params["flag"], "true");
+        assert_eq!(p.steps[1].deps, vec![0]);
+        assert_eq!(
+            p.steps[1].inputs["m"],
+            InputRef::Step {
+                step: 0,
+                output: "out".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_three_step_cycle_is_named_in_order() {
+        let errors = with_component(
+            r#"name = "p"
+[steps.a]
+component = "c.wasm"
+inputs = { x = "c.out" }
+outputs = ["out"]
+[steps.b]
+component = "c.wasm"
+inputs = { x = "a.out" }
+outputs = ["out"]
+[steps.c]
+component = "c.wasm"
+inputs = { x = "b.out" }
+outputs = ["out"]
+"#,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].message, "dependency cycle: a -> b -> c -> a");
+        assert_eq!((errors[0].line, errors[0].column), (2, 8));
+    }
+
+    #[test]
+    fn names_must_be_plain_identifiers() {
+        let errors = with_component(
+            "name = \"p\"\n[steps.\"../x\"]\ncomponent = \"c.wasm\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            errors[0].message.starts_with("invalid step name \"../x\""),
+            "{errors:?}"
+        );
+    }
+}
