@@ -80,12 +80,14 @@ run_bash() { # N REPEAT -> ns
 chain_spec 10 >/dev/null
 chain_spec 50 >/dev/null
 "$sluice" run "$work/chain10.toml" --home "$work/warm" --no-cache --json >/dev/null # compile once
-# Interleaved, so drift in machine speed hits both sides alike.
+# Interleaved, so drift in machine speed hits both sides alike; `sync`
+# before each timed run so one side's unflushed files do not slow the other
+# side's fsyncs (sluice makes every blob durable; the bash loop does not).
 for ((r = 0; r < repeats; r++)); do
-  echo "s10 $(run_sluice 10 "$r")"
-  echo "s50 $(run_sluice 50 "$r")"
-  echo "b10 $(run_bash 10 "$r")"
-  echo "b50 $(run_bash 50 "$r")"
+  sync; echo "s10 $(run_sluice 10 "$r")"
+  sync; echo "s50 $(run_sluice 50 "$r")"
+  sync; echo "b10 $(run_bash 10 "$r")"
+  sync; echo "b50 $(run_bash 50 "$r")"
 done >"$work/times"
 pick() { awk -v k="$1" '$1 == k {print $2}' "$work/times" | median; }
 s10=$(pick s10)
@@ -97,6 +99,7 @@ b50=$(pick b50)
 spec50="$work/chain50.toml"
 "$sluice" run "$spec50" --home "$work/cached" --json >/dev/null
 cached=$(for ((r = 0; r < repeats; r++)); do
+  sync
   t0=$(now_ns)
   "$sluice" run "$spec50" --home "$work/cached" --json >"$work/cached.json"
   echo $(($(now_ns) - t0))

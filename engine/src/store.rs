@@ -167,6 +167,11 @@ struct Publish {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Most blobs the publisher takes in one batch.
+const PUBLISH_BATCH_MAX: usize = 256;
+/// Threads that fsync one batch together.
+const PUBLISH_FSYNC_LANES: usize = 4;
+
 impl Store {
     /// Opens (creating directories as needed) the store under `home`.
     pub fn open(home: &Path) -> Result<Store, StoreError> {
@@ -380,18 +385,47 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn publish_loop(rx: &mpsc::Receiver<Publish>, shared: &Shared, sha_root: &Path) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        for job in batch {
+        batch.extend(rx.try_iter().take(PUBLISH_BATCH_MAX - 1));
+        // A backlog means fsync latency is the bottleneck: flush the batch
+        // on a few threads at once so the device sees the writes together.
+        let synced: Vec<io::Result<()>> = if batch.len() == 1 {
+            vec![batch[0].file.sync_all()]
+        } else {
+            let lanes = PUBLISH_FSYNC_LANES.min(batch.len());
+            let mut results: Vec<Option<io::Result<()>>> = (0..batch.len()).map(|_| None).collect();
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..lanes)
+                    .map(|lane| {
+                        let batch = &batch;
+                        scope.spawn(move || {
+                            (lane..batch.len())
+                                .step_by(lanes)
+                                .map(|i| (i, batch[i].file.sync_all()))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    for (i, r) in h.join().unwrap_or_default() {
+                        results[i] = Some(r);
+                    }
+                }
+            });
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(io::Error::other("fsync lane panicked"))))
+                .collect()
+        };
+        for (job, synced) in batch.into_iter().zip(synced) {
             let dir = job.dest.parent().map(Path::to_path_buf).unwrap_or_default();
-            let result = (|| {
-                job.file.sync_all()?;
+            let result = synced.and_then(|()| {
                 let created = !dir.is_dir();
                 if created {
                     fs::create_dir_all(&dir)?;
                 }
                 fs::rename(&job.temp, &job.dest)?;
-                Ok::<bool, io::Error>(created)
-            })();
+                Ok(created)
+            });
             let mut state = lock(&shared.state);
             state.pending.remove(&job.digest);
             match result {
@@ -408,9 +442,8 @@ fn publish_loop(rx: &mpsc::Receiver<Publish>, shared: &Shared, sha_root: &Path) 
                         .push(format!("cannot publish blob {}: {e}", job.digest));
                 }
             }
-            drop(state);
-            shared.idle.notify_all();
         }
+        shared.idle.notify_all();
     }
 }
 
