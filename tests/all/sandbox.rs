@@ -263,3 +263,43 @@ fn hostile_output(mode: &str) -> String {
         .to_string();
     sb.sluice(&["artifact", "cat", &digest]).stdout
 }
+
+#[test]
+fn raw_host_calls_with_hostile_arguments_get_bounded_answers() {
+    let sb = Sandbox::new();
+    // 3 MiB of input; one read(u64::MAX) must come back capped at 1 MiB.
+    sb.write("big.txt", &"z".repeat(3 << 20));
+    let spec = sb.write(
+        "abuse.toml",
+        &format!(
+            "name = \"abuse\"\n[sources]\nt = \"big.txt\"\n[steps.evil]\ncomponent = {}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ mode = \"handle-abuse\" }}\noutputs = [\"out\", \"log\"]\n",
+            toml_path(&component("hostile"))
+        ),
+    );
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{json:#}");
+    let evil = step(&json, "evil");
+    assert_eq!(evil["outputs"]["out"]["size"], 1);
+    let log = evil["outputs"]["log"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report = sb.sluice(&["artifact", "cat", &log]).stdout;
+    assert_eq!(
+        report,
+        "read(u64::MAX) -> 1048576 bytes\n\
+         first finish ok: true\n\
+         second finish: Err(Error::Invalid(\"output `out` is already finished\"))\n\
+         write after finish: Err(Error::Invalid(\"output `out` is already finished\"))\n"
+    );
+}
+
+#[test]
+fn metric_flood_is_an_output_limit_failure() {
+    let json = hostile("metric-flood", "");
+    assert_failed(
+        &json,
+        "limit",
+        "limit: output: step `evil` reported more than 100000 metric points (last: `flood`)",
+    );
+}

@@ -116,6 +116,40 @@ fn run(ctx: &mut Ctx) -> Result<()> {
             out.finish()?;
             Ok(())
         }
+        // Group 2/6: raw host calls with hostile arguments, bypassing the SDK.
+        "handle-abuse" => {
+            use sluice_guest::bindings::sluice::step::artifacts;
+            let mut report = String::new();
+            let reader =
+                artifacts::open("in").map_err(|e| sluice_guest::Error::msg(format!("{e:?}")))?;
+            let chunk = reader.read(u64::MAX);
+            report.push_str(&format!(
+                "read(u64::MAX) -> {} bytes\n",
+                chunk.map(|c| c.len()).unwrap_or(0)
+            ));
+            drop(reader);
+            let writer = artifacts::create("out", "text/plain")
+                .map_err(|e| sluice_guest::Error::msg(format!("{e:?}")))?;
+            writer
+                .write(b"x")
+                .map_err(|e| sluice_guest::Error::msg(format!("{e:?}")))?;
+            let first = writer.finish();
+            let second = writer.finish();
+            let after = writer.write(b"more");
+            report.push_str(&format!("first finish ok: {}\n", first.is_ok()));
+            report.push_str(&format!("second finish: {second:?}\n"));
+            report.push_str(&format!("write after finish: {after:?}\n"));
+            let mut log = ctx.output("log", "text/plain")?;
+            log.write_all(report.as_bytes())?;
+            Ok(())
+        }
+        // Group 6: millions of metric calls.
+        "metric-flood" => {
+            for i in 0u64.. {
+                ctx.metric_at("flood", i, i as f64);
+            }
+            Ok(())
+        }
         // A step that fails on its own terms.
         "fail" => bail!("hostile step failed on purpose"),
         // Reads its input fully (used to check inputs stay intact).
