@@ -86,6 +86,51 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-executes a recorded run (ignoring the cache) and compares every
+    /// output digest; exit 0 only when identical.
+    Replay {
+        /// The run id.
+        run_id: String,
+        #[command(flatten)]
+        home: HomeArg,
+        /// Prints the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Steps replayed at once (default: number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Directory for compiled components (default: HOME/components).
+        #[arg(long, env = "SLUICE_COMPILE_CACHE")]
+        compile_cache: Option<PathBuf>,
+    },
+    /// Checks a run's record chain, signature and log inclusion; exit 0 if
+    /// intact, 1 naming the first bad line and the reason otherwise.
+    Verify {
+        /// The run id.
+        run_id: String,
+        #[command(flatten)]
+        home: HomeArg,
+        /// Prints the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The trusted public key (default: the home's own key).
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+    },
+    /// Prints a run's signed provenance (DSSE envelope of an in-toto
+    /// statement), or verifies an envelope with only a public key.
+    Provenance {
+        /// The run id (omit with --verify).
+        run_id: Option<String>,
+        #[command(flatten)]
+        home: HomeArg,
+        /// An envelope file to verify instead.
+        #[arg(long, requires = "pubkey")]
+        verify: Option<PathBuf>,
+        /// The public key to verify with.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+    },
     /// Lists runs, newest first.
     Runs {
         #[command(flatten)]
@@ -210,6 +255,106 @@ pub fn run() -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Runs { home, json } => cmd_runs(&home.home, json),
+        Command::Verify {
+            run_id,
+            home,
+            json,
+            pubkey,
+        } => {
+            let id: RunId = run_id.parse()?;
+            let report = crate::verify::verify(&home.home, &id, pubkey.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if let Some(reason) = report.reason {
+                let at = report
+                    .line
+                    .map_or(String::new(), |l| format!("record line {l}: "));
+                println!(
+                    "run {id}: TAMPERED: {at}{}: {}",
+                    reason.as_str(),
+                    report.detail.as_deref().unwrap_or("")
+                );
+            } else {
+                println!(
+                    "run {id}: intact ({} record lines, signed by {}, log index {})",
+                    report.lines,
+                    report.keyid.as_deref().unwrap_or("?"),
+                    report.log_index.unwrap_or(0)
+                );
+            }
+            Ok(if report.reason.is_none() {
+                0
+            } else {
+                EXIT_RUN_FAILED
+            })
+        }
+        Command::Provenance {
+            run_id,
+            home,
+            verify,
+            pubkey,
+        } => match (verify, run_id) {
+            (Some(file), _) => {
+                let key_path = pubkey.expect("clap requires --pubkey with --verify");
+                let key = crate::seal::read_public_key(&key_path)?;
+                let bytes = std::fs::read(&file).with_context(|| file.display().to_string())?;
+                let envelope: crate::seal::Envelope = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is not a DSSE envelope", file.display()))?;
+                match crate::seal::verify(&envelope, &key) {
+                    Ok(payload) => {
+                        let statement = crate::seal::parse_statement(&payload)?;
+                        let subjects = statement["subject"].as_array().map_or(0, Vec::len);
+                        println!(
+                            "{}: valid signature by {}; in-toto statement with {subjects} subjects",
+                            file.display(),
+                            key.keyid()
+                        );
+                        Ok(0)
+                    }
+                    Err(e) => {
+                        println!("{}: INVALID: {e}", file.display());
+                        Ok(EXIT_RUN_FAILED)
+                    }
+                }
+            }
+            (None, Some(run_id)) => {
+                let id: RunId = run_id.parse()?;
+                let path = home
+                    .home
+                    .join("runs")
+                    .join(id.as_str())
+                    .join(crate::run::PROVENANCE_FILE);
+                let bytes = std::fs::read(&path).with_context(|| {
+                    format!("run `{id}` has no provenance ({})", path.display())
+                })?;
+                std::io::stdout().write_all(&bytes)?;
+                println!();
+                Ok(0)
+            }
+            (None, None) => bail!("give a RUN_ID, or --verify FILE --pubkey FILE"),
+        },
+        Command::Replay {
+            run_id,
+            home,
+            json,
+            jobs,
+            compile_cache,
+        } => {
+            let id: RunId = run_id.parse()?;
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let report = crate::replay::replay(&home.home, &id, jobs.max(1), compile_cache)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_replay(&report);
+            }
+            Ok(if report.verdict == crate::replay::Verdict::Identical {
+                0
+            } else {
+                EXIT_RUN_FAILED
+            })
+        }
         Command::Logs {
             run_id,
             step,
@@ -401,6 +546,54 @@ fn fuel(n: u64) -> String {
         n if n >= 1_000_000 => format!("{:.1} M", n as f64 / 1e6),
         n if n >= 1_000 => format!("{:.1} k", n as f64 / 1e3),
         n => n.to_string(),
+    }
+}
+
+fn print_replay(r: &crate::replay::ReplayReport) {
+    use crate::replay::Verdict;
+    let word = |v: Verdict| match v {
+        Verdict::Identical => "identical",
+        Verdict::Diverged => "DIVERGED",
+        Verdict::EnvironmentDrift => "environment-drift",
+    };
+    println!(
+        "replay {} of run {}: {} ({} ms)",
+        r.run_id,
+        r.replay_of,
+        word(r.verdict),
+        r.wall_ms
+    );
+    for e in &r.environment {
+        println!("  environment: {e}");
+    }
+    for s in &r.steps {
+        let outputs: Vec<String> = s
+            .found
+            .iter()
+            .map(|(k, d)| format!("{k}={}", &d.hex()[..12]))
+            .collect();
+        println!(
+            "  {:<16} {:<10} {}",
+            s.name,
+            word(s.verdict),
+            outputs.join(" ")
+        );
+        if let Some(d) = &s.drift {
+            println!("    drift: {d}");
+        }
+        if let Some(e) = &s.error {
+            println!("    error: {e}");
+        }
+    }
+    if let Some(d) = &r.first_divergence {
+        let show = |x: &Option<Digest>| x.map_or("(none)".to_string(), |d| d.to_string());
+        println!(
+            "  first divergence: step `{}` output `{}`: expected {}, found {}",
+            d.step,
+            d.output,
+            show(&d.expected),
+            show(&d.found)
+        );
     }
 }
 

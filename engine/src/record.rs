@@ -72,15 +72,130 @@ impl Record {
         Ok(false)
     }
 
-    /// Flushes and fsyncs the record and its directory.
-    pub fn close(mut self) -> io::Result<()> {
+    /// Flushes and fsyncs the record and its directory; returns the number
+    /// of lines and the sha256 of the last one (what a seal covers).
+    pub fn close(mut self) -> io::Result<(u64, Digest)> {
         self.out.flush()?;
         self.out.get_ref().sync_all()?;
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        Ok(())
+        Ok((self.seq, self.prev))
     }
+}
+
+/// Why a record's chain is broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainFault {
+    /// A line's bytes changed (its successor's `prev` no longer matches,
+    /// it does not parse, or it is not what the seal covers).
+    Edited,
+    /// Lines are out of order.
+    Reordered,
+    /// A line is gone from the middle.
+    Missing,
+    /// The record ends early or mid-line.
+    Truncated,
+}
+
+impl ChainFault {
+    /// The lower-case name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainFault::Edited => "edited",
+            ChainFault::Reordered => "reordered",
+            ChainFault::Missing => "missing",
+            ChainFault::Truncated => "truncated",
+        }
+    }
+}
+
+/// The first bad line of a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// 1-based line number.
+    pub line: u64,
+    /// What is wrong.
+    pub fault: ChainFault,
+    /// Details for humans.
+    pub detail: String,
+}
+
+/// A record whose chain holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    /// The parsed lines, in order.
+    pub events: Vec<Value>,
+    /// sha256 of the last line (without its newline).
+    pub head: Digest,
+}
+
+/// Checks a record's hash chain: every line parses, `seq` counts up from 0
+/// and `prev` is the sha256 of the previous line. Returns the first break.
+pub fn check_chain(bytes: &[u8]) -> Result<Chain, ChainBreak> {
+    let brk = |line: usize, fault, detail: String| ChainBreak {
+        line: line as u64 + 1,
+        fault,
+        detail,
+    };
+    let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    let torn = lines.pop().is_some_and(|last| !last.is_empty());
+    if torn {
+        return Err(brk(
+            lines.len(),
+            ChainFault::Truncated,
+            "the last line is cut off (no newline): a torn write".to_string(),
+        ));
+    }
+    let parsed: Vec<Option<Value>> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_slice::<Value>(l)
+                .ok()
+                .filter(Value::is_object)
+        })
+        .collect();
+    let seq_of = |i: usize| parsed[i].as_ref().and_then(|v| v["seq"].as_u64());
+    let mut prev = genesis();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(event) = &parsed[i] else {
+            return Err(brk(i, ChainFault::Edited, "not a JSON object".to_string()));
+        };
+        match seq_of(i) {
+            Some(seq) if seq == i as u64 => {}
+            Some(seq) => {
+                let later = (i + 1..lines.len()).any(|j| seq_of(j) == Some(i as u64));
+                let fault = if seq < i as u64 || later {
+                    ChainFault::Reordered
+                } else {
+                    ChainFault::Missing
+                };
+                let detail = match fault {
+                    ChainFault::Missing => {
+                        format!("expected seq {i}, found {seq}: line(s) removed")
+                    }
+                    _ => format!("expected seq {i}, found {seq}"),
+                };
+                return Err(brk(i, fault, detail));
+            }
+            None => return Err(brk(i, ChainFault::Edited, "no `seq`".to_string())),
+        }
+        if event["prev"].as_str() != Some(prev.to_string().as_str()) {
+            // Line i-1 no longer hashes to what line i recorded.
+            let at = i.saturating_sub(1);
+            return Err(brk(
+                at,
+                ChainFault::Edited,
+                format!("its sha256 is not the `prev` recorded by line {}", i + 1),
+            ));
+        }
+        prev = Digest::of(line);
+    }
+    Ok(Chain {
+        events: parsed.into_iter().flatten().collect(),
+        head: prev,
+    })
 }
 
 /// Milliseconds since the Unix epoch.
@@ -133,6 +248,66 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_795_707_391_000), "2026-11-26T15:36:31.000Z");
+    }
+
+    fn sample(n: usize) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut r = Record::create(&path).unwrap();
+        for i in 0..n {
+            r.append("e", serde_json::json!({ "i": i })).unwrap();
+        }
+        r.close().unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    fn join(lines: &[Vec<u8>]) -> Vec<u8> {
+        lines
+            .iter()
+            .flat_map(|l| l.iter().copied().chain([b'\n']))
+            .collect()
+    }
+
+    #[test]
+    fn intact_chain_passes_and_reports_its_head() {
+        let bytes = sample(5);
+        let chain = check_chain(&bytes).unwrap();
+        assert_eq!(chain.events.len(), 5);
+        assert_eq!(chain.head, Digest::of(&lines(&bytes)[4]));
+    }
+
+    #[test]
+    fn each_kind_of_tampering_names_its_line() {
+        let bytes = sample(6);
+        let original = lines(&bytes);
+        let mut edited = original.clone();
+        let at = edited[2].iter().position(|b| *b == b'"').unwrap();
+        edited[2][at + 1] ^= 0x20;
+        let e = check_chain(&join(&edited)).unwrap_err();
+        assert_eq!((e.line, e.fault), (3, ChainFault::Edited), "{e:?}");
+
+        let mut deleted = original.clone();
+        deleted.remove(3);
+        let e = check_chain(&join(&deleted)).unwrap_err();
+        assert_eq!((e.line, e.fault), (4, ChainFault::Missing), "{e:?}");
+
+        let mut swapped = original.clone();
+        swapped.swap(1, 2);
+        let e = check_chain(&join(&swapped)).unwrap_err();
+        assert_eq!((e.line, e.fault), (2, ChainFault::Reordered), "{e:?}");
+
+        let mut torn = join(&original);
+        torn.truncate(torn.len() - 7);
+        let e = check_chain(&torn).unwrap_err();
+        assert_eq!((e.line, e.fault), (6, ChainFault::Truncated), "{e:?}");
     }
 
     #[test]

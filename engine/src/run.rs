@@ -36,7 +36,7 @@ use crate::store::{BlobWriter, Digest, Store, StoreError};
 pub struct RunId(String);
 
 impl RunId {
-    fn generate() -> RunId {
+    pub(crate) fn generate() -> RunId {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let ms = record::now_ms();
         let stamp = record::rfc3339(ms);
@@ -303,6 +303,9 @@ pub enum RunError {
     /// The record could not be written.
     #[error("run record: {0}")]
     Record(io::Error),
+    /// The run could not be sealed (signing key or log).
+    #[error("sealing the run: {0}")]
+    Seal(String),
 }
 
 /// A component compiled at most once per run, shared by every step using it.
@@ -390,6 +393,13 @@ pub fn execute(
     });
 
     let components = resolve_components(pipeline);
+    // Components go into the store too, so a replay can run the exact bytes
+    // a run used even after the files on disk change.
+    for r in components.iter().flatten() {
+        if !store.contains(&r.digest) {
+            store.put_bytes(&r.bytes)?;
+        }
+    }
     let runner = Runner {
         pipeline,
         options,
@@ -448,10 +458,104 @@ pub fn execute(
         json!({"status": summary.status, "wall_ms": summary.wall_ms}),
     )
     .map_err(RunError::Record)?;
-    rec.close().map_err(RunError::Record)?;
+    let (record_lines, record_head) = rec.close().map_err(RunError::Record)?;
     let bytes = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
     crate::store::write_atomic(&run_dir.join("summary.json"), &bytes, true)?;
+    seal_run(
+        &options.home,
+        &run_dir,
+        pipeline,
+        &summary,
+        record_lines,
+        record_head,
+    )?;
     Ok(summary)
+}
+
+/// Where a sealed run keeps its signed provenance (a DSSE envelope).
+pub const PROVENANCE_FILE: &str = "provenance.json";
+/// Where a sealed run keeps its transparency-log position.
+pub const SEAL_FILE: &str = "seal.json";
+
+/// Seals a finished run: an in-toto statement over its outputs, signed
+/// with the home's Ed25519 key in a DSSE envelope, appended to the local
+/// Merkle log.
+fn seal_run(
+    home: &Path,
+    run_dir: &Path,
+    pipeline: &Pipeline,
+    summary: &RunSummary,
+    record_lines: u64,
+    record_head: Digest,
+) -> Result<(), RunError> {
+    let seal_err = |e: String| RunError::Seal(e);
+    let signer = crate::seal::load_or_create(home).map_err(|e| seal_err(e.to_string()))?;
+    let mut subjects = Vec::new();
+    let mut components = Vec::new();
+    for step in &summary.steps {
+        for (name, o) in &step.outputs {
+            subjects.push((format!("{}/{name}", step.name), o.digest));
+        }
+        if let Some(c) = step.component {
+            components.push((step.name.clone(), c));
+        }
+    }
+    let steps: Vec<serde_json::Value> = summary
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "status": s.status,
+                "cached": s.cached,
+                "cache_key": s.cache_key,
+                "component": s.component,
+                "outputs": s.outputs.iter().map(|(k, o)| (k.clone(), o.digest)).collect::<BTreeMap<_, _>>(),
+            })
+        })
+        .collect();
+    let record_inputs: Vec<(String, Digest)> = {
+        let rec = fs::read(run_dir.join("record.jsonl")).map_err(RunError::Record)?;
+        let first = rec.split(|b| *b == b'\n').next().unwrap_or_default();
+        let header: serde_json::Value = serde_json::from_slice(first).unwrap_or_default();
+        let sources: BTreeMap<String, OutputRef> =
+            serde_json::from_value(header["sources"].clone()).unwrap_or_default();
+        sources.into_iter().map(|(k, o)| (k, o.digest)).collect()
+    };
+    let statement = crate::seal::statement(&crate::seal::ProvenanceInput {
+        run_id: summary.run_id.as_str(),
+        pipeline: &summary.pipeline,
+        spec_path: &summary.spec_path,
+        spec_digest: summary.spec_digest,
+        params: &pipeline.params,
+        seed: pipeline.seed,
+        engine_version: env!("CARGO_PKG_VERSION"),
+        wasmtime_version: sandbox::wasmtime_version(),
+        determinism: cache::DETERMINISM,
+        subjects,
+        inputs: record_inputs,
+        components,
+        started_at: &summary.started_at,
+        finished_at: &summary.finished_at,
+        steps: serde_json::Value::Array(steps),
+        record_digest: record_head,
+        record_lines,
+    });
+    let payload = serde_json::to_vec(&statement).expect("statements serialize");
+    let envelope = signer.sign(crate::seal::IN_TOTO_PAYLOAD_TYPE, &payload);
+    let envelope_bytes = serde_json::to_vec_pretty(&envelope).expect("envelopes serialize");
+    crate::store::write_atomic(&run_dir.join(PROVENANCE_FILE), &envelope_bytes, true)?;
+    let log = crate::transparency::Log::open(home).map_err(|e| seal_err(e.to_string()))?;
+    let index = log
+        .append(&envelope_bytes)
+        .map_err(|e| seal_err(e.to_string()))?;
+    let seal = json!({"log_index": index, "keyid": signer.keyid(), "record_lines": record_lines, "record_head": record_head});
+    crate::store::write_atomic(
+        &run_dir.join(SEAL_FILE),
+        &serde_json::to_vec_pretty(&seal).expect("seals serialize"),
+        true,
+    )?;
+    Ok(())
 }
 
 /// Builds crates, reads component bytes and digests them. A component that
@@ -694,9 +798,14 @@ impl scheduler::Executor for Runner<'_> {
                 "step": step.name,
                 "attempt": attempt,
                 "component": resolved.digest,
+                "component_path": resolved.path.display().to_string(),
                 "cache_key": key,
                 "inputs": inputs,
                 "params": step.params,
+                "outputs": step.outputs,
+                "limits": step.limits,
+                "run_seed": self.pipeline.seed,
+                "host_answers": sandbox::host_answers(self.pipeline.seed, &step.name),
             }),
         );
         if attempt == 1
@@ -869,8 +978,8 @@ impl Runner<'_> {
 }
 
 /// The artifact port over the content-addressed store.
-struct StoreArtifacts {
-    store: Arc<Store>,
+pub(crate) struct StoreArtifacts {
+    pub(crate) store: Arc<Store>,
 }
 
 impl ArtifactPort for StoreArtifacts {

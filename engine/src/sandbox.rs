@@ -221,6 +221,20 @@ fn derive_seed(run_seed: u64, step: &str, purpose: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The answers a step gets to its non-deterministic questions, as the record
+/// keeps them: the virtual clocks' configuration and the random seeds.
+/// Replaying with the same run seed and step name reproduces all of them.
+pub fn host_answers(run_seed: u64, step: &str) -> serde_json::Value {
+    serde_json::json!({
+        "wall_clock_start_s": VIRTUAL_EPOCH_S,
+        "monotonic_clock_start_ns": 0,
+        "clock_step_ns": VIRTUAL_CLOCK_STEP_NS,
+        "secure_random_seed": hex::encode(derive_seed(run_seed, step, "secure-random")),
+        "insecure_random_seed": hex::encode(derive_seed(run_seed, step, "insecure-random")),
+        "insecure_random_hash_seed": hex::encode(&derive_seed(run_seed, step, "insecure-seed")[..16]),
+    })
+}
+
 /// Increments the engine's epoch every [`EPOCH_TICK`] until dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,

@@ -4,8 +4,10 @@
 mod harness;
 
 mod architecture;
+mod audit;
 mod cli;
 mod pipeline;
+mod replay;
 mod sandbox;
 mod spec;
 mod store;
