@@ -6,12 +6,12 @@
 #   bench/chain.sh [REPEATS]
 #
 # For N = 10 and N = 50: a fresh home each time, cache off (--no-cache), the
-# median of REPEATS interleaved runs (default 9). Per-step overhead = (T50 - T10) / 40.
+# median of REPEATS interleaved runs (default 15). Per-step overhead = (T50 - T10) / 40.
 # Also: the cached rerun of the 50-step chain and the median instantiate
 # time of a precompiled component (from the run's JSON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repeats=${1:-9}
+repeats=${1:-15}
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 cargo build --release -q -p sluice-engine
