@@ -65,6 +65,26 @@ enum Command {
         #[arg(long, env = "SLUICE_COMPILE_CACHE")]
         compile_cache: Option<PathBuf>,
     },
+    /// Runs a pipeline inside a CI job: like `run`, plus a JUnit XML report
+    /// (one test case per step); exits 1 when the run failed.
+    Ci {
+        /// The pipeline spec (TOML).
+        pipeline: PathBuf,
+        #[command(flatten)]
+        home: HomeArg,
+        /// Overrides a pipeline param (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Where to write the JUnit XML report.
+        #[arg(long, default_value = "sluice-junit.xml")]
+        junit: PathBuf,
+        /// Executes every step even when the cache has its result.
+        #[arg(long)]
+        no_cache: bool,
+        /// Steps in flight at most (default: number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Checks a pipeline spec without running it.
     Validate {
         /// The pipeline spec (TOML).
@@ -221,6 +241,35 @@ pub fn run() -> anyhow::Result<u8> {
             json,
             compile_cache,
         ),
+        Command::Ci {
+            pipeline,
+            home,
+            params,
+            junit,
+            no_cache,
+            jobs,
+        } => {
+            let spec = match spec::load(&pipeline, &params) {
+                Ok(p) => p,
+                Err(errors) => return Ok(report_spec_errors(&errors, false)),
+            };
+            let options = run::Options {
+                home: home.home,
+                no_cache,
+                jobs: resolve_jobs(jobs)?,
+                compile_cache: std::env::var_os("SLUICE_COMPILE_CACHE").map(PathBuf::from),
+            };
+            let progress = Progress::new(false);
+            let summary = run::execute(&spec, &options, &progress)?;
+            let xml = crate::junit::report(&summary);
+            crate::store::write_atomic(&junit, xml.as_bytes(), true)?;
+            print_summary(&summary);
+            println!("junit report: {}", junit.display());
+            Ok(match summary.status {
+                RunStatus::Succeeded => 0,
+                RunStatus::Failed => EXIT_RUN_FAILED,
+            })
+        }
         Command::Validate {
             pipeline,
             params,
@@ -443,15 +492,10 @@ fn cmd_run(
         Ok(p) => p,
         Err(errors) => return Ok(report_spec_errors(&errors, json)),
     };
-    let jobs = match jobs {
-        Some(0) => bail!("--jobs must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(2, |n| n.get()),
-    };
     let options = run::Options {
         home: home.to_path_buf(),
         no_cache,
-        jobs,
+        jobs: resolve_jobs(jobs)?,
         compile_cache,
     };
     let summary = if json {
@@ -471,6 +515,15 @@ fn cmd_run(
         RunStatus::Succeeded => 0,
         RunStatus::Failed => EXIT_RUN_FAILED,
     })
+}
+
+/// `--jobs`, defaulting to the number of cores.
+fn resolve_jobs(jobs: Option<usize>) -> anyhow::Result<usize> {
+    match jobs {
+        Some(0) => bail!("--jobs must be at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(2, |n| n.get())),
+    }
 }
 
 fn cmd_runs(home: &Path, json: bool) -> anyhow::Result<u8> {

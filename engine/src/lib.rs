@@ -10,6 +10,8 @@
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod expr;
+pub mod junit;
 pub mod limits;
 pub mod record;
 pub mod replay;

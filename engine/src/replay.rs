@@ -234,10 +234,7 @@ pub fn replay(
         sandbox: OnceLock::new(),
         results: Mutex::new(vec![None; steps.len()]),
     };
-    let plan = scheduler::Plan {
-        deps: vec![Vec::new(); steps.len()],
-        retries: vec![0; steps.len()],
-    };
+    let plan = scheduler::Plan::new(vec![Vec::new(); steps.len()], vec![0; steps.len()]);
     scheduler::run(&plan, jobs, &replayer);
     store
         .sync()
@@ -369,7 +366,7 @@ impl Replayer<'_> {
 }
 
 impl scheduler::Executor for Replayer<'_> {
-    fn attempt(&self, index: usize, _attempt: u32) -> bool {
+    fn attempt(&self, index: usize, _attempt: u32) -> scheduler::Outcome {
         let step = &self.steps[index];
         let drift = step
             .component_path
@@ -401,8 +398,8 @@ impl scheduler::Executor for Replayer<'_> {
             drift,
             error,
         });
-        true
+        scheduler::Outcome::Succeeded
     }
 
-    fn skipped(&self, _step: usize, _because: usize) {}
+    fn skipped(&self, _step: usize, _why: scheduler::Skip) {}
 }

@@ -416,12 +416,14 @@ pub fn execute(
     let plan = scheduler::Plan {
         deps: pipeline.steps.iter().map(|s| s.deps.clone()).collect(),
         retries: pipeline.steps.iter().map(|s| s.retries).collect(),
+        finally: pipeline.steps.iter().map(|s| s.finally).collect(),
     };
     let verdicts = scheduler::run(&plan, options.jobs, &runner);
-    let status = if verdicts.iter().all(|v| *v == Verdict::Succeeded) {
-        RunStatus::Succeeded
-    } else {
+    // Skipped steps (false conditions, unmet exit rules) are not failures.
+    let status = if verdicts.contains(&Verdict::Failed) {
         RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
     };
     let Runner {
         reports,
@@ -622,6 +624,47 @@ fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>>
         .collect()
 }
 
+/// What a `when` condition sees: params, and metrics and statuses of the
+/// steps that have settled.
+struct ConditionScope<'a> {
+    pipeline: &'a Pipeline,
+    reports: &'a [Option<StepReport>],
+}
+
+impl crate::expr::Scope for ConditionScope<'_> {
+    fn lookup(&self, r: &crate::expr::Ref) -> Result<crate::expr::Value, String> {
+        use crate::expr::{Ref, Value};
+        let report = |step: &str| {
+            self.pipeline
+                .step_index(step)
+                .and_then(|i| self.reports[i].as_ref())
+                .ok_or_else(|| format!("step `{step}` has not run"))
+        };
+        match r {
+            Ref::Param(p) => self
+                .pipeline
+                .params
+                .get(p)
+                .map(|v| Value::Str(v.clone()))
+                .ok_or_else(|| format!("no param `{p}`")),
+            Ref::Metric { step, name } => report(step)?
+                .metrics
+                .get(name)
+                .map(|v| Value::Num(*v))
+                .ok_or_else(|| format!("step `{step}` reported no metric `{name}`")),
+            // A cached step succeeded (its result came from the cache).
+            Ref::Status(step) => Ok(Value::Str(
+                match report(step)?.status {
+                    StepStatus::Succeeded | StepStatus::Cached => "succeeded",
+                    StepStatus::Failed => "failed",
+                    StepStatus::Skipped => "skipped",
+                }
+                .to_string(),
+            )),
+        }
+    }
+}
+
 struct Runner<'a> {
     pipeline: &'a Pipeline,
     options: &'a Options,
@@ -665,23 +708,65 @@ impl Runner<'_> {
             .map_err(Clone::clone)
     }
 
-    fn inputs_of(&self, step: usize) -> BTreeMap<String, OutputRef> {
+    /// The step's inputs, or which one is unavailable (only exit handlers
+    /// can run with a producer that did not succeed).
+    fn inputs_of(&self, step: usize) -> Result<BTreeMap<String, OutputRef>, String> {
         let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         self.pipeline.steps[step]
             .inputs
             .iter()
             .map(|(name, r)| {
                 let o = match r {
-                    InputRef::Source(s) => self.sources[s].clone(),
+                    InputRef::Source(s) => Some(self.sources[s].clone()),
                     InputRef::Step { step, output } => reports[*step]
                         .as_ref()
                         .and_then(|rep| rep.outputs.get(output))
-                        .cloned()
-                        .expect("scheduler runs a step only after its producers succeeded"),
+                        .cloned(),
                 };
-                (name.clone(), o)
+                let producer = match r {
+                    InputRef::Source(s) => format!("source `{s}`"),
+                    InputRef::Step { step, .. } => {
+                        format!("step `{}`", self.pipeline.steps[*step].name)
+                    }
+                };
+                o.map(|o| (name.clone(), o)).ok_or_else(|| {
+                    format!("input `{name}` is unavailable: {producer} did not succeed")
+                })
             })
             .collect()
+    }
+
+    /// Evaluates the step's `when`, if any: `Ok(None)` to run, `Ok(Some)`
+    /// with the skip reason, `Err` when it cannot be evaluated.
+    fn condition(&self, step: usize) -> Result<Option<String>, String> {
+        let Some((text, expr)) = &self.pipeline.steps[step].when else {
+            return Ok(None);
+        };
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let scope = ConditionScope {
+            pipeline: self.pipeline,
+            reports: &reports,
+        };
+        match crate::expr::eval(expr, &scope) {
+            Ok(true) => Ok(None),
+            Ok(false) => {
+                let values: Vec<String> = expr
+                    .refs()
+                    .iter()
+                    .filter_map(|r| {
+                        crate::expr::Scope::lookup(&scope, r)
+                            .ok()
+                            .map(|v| format!("{r} = {v}"))
+                    })
+                    .collect();
+                Ok(Some(if values.is_empty() {
+                    format!("condition `{text}` is false")
+                } else {
+                    format!("condition `{text}` is false ({})", values.join(", "))
+                }))
+            }
+            Err(e) => Err(format!("condition `{text}`: {e}")),
+        }
     }
 
     fn finish(&self, step: usize, report: StepReport) {
@@ -742,7 +827,7 @@ impl Runner<'_> {
 }
 
 impl scheduler::Executor for Runner<'_> {
-    fn attempt(&self, index: usize, attempt: u32) -> bool {
+    fn attempt(&self, index: usize, attempt: u32) -> scheduler::Outcome {
         let step = &self.pipeline.steps[index];
         let _span = tracing::info_span!(
             "attempt",
@@ -767,6 +852,31 @@ impl scheduler::Executor for Runner<'_> {
             report.error = Some(failure);
             report
         };
+        let skip = |reason: String| {
+            let mut r = StepReport::new(&step.name, StepStatus::Skipped);
+            r.reason = Some(reason);
+            self.finish(index, r);
+            scheduler::Outcome::Skipped
+        };
+        match self.condition(index) {
+            Ok(None) => {}
+            Ok(Some(reason)) => return skip(reason),
+            Err(message) => {
+                report.attempts = attempt;
+                let r = fail(
+                    report,
+                    Failure {
+                        class: FailureClass::Step,
+                        message,
+                    },
+                );
+                return self.attempt_failed(index, attempt, r);
+            }
+        }
+        let inputs = match self.inputs_of(index) {
+            Ok(i) => i,
+            Err(reason) => return skip(reason),
+        };
         let resolved = match &self.components[index] {
             Ok(r) => r.clone(),
             Err(e) => {
@@ -781,7 +891,6 @@ impl scheduler::Executor for Runner<'_> {
                 return self.attempt_failed(index, attempt, r);
             }
         };
-        let inputs = self.inputs_of(index);
         let key = cache::key(
             resolved.digest,
             &step.params,
@@ -822,7 +931,7 @@ impl scheduler::Executor for Runner<'_> {
             r.tags = hit.tags;
             r.wall_ms = t0.elapsed().as_millis() as u64;
             self.finish(index, r);
-            return true;
+            return scheduler::Outcome::Succeeded;
         }
         report.attempts = attempt;
         let prepared = match self.prepare(&resolved) {
@@ -940,15 +1049,19 @@ impl scheduler::Executor for Runner<'_> {
             }
         }
         self.finish(index, report);
-        true
+        scheduler::Outcome::Succeeded
     }
 
-    fn skipped(&self, index: usize, because: usize) {
-        let mut r = StepReport::new(&self.pipeline.steps[index].name, StepStatus::Skipped);
-        r.reason = Some(format!(
-            "upstream step `{}` failed",
-            self.pipeline.steps[because].name
-        ));
+    fn skipped(&self, index: usize, why: scheduler::Skip) {
+        use scheduler::Skip;
+        let name = |i: usize| &self.pipeline.steps[i].name;
+        let mut r = StepReport::new(name(index), StepStatus::Skipped);
+        r.reason = Some(match why {
+            Skip::UpstreamFailed(s) => format!("upstream step `{}` failed", name(s)),
+            Skip::UpstreamSkipped(s) => format!("upstream step `{}` was skipped", name(s)),
+            Skip::NothingFailed => "exit handler on failure: no step failed".to_string(),
+            Skip::SomethingFailed => "exit handler on success: a step failed".to_string(),
+        });
         self.finish(index, r);
     }
 }
@@ -956,7 +1069,7 @@ impl scheduler::Executor for Runner<'_> {
 impl Runner<'_> {
     /// Files a failed attempt: final if no retries remain, otherwise kept
     /// as the step's provisional report.
-    fn attempt_failed(&self, index: usize, attempt: u32, report: StepReport) -> bool {
+    fn attempt_failed(&self, index: usize, attempt: u32, report: StepReport) -> scheduler::Outcome {
         let step = &self.pipeline.steps[index];
         let error = report.error.clone().expect("failed reports carry an error");
         if attempt <= step.retries {
@@ -973,7 +1086,7 @@ impl Runner<'_> {
         } else {
             self.finish(index, report);
         }
-        false
+        scheduler::Outcome::Failed
     }
 }
 

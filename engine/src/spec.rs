@@ -94,8 +94,13 @@ pub struct Step {
     pub retries: u32,
     /// Whether the step cache may be used.
     pub cache: bool,
-    /// Indices of the steps this one waits for (inputs and `after`), sorted.
+    /// Indices of the steps this one waits for (inputs, `after`, steps its
+    /// condition reads; every regular step for an exit handler), sorted.
     pub deps: Vec<usize>,
+    /// `when = "..."`: the condition text and its parse.
+    pub when: Option<(String, crate::expr::Expr)>,
+    /// `on = "always" | "failure" | "success"`: an exit handler.
+    pub finally: Option<crate::scheduler::Finally>,
 }
 
 /// A validated pipeline: steps in topological order.
@@ -223,6 +228,8 @@ struct RawStep<'a, 'i> {
     retries: u32,
     cache: bool,
     after: Vec<(String, Range<usize>)>,
+    when: Option<(String, crate::expr::Expr, Range<usize>)>,
+    finally: Option<crate::scheduler::Finally>,
     _table: &'a Table<'i>,
 }
 
@@ -394,6 +401,7 @@ impl Validator {
         let mut params: BTreeMap<String, String> = BTreeMap::new();
         let mut params_span = 0..0;
         let mut sources = BTreeMap::new();
+        let mut raw_sources: Vec<(String, String, Range<usize>)> = Vec::new();
         let mut steps_table = None;
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
@@ -426,21 +434,9 @@ impl Validator {
                             if !self.name(&k.span(), &key, "source") {
                                 continue;
                             }
-                            let Some(rel) = self.string(v, &format!("source `{key}`")) else {
-                                continue;
-                            };
-                            let path = self.dir.join(rel);
-                            if !path.is_file() {
-                                self.error(
-                                    &v.span(),
-                                    format!(
-                                        "source `{key}`: file {} does not exist",
-                                        path.display()
-                                    ),
-                                );
-                                continue;
+                            if let Some(rel) = self.string(v, &format!("source `{key}`")) {
+                                raw_sources.push((key, rel.to_string(), v.span()));
                             }
-                            sources.insert(key, path);
                         }
                     }
                 }
@@ -468,6 +464,22 @@ impl Validator {
                     ),
                 );
             }
+        }
+        // Sources after overrides: a path may interpolate `${params.NAME}`.
+        for (key, rel, span) in raw_sources {
+            let what = format!("source `{key}`");
+            let Some(rel) = self.interpolate(&rel, &span, &what, &params) else {
+                continue;
+            };
+            let path = self.dir.join(&rel);
+            if !path.is_file() {
+                self.error(
+                    &span,
+                    format!("source `{key}`: file {} does not exist", path.display()),
+                );
+                continue;
+            }
+            sources.insert(key, path);
         }
         let Some((steps_table, steps_span)) = steps_table else {
             self.error(root_span, "the pipeline declares no [steps]".to_string());
@@ -497,7 +509,7 @@ impl Validator {
         if raw.is_empty() && self.errors.is_empty() {
             self.error(&steps_span, "the pipeline declares no steps".to_string());
         }
-        let steps = self.link(raw, &sources);
+        let steps = self.link(raw, &sources, &params);
         Some(Pipeline {
             name: name.unwrap_or_default(),
             description,
@@ -527,6 +539,8 @@ impl Validator {
             "retries",
             "cache",
             "after",
+            "when",
+            "on",
         ];
         let mut step = RawStep {
             name,
@@ -539,6 +553,8 @@ impl Validator {
             retries: 0,
             cache: true,
             after: Vec::new(),
+            when: None,
+            finally: None,
             _table: t,
         };
         let place = format!("[steps.{name}]");
@@ -655,6 +671,34 @@ impl Validator {
                         if let Some(s) = self.string(item, &format!("step `{name}` after")) {
                             step.after.push((s.to_string(), item.span()));
                         }
+                    }
+                }
+                "when" => {
+                    let Some(text) = self.string(value, &format!("step `{name}` when")) else {
+                        continue;
+                    };
+                    match crate::expr::parse(text) {
+                        Ok(e) => step.when = Some((text.to_string(), e, value.span())),
+                        Err(e) => {
+                            // +1 for the opening quote of a basic string.
+                            let at = value.span().start + 1 + e.offset;
+                            self.error(&(at..at), format!("step `{name}` when: {}", e.message));
+                        }
+                    }
+                }
+                "on" => {
+                    use crate::scheduler::Finally;
+                    match self.string(value, &format!("step `{name}` on")) {
+                        Some("always") => step.finally = Some(Finally::Always),
+                        Some("failure") => step.finally = Some(Finally::OnFailure),
+                        Some("success") => step.finally = Some(Finally::OnSuccess),
+                        Some(other) => self.error(
+                            &value.span(),
+                            format!(
+                                "step `{name}` on: {other:?} is not one of \"always\", \"failure\", \"success\""
+                            ),
+                        ),
+                        None => {}
                     }
                 }
                 _ => self.unknown_key(key, &place, KEYS),
@@ -783,6 +827,7 @@ impl Validator {
         &mut self,
         raw: Vec<RawStep<'_, '_>>,
         sources: &BTreeMap<String, PathBuf>,
+        params: &BTreeMap<String, String>,
     ) -> Option<Vec<Step>> {
         let index: HashMap<&str, usize> =
             raw.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
@@ -862,6 +907,39 @@ impl Validator {
                     },
                 );
             }
+            if let Some((_, expr, span)) = &step.when {
+                for r in expr.refs() {
+                    use crate::expr::Ref;
+                    match r {
+                        Ref::Param(p) if !params.contains_key(p) => self.error(
+                            span,
+                            format!("step `{}` when: unknown param `{p}`", step.name),
+                        ),
+                        Ref::Param(_) => {}
+                        Ref::Metric { step: other, .. } | Ref::Status(other) => {
+                            match index.get(other.as_str()) {
+                                Some(&j) if j == i => self.error(
+                                    span,
+                                    format!(
+                                        "step `{}` when: a condition cannot read its own step",
+                                        step.name
+                                    ),
+                                ),
+                                Some(&j) => {
+                                    deps[i].insert(j);
+                                }
+                                None => self.error(
+                                    span,
+                                    format!(
+                                        "step `{}` when: unknown step `{other}` in `{r}`",
+                                        step.name
+                                    ),
+                                ),
+                            }
+                        }
+                    }
+                }
+            }
             for (after, span) in &step.after {
                 match index.get(after.as_str()) {
                     Some(&j) if j == i => {
@@ -878,6 +956,27 @@ impl Validator {
                         format!("step `{}` after: unknown step `{after}`", step.name),
                     ),
                 }
+            }
+        }
+        // Exit handlers wait for every regular step, and nothing may wait
+        // for an exit handler.
+        let handlers: Vec<bool> = raw.iter().map(|s| s.finally.is_some()).collect();
+        for (i, step) in raw.iter().enumerate() {
+            for &j in &deps[i] {
+                if handlers[j] {
+                    self.error(
+                        &step.span,
+                        format!(
+                            "step `{}` depends on exit handler `{}`; exit handlers run last",
+                            step.name, raw[j].name
+                        ),
+                    );
+                }
+            }
+        }
+        for i in 0..raw.len() {
+            if handlers[i] {
+                deps[i].extend((0..raw.len()).filter(|&j| !handlers[j]));
             }
         }
         // Kahn's algorithm, picking the lowest declaration index first so the
@@ -945,6 +1044,8 @@ impl Validator {
                 retries: step.retries,
                 cache: step.cache,
                 deps: step_deps,
+                when: step.when.map(|(text, e, _)| (text, e)),
+                finally: step.finally,
             });
         }
         steps.into_iter().collect()

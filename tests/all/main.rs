@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod language;
+
 mod architecture;
 mod audit;
 mod cli;

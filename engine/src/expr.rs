@@ -1,0 +1,548 @@
+//! The condition language of `when = "..."`: comparisons, `and`/`or`/`not`,
+//! parentheses, numbers, strings, booleans, and references to upstream
+//! metrics (`STEP.metrics.NAME`), step statuses (`STEP.status`) and
+//! pipeline params (`params.NAME`).
+//!
+//! Invariant: parsing is total and bounded (length and nesting); a parsed
+//! [`Expr`] evaluates without panicking, and every way it can fail names
+//! the reference or operator involved.
+//! Boundary: pure; knows nothing of steps beyond the names it is given.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Longest condition accepted, in bytes.
+pub const MAX_EXPR_BYTES: usize = 1024;
+/// Deepest nesting of parentheses and `not`.
+pub const MAX_DEPTH: usize = 32;
+
+/// A comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+impl Cmp {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cmp::Eq => "==",
+            Cmp::Ne => "!=",
+            Cmp::Lt => "<",
+            Cmp::Le => "<=",
+            Cmp::Gt => ">",
+            Cmp::Ge => ">=",
+        }
+    }
+}
+
+/// What a reference names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ref {
+    /// `params.NAME`
+    Param(String),
+    /// `STEP.metrics.NAME`
+    Metric {
+        /// Step.
+        step: String,
+        /// Metric.
+        name: String,
+    },
+    /// `STEP.status`
+    Status(String),
+}
+
+impl fmt::Display for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ref::Param(p) => write!(f, "params.{p}"),
+            Ref::Metric { step, name } => write!(f, "{step}.metrics.{name}"),
+            Ref::Status(s) => write!(f, "{s}.status"),
+        }
+    }
+}
+
+/// A parsed condition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// A number literal.
+    Num(f64),
+    /// A string literal.
+    Str(String),
+    /// `true` / `false`.
+    Bool(bool),
+    /// A reference.
+    Ref(Ref),
+    /// `not e`
+    Not(Box<Expr>),
+    /// `a and b`
+    And(Box<Expr>, Box<Expr>),
+    /// `a or b`
+    Or(Box<Expr>, Box<Expr>),
+    /// `a OP b`
+    Cmp(Cmp, Box<Expr>, Box<Expr>),
+}
+
+/// A parse error at a byte offset of the condition text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// Byte offset in the condition.
+    pub offset: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Tok {
+    Num(f64),
+    Str(String),
+    Ident(String),
+    Op(Cmp),
+    LParen,
+    RParen,
+}
+
+fn lex(text: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
+    let err = |offset, message: String| ParseError { offset, message };
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let start = i;
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'(' => {
+                out.push((start, Tok::LParen));
+                i += 1;
+            }
+            b')' => {
+                out.push((start, Tok::RParen));
+                i += 1;
+            }
+            b'=' | b'!' | b'<' | b'>' => {
+                let two = bytes.get(i + 1) == Some(&b'=');
+                let op = match (c, two) {
+                    (b'=', true) => Cmp::Eq,
+                    (b'!', true) => Cmp::Ne,
+                    (b'<', true) => Cmp::Le,
+                    (b'>', true) => Cmp::Ge,
+                    (b'<', false) => Cmp::Lt,
+                    (b'>', false) => Cmp::Gt,
+                    _ => {
+                        return Err(err(
+                            start,
+                            format!(
+                                "unexpected `{}`; comparisons are == != < <= > >=",
+                                c as char
+                            ),
+                        ));
+                    }
+                };
+                i += if two { 2 } else { 1 };
+                out.push((start, Tok::Op(op)));
+            }
+            b'"' | b'\'' => {
+                let close = text[i + 1..]
+                    .find(c as char)
+                    .ok_or_else(|| err(start, "unterminated string".to_string()))?;
+                out.push((start, Tok::Str(text[i + 1..i + 1 + close].to_string())));
+                i += close + 2;
+            }
+            b'0'..=b'9' | b'-' | b'.' => {
+                i += 1;
+                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'_')
+                    || (i < bytes.len()
+                        && matches!(bytes[i], b'-' | b'+')
+                        && matches!(bytes[i - 1], b'e' | b'E'))
+                {
+                    i += 1;
+                }
+                let lit = &text[start..i];
+                let n = lit
+                    .replace('_', "")
+                    .parse::<f64>()
+                    .map_err(|_| err(start, format!("invalid number `{lit}`")))?;
+                out.push((start, Tok::Num(n)));
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'-' | b'.'))
+                {
+                    i += 1;
+                }
+                out.push((start, Tok::Ident(text[start..i].to_string())));
+            }
+            _ => {
+                let ch = text[i..].chars().next().unwrap_or('?');
+                return Err(err(start, format!("unexpected character {ch:?}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    toks: Vec<(usize, Tok)>,
+    pos: usize,
+    end: usize,
+    depth: usize,
+}
+
+impl Parser {
+    fn offset(&self) -> usize {
+        self.toks.get(self.pos).map_or(self.end, |t| t.0)
+    }
+
+    fn err<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
+        Err(ParseError {
+            offset: self.offset(),
+            message: message.into(),
+        })
+    }
+
+    fn keyword(&mut self, word: &str) -> bool {
+        if matches!(self.toks.get(self.pos), Some((_, Tok::Ident(w))) if w == word) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn or(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.and()?;
+        while self.keyword("or") {
+            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.not()?;
+        while self.keyword("and") {
+            left = Expr::And(Box::new(left), Box::new(self.not()?));
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<Expr, ParseError> {
+        if self.keyword("not") {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return self.err(format!("nested deeper than {MAX_DEPTH}"));
+            }
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
+        }
+        self.cmp()
+    }
+
+    fn cmp(&mut self) -> Result<Expr, ParseError> {
+        let left = self.primary()?;
+        if let Some((_, Tok::Op(op))) = self.toks.get(self.pos).cloned() {
+            self.pos += 1;
+            let right = self.primary()?;
+            return Ok(Expr::Cmp(op, Box::new(left), Box::new(right)));
+        }
+        Ok(left)
+    }
+
+    fn primary(&mut self) -> Result<Expr, ParseError> {
+        let Some((at, tok)) = self.toks.get(self.pos).cloned() else {
+            return self.err("expected a value, found the end of the condition");
+        };
+        self.pos += 1;
+        match tok {
+            Tok::Num(n) => Ok(Expr::Num(n)),
+            Tok::Str(s) => Ok(Expr::Str(s)),
+            Tok::LParen => {
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return self.err(format!("nested deeper than {MAX_DEPTH}"));
+                }
+                let inner = self.or()?;
+                self.depth -= 1;
+                match self.toks.get(self.pos) {
+                    Some((_, Tok::RParen)) => {
+                        self.pos += 1;
+                        Ok(inner)
+                    }
+                    _ => self.err("expected `)`"),
+                }
+            }
+            Tok::Ident(word) => match word.as_str() {
+                "true" => Ok(Expr::Bool(true)),
+                "false" => Ok(Expr::Bool(false)),
+                "and" | "or" | "not" => Err(ParseError {
+                    offset: at,
+                    message: format!("expected a value, found `{word}`"),
+                }),
+                _ => reference(&word)
+                    .map(Expr::Ref)
+                    .map_err(|message| ParseError {
+                        offset: at,
+                        message,
+                    }),
+            },
+            Tok::RParen => Err(ParseError {
+                offset: at,
+                message: "unexpected `)`".to_string(),
+            }),
+            Tok::Op(op) => Err(ParseError {
+                offset: at,
+                message: format!("expected a value before `{}`", op.as_str()),
+            }),
+        }
+    }
+}
+
+fn reference(word: &str) -> Result<Ref, String> {
+    let parts: Vec<&str> = word.split('.').collect();
+    match parts.as_slice() {
+        ["params", name] if !name.is_empty() => Ok(Ref::Param(name.to_string())),
+        [step, "metrics", name] if !step.is_empty() && !name.is_empty() => Ok(Ref::Metric {
+            step: step.to_string(),
+            name: name.to_string(),
+        }),
+        [step, "status"] if !step.is_empty() => Ok(Ref::Status(step.to_string())),
+        _ => Err(format!(
+            "unknown reference `{word}`; use STEP.metrics.NAME, STEP.status or params.NAME"
+        )),
+    }
+}
+
+/// Parses a condition.
+pub fn parse(text: &str) -> Result<Expr, ParseError> {
+    if text.len() > MAX_EXPR_BYTES {
+        return Err(ParseError {
+            offset: 0,
+            message: format!(
+                "condition is {} bytes; the limit is {MAX_EXPR_BYTES}",
+                text.len()
+            ),
+        });
+    }
+    let toks = lex(text)?;
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        end: text.len(),
+        depth: 0,
+    };
+    let e = p.or()?;
+    if p.pos < p.toks.len() {
+        return p.err("expected `and`, `or` or the end of the condition");
+    }
+    Ok(e)
+}
+
+impl Expr {
+    /// Every reference in the expression.
+    pub fn refs(&self) -> Vec<&Ref> {
+        let mut out = Vec::new();
+        self.collect(&mut out);
+        out
+    }
+
+    fn collect<'a>(&'a self, out: &mut Vec<&'a Ref>) {
+        match self {
+            Expr::Ref(r) => out.push(r),
+            Expr::Not(e) => e.collect(out),
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, a, b) => {
+                a.collect(out);
+                b.collect(out);
+            }
+            Expr::Num(_) | Expr::Str(_) | Expr::Bool(_) => {}
+        }
+    }
+}
+
+/// A value during evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A number.
+    Num(f64),
+    /// A string.
+    Str(String),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Num(n) => write!(f, "{n}"),
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// What a condition can see.
+pub trait Scope {
+    /// The value of a reference, or why there is none.
+    fn lookup(&self, r: &Ref) -> Result<Value, String>;
+}
+
+/// A fixed map of values (tests, params-only conditions).
+impl Scope for BTreeMap<String, Value> {
+    fn lookup(&self, r: &Ref) -> Result<Value, String> {
+        self.get(&r.to_string())
+            .cloned()
+            .ok_or_else(|| format!("`{r}` has no value"))
+    }
+}
+
+/// Evaluates `e`; the result must be a boolean.
+pub fn eval(e: &Expr, scope: &dyn Scope) -> Result<bool, String> {
+    match value(e, scope)? {
+        Value::Bool(b) => Ok(b),
+        other => Err(format!("the condition is {other}, not true or false")),
+    }
+}
+
+/// Numbers compare with numeric-looking strings numerically (params are
+/// strings).
+fn as_num(v: &Value) -> Option<f64> {
+    match v {
+        Value::Num(n) => Some(*n),
+        Value::Str(s) => s.trim().parse().ok(),
+        Value::Bool(_) => None,
+    }
+}
+
+fn value(e: &Expr, scope: &dyn Scope) -> Result<Value, String> {
+    Ok(match e {
+        Expr::Num(n) => Value::Num(*n),
+        Expr::Str(s) => Value::Str(s.clone()),
+        Expr::Bool(b) => Value::Bool(*b),
+        Expr::Ref(r) => scope.lookup(r)?,
+        Expr::Not(inner) => Value::Bool(!eval(inner, scope)?),
+        Expr::And(a, b) => Value::Bool(eval(a, scope)? && eval(b, scope)?),
+        Expr::Or(a, b) => Value::Bool(eval(a, scope)? || eval(b, scope)?),
+        Expr::Cmp(op, a, b) => {
+            let (l, r) = (value(a, scope)?, value(b, scope)?);
+            let ordering = match (&l, &r) {
+                (Value::Bool(x), Value::Bool(y)) => x.partial_cmp(y),
+                (Value::Str(x), Value::Str(y)) if as_num(&l).is_none() || as_num(&r).is_none() => {
+                    x.partial_cmp(y)
+                }
+                _ => match (as_num(&l), as_num(&r)) {
+                    (Some(x), Some(y)) => x.partial_cmp(&y),
+                    _ => return Err(format!("cannot compare {l} {} {r}", op.as_str())),
+                },
+            };
+            let Some(o) = ordering else {
+                return Err(format!("cannot compare {l} {} {r}", op.as_str()));
+            };
+            use std::cmp::Ordering::*;
+            Value::Bool(match op {
+                Cmp::Eq => o == Equal,
+                Cmp::Ne => o != Equal,
+                Cmp::Lt => o == Less,
+                Cmp::Le => o != Greater,
+                Cmp::Gt => o == Greater,
+                Cmp::Ge => o != Less,
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> BTreeMap<String, Value> {
+        BTreeMap::from([
+            ("evaluate.metrics.accuracy".to_string(), Value::Num(0.93)),
+            ("evaluate.metrics.blessed".to_string(), Value::Num(1.0)),
+            ("params.min".to_string(), Value::Str("0.9".to_string())),
+            ("params.mode".to_string(), Value::Str("fast".to_string())),
+            (
+                "train.status".to_string(),
+                Value::Str("succeeded".to_string()),
+            ),
+        ])
+    }
+
+    fn check(text: &str) -> Result<bool, String> {
+        eval(
+            &parse(text).map_err(|e| format!("{}@{}", e.message, e.offset))?,
+            &scope(),
+        )
+    }
+
+    #[test]
+    fn evaluates_comparisons_logic_and_numeric_strings() {
+        assert_eq!(check("evaluate.metrics.accuracy >= 0.9"), Ok(true));
+        assert_eq!(check("evaluate.metrics.accuracy >= params.min"), Ok(true));
+        assert_eq!(
+            check("evaluate.metrics.blessed == 1 and not (params.mode == 'slow')"),
+            Ok(true)
+        );
+        assert_eq!(
+            check("evaluate.metrics.accuracy < 0.5 or train.status != \"succeeded\""),
+            Ok(false)
+        );
+        assert_eq!(check("true and false or true"), Ok(true));
+        assert_eq!(check("-1.5e1 < 0"), Ok(true));
+    }
+
+    #[test]
+    fn evaluation_errors_name_the_culprit() {
+        assert_eq!(
+            check("evaluate.metrics.f1 > 0"),
+            Err("`evaluate.metrics.f1` has no value".into())
+        );
+        assert_eq!(
+            check("params.mode > 1"),
+            Err("cannot compare \"fast\" > 1".into())
+        );
+        assert_eq!(
+            check("evaluate.metrics.accuracy"),
+            Err("the condition is 0.93, not true or false".into())
+        );
+    }
+
+    #[test]
+    fn parse_errors_carry_offsets() {
+        let e = |t: &str| parse(t).unwrap_err();
+        assert_eq!(e("a.metrics.x >").offset, 13);
+        assert_eq!(
+            e("a.metrics.x >").message,
+            "expected a value, found the end of the condition"
+        );
+        assert_eq!(e("(a.status == 'x'").message, "expected `)`");
+        assert_eq!(e("a.metrics.x = 1").offset, 12);
+        assert_eq!(
+            e("train.loss < 1").message,
+            "unknown reference `train.loss`; use STEP.metrics.NAME, STEP.status or params.NAME"
+        );
+        assert_eq!(e("1 < 2 3").offset, 6);
+        assert_eq!(e("'open").message, "unterminated string");
+        assert!(
+            e(&"not ".repeat(40))
+                .message
+                .contains("nested deeper than 32")
+        );
+    }
+
+    #[test]
+    fn refs_are_collected() {
+        let p = parse("a.metrics.x > params.y or b.status == 'failed'").unwrap();
+        let refs: Vec<String> = p.refs().iter().map(|r| r.to_string()).collect();
+        assert_eq!(refs, ["a.metrics.x", "params.y", "b.status"]);
+    }
+}
