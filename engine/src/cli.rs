@@ -64,6 +64,10 @@ enum Command {
         /// (default: HOME/components).
         #[arg(long, env = "SLUICE_COMPILE_CACHE")]
         compile_cache: Option<PathBuf>,
+        /// Sorts the sweep comparison table by this metric (`STEP.METRIC`
+        /// or just `METRIC`), best (highest) first.
+        #[arg(long)]
+        sort: Option<String>,
     },
     /// Runs a pipeline inside a CI job: like `run`, plus a JUnit XML report
     /// (one test case per step); exits 1 when the run failed.
@@ -232,15 +236,16 @@ pub fn run() -> anyhow::Result<u8> {
             jobs,
             json,
             compile_cache,
-        } => cmd_run(
-            &pipeline,
-            &home.home,
-            &params,
-            no_cache,
-            jobs,
-            json,
-            compile_cache,
-        ),
+            sort,
+        } => {
+            let options = run::Options {
+                home: home.home,
+                no_cache,
+                jobs: resolve_jobs(jobs)?,
+                compile_cache,
+            };
+            cmd_run(&pipeline, &options, &params, json, sort.as_deref())
+        }
         Command::Ci {
             pipeline,
             home,
@@ -481,28 +486,20 @@ fn report_spec_errors(errors: &[spec::SpecError], json: bool) -> u8 {
 
 fn cmd_run(
     path: &Path,
-    home: &Path,
+    options: &run::Options,
     params: &[(String, String)],
-    no_cache: bool,
-    jobs: Option<usize>,
     json: bool,
-    compile_cache: Option<PathBuf>,
+    sort: Option<&str>,
 ) -> anyhow::Result<u8> {
     let pipeline = match spec::load(path, params) {
         Ok(p) => p,
         Err(errors) => return Ok(report_spec_errors(&errors, json)),
     };
-    let options = run::Options {
-        home: home.to_path_buf(),
-        no_cache,
-        jobs: resolve_jobs(jobs)?,
-        compile_cache,
-    };
     let summary = if json {
-        run::execute(&pipeline, &options, &run::Quiet)?
+        run::execute(&pipeline, options, &run::Quiet)?
     } else {
         let progress = Progress::new(std::io::stderr().is_terminal());
-        let s = run::execute(&pipeline, &options, &progress)?;
+        let s = run::execute(&pipeline, options, &progress)?;
         progress.done();
         s
     };
@@ -510,11 +507,68 @@ fn cmd_run(
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary);
+        print_sweep(&summary, sort);
     }
     Ok(match summary.status {
         RunStatus::Succeeded => 0,
         RunStatus::Failed => EXIT_RUN_FAILED,
     })
+}
+
+/// The sweep's combinations side by side, best first by `sort`.
+fn print_sweep(summary: &RunSummary, sort: Option<&str>) {
+    if summary.sweep.is_empty() {
+        return;
+    }
+    let mut rows: Vec<&run::SweepRow> = summary.sweep.iter().collect();
+    let metric_of = |r: &run::SweepRow, key: &str| -> Option<f64> {
+        r.metrics.get(key).copied().or_else(|| {
+            r.metrics
+                .iter()
+                .find(|(k, _)| k.rsplit('.').next() == Some(key))
+                .map(|(_, v)| *v)
+        })
+    };
+    if let Some(key) = sort {
+        rows.sort_by(|a, b| {
+            let (x, y) = (metric_of(a, key), metric_of(b, key));
+            y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal)
+        });
+    }
+    let params: Vec<&String> = rows[0].params.keys().collect();
+    let mut metrics: Vec<&String> = rows.iter().flat_map(|r| r.metrics.keys()).collect();
+    metrics.sort();
+    metrics.dedup();
+    println!(
+        "sweep: {} combinations{}",
+        rows.len(),
+        sort.map_or(String::new(), |k| format!(
+            ", sorted by {k} (highest first)"
+        ))
+    );
+    let mut header = vec!["#".to_string()];
+    header.extend(params.iter().map(|p| p.to_string()));
+    header.extend(metrics.iter().map(|m| m.to_string()));
+    println!(
+        "  {}",
+        header
+            .iter()
+            .map(|h| format!("{h:>14}"))
+            .collect::<String>()
+    );
+    for r in rows {
+        let mut cells = vec![format!("[{}]", r.index)];
+        cells.extend(params.iter().map(|p| r.params[*p].clone()));
+        cells.extend(metrics.iter().map(|m| {
+            r.metrics
+                .get(*m)
+                .map_or("-".to_string(), |v| format_metric(*v))
+        }));
+        println!(
+            "  {}",
+            cells.iter().map(|c| format!("{c:>14}")).collect::<String>()
+        );
+    }
 }
 
 /// `--jobs`, defaulting to the number of cores.

@@ -162,6 +162,9 @@ pub struct StepReport {
     /// Instantiation time of the last attempt, µs.
     #[serde(default)]
     pub instantiate_us: u64,
+    /// For a step fanned out by `[sweep]`: its combination's params.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sweep: BTreeMap<String, String>,
 }
 
 impl StepReport {
@@ -187,8 +190,22 @@ impl StepReport {
             stdout: None,
             stderr: None,
             instantiate_us: 0,
+            sweep: BTreeMap::new(),
         }
     }
+}
+
+/// One combination of a sweep and what its fanned-out steps reported.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SweepRow {
+    /// Combination index (`STEP[index]`).
+    pub index: usize,
+    /// The swept params' values.
+    pub params: BTreeMap<String, String>,
+    /// `STEP.METRIC` → value, over this combination's steps.
+    pub metrics: BTreeMap<String, f64>,
+    /// Whether every step of this combination succeeded.
+    pub succeeded: bool,
 }
 
 /// The summary of a run: what `sluice run --json` and `sluice show` print.
@@ -216,6 +233,9 @@ pub struct RunSummary {
     pub wall_ms: u64,
     /// Steps in topological order.
     pub steps: Vec<StepReport>,
+    /// The sweep's combinations, when the pipeline has a `[sweep]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sweep: Vec<SweepRow>,
 }
 
 /// Progress events for displays.
@@ -441,7 +461,9 @@ pub fn execute(
             r.unwrap_or_else(|| StepReport::new(&pipeline.steps[i].name, StepStatus::Skipped))
         })
         .collect();
+    let sweep = sweep_rows(pipeline, &steps);
     let summary = RunSummary {
+        sweep,
         run_id: run_id.clone(),
         status,
         pipeline: pipeline.name.clone(),
@@ -472,6 +494,33 @@ pub fn execute(
         record_head,
     )?;
     Ok(summary)
+}
+
+/// Groups the fanned-out steps' metrics by sweep combination.
+fn sweep_rows(pipeline: &Pipeline, steps: &[StepReport]) -> Vec<SweepRow> {
+    pipeline
+        .sweep
+        .iter()
+        .enumerate()
+        .map(|(k, params)| {
+            let suffix = format!("[{k}]");
+            let mut row = SweepRow {
+                index: k,
+                params: params.clone(),
+                metrics: BTreeMap::new(),
+                succeeded: true,
+            };
+            for s in steps {
+                if let Some(base) = s.name.strip_suffix(&suffix) {
+                    row.succeeded &= matches!(s.status, StepStatus::Succeeded | StepStatus::Cached);
+                    for (m, v) in &s.metrics {
+                        row.metrics.insert(format!("{base}.{m}"), *v);
+                    }
+                }
+            }
+            row
+        })
+        .collect()
 }
 
 /// Where a sealed run keeps its signed provenance (a DSSE envelope).
@@ -629,6 +678,8 @@ fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>>
 struct ConditionScope<'a> {
     pipeline: &'a Pipeline,
     reports: &'a [Option<StepReport>],
+    /// The step's own sweep combination, which overrides pipeline params.
+    sweep: &'a BTreeMap<String, String>,
 }
 
 impl crate::expr::Scope for ConditionScope<'_> {
@@ -642,9 +693,9 @@ impl crate::expr::Scope for ConditionScope<'_> {
         };
         match r {
             Ref::Param(p) => self
-                .pipeline
-                .params
+                .sweep
                 .get(p)
+                .or_else(|| self.pipeline.params.get(p))
                 .map(|v| Value::Str(v.clone()))
                 .ok_or_else(|| format!("no param `{p}`")),
             Ref::Metric { step, name } => report(step)?
@@ -722,10 +773,12 @@ impl Runner<'_> {
                         .as_ref()
                         .and_then(|rep| rep.outputs.get(output))
                         .cloned(),
+                    // Expanded into per-combination inputs by `spec`.
+                    InputRef::Collection { .. } => None,
                 };
                 let producer = match r {
                     InputRef::Source(s) => format!("source `{s}`"),
-                    InputRef::Step { step, .. } => {
+                    InputRef::Step { step, .. } | InputRef::Collection { step, .. } => {
                         format!("step `{}`", self.pipeline.steps[*step].name)
                     }
                 };
@@ -746,6 +799,7 @@ impl Runner<'_> {
         let scope = ConditionScope {
             pipeline: self.pipeline,
             reports: &reports,
+            sweep: &self.pipeline.steps[step].sweep,
         };
         match crate::expr::eval(expr, &scope) {
             Ok(true) => Ok(None),
@@ -769,7 +823,8 @@ impl Runner<'_> {
         }
     }
 
-    fn finish(&self, step: usize, report: StepReport) {
+    fn finish(&self, step: usize, mut report: StepReport) {
+        report.sweep = self.pipeline.steps[step].sweep.clone();
         tracing::debug!(
             step = %report.name,
             status = ?report.status,

@@ -21,6 +21,8 @@ use crate::limits::{self, Limits};
 pub const MAX_STEPS: usize = 10_000;
 /// Most inputs or outputs one step may declare.
 pub const MAX_PORTS_PER_STEP: usize = 256;
+/// Most combinations a `[sweep]` may expand to.
+pub const MAX_SWEEP_COMBINATIONS: usize = 1024;
 /// Most times a step may be retried.
 pub const MAX_RETRIES: u64 = 10;
 /// Largest spec file accepted.
@@ -64,6 +66,15 @@ pub enum ComponentSource {
 /// Where an input comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InputRef {
+    /// Every fanned-out copy of a swept step's output (`STEP[*].OUTPUT`);
+    /// replaced by one `NAME.<k>` input per combination when the sweep is
+    /// expanded, so a validated pipeline never holds it.
+    Collection {
+        /// Producer index (before expansion).
+        step: usize,
+        /// Output name.
+        output: String,
+    },
     /// A file declared under `[sources]`.
     Source(String),
     /// An output of an earlier step (index into [`Pipeline::steps`]).
@@ -86,6 +97,10 @@ pub struct Step {
     pub inputs: BTreeMap<String, InputRef>,
     /// Resolved params (interpolated, stringified).
     pub params: BTreeMap<String, String>,
+    /// The params as written (before interpolation), for sweep expansion.
+    pub param_templates: BTreeMap<String, String>,
+    /// For a step fanned out by `[sweep]`: its combination of swept params.
+    pub sweep: BTreeMap<String, String>,
     /// Declared outputs, in declaration order.
     pub outputs: Vec<String>,
     /// Limits, defaults applied.
@@ -120,8 +135,10 @@ pub struct Pipeline {
     pub seed: u64,
     /// Source files by name (absolute or spec-relative, resolved).
     pub sources: BTreeMap<String, PathBuf>,
-    /// Steps, topologically sorted.
+    /// Steps, topologically sorted (sweeps expanded).
     pub steps: Vec<Step>,
+    /// The sweep grid: every combination of swept params, in order.
+    pub sweep: Vec<BTreeMap<String, String>>,
 }
 
 impl Pipeline {
@@ -223,6 +240,7 @@ struct RawStep<'a, 'i> {
     component: Option<ComponentSource>,
     inputs: Vec<(String, Range<usize>, String)>,
     params: BTreeMap<String, String>,
+    param_templates: BTreeMap<String, String>,
     outputs: Vec<String>,
     limits: Limits,
     retries: u32,
@@ -394,7 +412,15 @@ impl Validator {
         text: &str,
         overrides: &[(String, String)],
     ) -> Option<Pipeline> {
-        const TOP: &[&str] = &["name", "description", "seed", "params", "sources", "steps"];
+        const TOP: &[&str] = &[
+            "name",
+            "description",
+            "seed",
+            "params",
+            "sources",
+            "sweep",
+            "steps",
+        ];
         let mut name = None;
         let mut description = None;
         let mut seed = 0;
@@ -402,6 +428,7 @@ impl Validator {
         let mut params_span = 0..0;
         let mut sources = BTreeMap::new();
         let mut raw_sources: Vec<(String, String, Range<usize>)> = Vec::new();
+        let mut raw_sweep: Vec<(String, Vec<String>, Range<usize>)> = Vec::new();
         let mut steps_table = None;
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
@@ -441,6 +468,31 @@ impl Validator {
                     }
                 }
                 "steps" => steps_table = self.table(value, "[steps]").map(|t| (t, value.span())),
+                "sweep" => {
+                    if let Some(t) = self.table(value, "[sweep]") {
+                        for (k, v) in t.iter() {
+                            let key = k.get_ref().to_string();
+                            let DeValue::Array(items) = v.get_ref() else {
+                                self.error(
+                                    &v.span(),
+                                    format!("sweep `{key}` must be an array of values"),
+                                );
+                                continue;
+                            };
+                            let values: Vec<String> = items
+                                .iter()
+                                .filter_map(|item| {
+                                    self.scalar(item, &format!("sweep `{key}` value"))
+                                })
+                                .collect();
+                            if values.is_empty() {
+                                self.error(&v.span(), format!("sweep `{key}` has no values"));
+                                continue;
+                            }
+                            raw_sweep.push((key, values, k.span()));
+                        }
+                    }
+                }
                 _ => self.unknown_key(key, "the pipeline", TOP),
             }
         }
@@ -464,6 +516,37 @@ impl Validator {
                     ),
                 );
             }
+        }
+        // The sweep grid, over declared params, in declaration order.
+        let mut sweep: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
+        for (key, values, span) in &raw_sweep {
+            if !params.contains_key(key) {
+                self.error(
+                    span,
+                    format!("sweep `{key}`: the pipeline declares no param `{key}` to sweep"),
+                );
+                continue;
+            }
+            if sweep.len() * values.len() > MAX_SWEEP_COMBINATIONS {
+                self.error(
+                    span,
+                    format!("the sweep has more than {MAX_SWEEP_COMBINATIONS} combinations"),
+                );
+                continue;
+            }
+            sweep = sweep
+                .iter()
+                .flat_map(|combo| {
+                    values.iter().map(move |v| {
+                        let mut c = combo.clone();
+                        c.insert(key.clone(), v.clone());
+                        c
+                    })
+                })
+                .collect();
+        }
+        if raw_sweep.is_empty() {
+            sweep.clear();
         }
         // Sources after overrides: a path may interpolate `${params.NAME}`.
         for (key, rel, span) in raw_sources {
@@ -509,7 +592,9 @@ impl Validator {
         if raw.is_empty() && self.errors.is_empty() {
             self.error(&steps_span, "the pipeline declares no steps".to_string());
         }
-        let steps = self.link(raw, &sources, &params);
+        let steps = self
+            .link(raw, &sources, &params)
+            .and_then(|steps| self.expand(steps, &sweep, &params, &steps_span));
         Some(Pipeline {
             name: name.unwrap_or_default(),
             description,
@@ -519,6 +604,7 @@ impl Validator {
             seed,
             sources,
             steps: steps?,
+            sweep,
         })
     }
 
@@ -548,6 +634,7 @@ impl Validator {
             component: None,
             inputs: Vec::new(),
             params: BTreeMap::new(),
+            param_templates: BTreeMap::new(),
             outputs: Vec::new(),
             limits: Limits::default(),
             retries: 0,
@@ -605,6 +692,7 @@ impl Validator {
                         {
                             step.params.insert(k.get_ref().to_string(), resolved);
                         }
+                        step.param_templates.insert(k.get_ref().to_string(), raw);
                     }
                 }
                 "outputs" => {
@@ -771,7 +859,7 @@ impl Validator {
         l
     }
 
-    /// Resolves `${params.NAME}` in `raw`.
+    /// Resolves `${params.NAME}` in `raw`, reporting problems at `span`.
     fn interpolate(
         &mut self,
         raw: &str,
@@ -779,46 +867,15 @@ impl Validator {
         what: &str,
         params: &BTreeMap<String, String>,
     ) -> Option<String> {
-        let mut out = String::new();
-        let mut rest = raw;
-        let mut ok = true;
-        while let Some(i) = rest.find("${") {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 2..];
-            let Some(end) = after.find('}') else {
-                self.error(span, format!("{what}: unterminated `${{` in {raw:?}"));
-                return None;
-            };
-            let expr = after[..end].trim();
-            match expr.strip_prefix("params.") {
-                Some(p) if params.contains_key(p) => out.push_str(&params[p]),
-                Some(p) => {
-                    let declared: Vec<&str> = params.keys().map(String::as_str).collect();
-                    self.error(
-                        span,
-                        format!(
-                            "{what}: `${{{expr}}}` names unknown param `{p}`; declared: {}",
-                            if declared.is_empty() {
-                                "none".to_string()
-                            } else {
-                                declared.join(", ")
-                            }
-                        ),
-                    );
-                    ok = false;
+        match interpolate(raw, params) {
+            Ok(s) => Some(s),
+            Err(errors) => {
+                for e in errors {
+                    self.error(span, format!("{what}: {e}"));
                 }
-                None => {
-                    self.error(
-                        span,
-                        format!("{what}: unsupported interpolation `${{{expr}}}`; only `${{params.NAME}}` is allowed"),
-                    );
-                    ok = false;
-                }
+                None
             }
-            rest = &after[end + 1..];
         }
-        out.push_str(rest);
-        ok.then_some(out)
     }
 
     /// Resolves references between steps, checks for cycles and orders the
@@ -863,6 +920,10 @@ impl Validator {
                     }
                     continue;
                 }
+                let (head, collection) = match head.strip_suffix("[*]") {
+                    Some(h) => (h, true),
+                    None => (head, false),
+                };
                 let Some(&producer) = index.get(head) else {
                     self.error(
                         span,
@@ -899,13 +960,18 @@ impl Validator {
                     continue;
                 }
                 deps[i].insert(producer);
-                inputs[i].insert(
-                    input.clone(),
+                let r = if collection {
+                    InputRef::Collection {
+                        step: producer,
+                        output: tail.to_string(),
+                    }
+                } else {
                     InputRef::Step {
                         step: producer,
                         output: tail.to_string(),
-                    },
-                );
+                    }
+                };
+                inputs[i].insert(input.clone(), r);
             }
             if let Some((_, expr, span)) = &step.when {
                 for r in expr.refs() {
@@ -1028,6 +1094,10 @@ impl Validator {
                     step: position[*step],
                     output: output.clone(),
                 },
+                InputRef::Collection { step, output } => InputRef::Collection {
+                    step: position[*step],
+                    output: output.clone(),
+                },
             };
             let mut step_deps: Vec<usize> = deps[i].iter().map(|&j| position[j]).collect();
             step_deps.sort_unstable();
@@ -1039,6 +1109,8 @@ impl Validator {
                     .map(|(k, r)| (k.clone(), remap(r)))
                     .collect(),
                 params: step.params,
+                param_templates: step.param_templates,
+                sweep: BTreeMap::new(),
                 outputs: step.outputs,
                 limits: step.limits,
                 retries: step.retries,
@@ -1050,6 +1122,221 @@ impl Validator {
         }
         steps.into_iter().collect()
     }
+}
+
+impl Validator {
+    /// Fans out every step that a swept param reaches (through its params,
+    /// its condition, or an upstream fanned-out step) once per combination,
+    /// named `STEP[k]`; steps the sweep does not reach run once. A
+    /// `STEP[*].OUTPUT` input becomes one `NAME.<k>` input per combination.
+    fn expand(
+        &mut self,
+        steps: Vec<Step>,
+        sweep: &[BTreeMap<String, String>],
+        params: &BTreeMap<String, String>,
+        span: &Range<usize>,
+    ) -> Option<Vec<Step>> {
+        let swept: BTreeSet<&str> = sweep
+            .first()
+            .map(|c| c.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let reads_swept = |step: &Step| {
+            step.param_templates.values().any(|t| {
+                // Does the template change when a swept param does?
+                let mut probe = params.clone();
+                for p in &swept {
+                    probe.insert((*p).to_string(), format!("\u{0}sweep:{p}\u{0}"));
+                }
+                substitute(t, &probe).contains("\u{0}sweep:")
+            }) || step.when.as_ref().is_some_and(|(_, e)| {
+                e.refs()
+                    .iter()
+                    .any(|r| matches!(r, crate::expr::Ref::Param(p) if swept.contains(p.as_str())))
+            })
+        };
+        let mut affected = vec![false; steps.len()];
+        for (i, step) in steps.iter().enumerate() {
+            if step.finally.is_some() {
+                continue;
+            }
+            let collected: BTreeSet<usize> = step
+                .inputs
+                .values()
+                .filter_map(|r| match r {
+                    InputRef::Collection { step, .. } => Some(*step),
+                    _ => None,
+                })
+                .collect();
+            affected[i] = reads_swept(step)
+                || step
+                    .deps
+                    .iter()
+                    .any(|d| affected[*d] && !collected.contains(d));
+        }
+        for (i, step) in steps.iter().enumerate() {
+            for (name, r) in &step.inputs {
+                if let InputRef::Collection { step: p, .. } = r
+                    && !affected[*p]
+                {
+                    self.error(
+                        span,
+                        format!(
+                            "step `{}` input `{name}`: `{}[*]` needs a step fanned out by [sweep], and `{}` is not",
+                            step.name, steps[*p].name, steps[*p].name
+                        ),
+                    );
+                }
+                if affected[i] && matches!(r, InputRef::Collection { .. }) {
+                    self.error(
+                        span,
+                        format!(
+                            "step `{}` input `{name}`: a fanned-out step cannot collect `[*]`",
+                            step.name
+                        ),
+                    );
+                }
+            }
+        }
+        if !self.errors.is_empty() {
+            return None;
+        }
+        if sweep.is_empty() {
+            return Some(steps);
+        }
+        // New indices: one per unaffected step, one per combination otherwise.
+        let mut map: Vec<Vec<usize>> = Vec::with_capacity(steps.len());
+        let mut next = 0;
+        for a in &affected {
+            let n = if *a { sweep.len() } else { 1 };
+            map.push((next..next + n).collect());
+            next += n;
+        }
+        let handlers: Vec<usize> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.finally.is_some())
+            .flat_map(|(i, _)| map[i].clone())
+            .collect();
+        let mut out = Vec::with_capacity(next);
+        for (i, step) in steps.iter().enumerate() {
+            let copies: Vec<Option<usize>> = if affected[i] {
+                (0..sweep.len()).map(Some).collect()
+            } else {
+                vec![None]
+            };
+            for k in copies {
+                let pick = |j: usize| match k {
+                    Some(k) if affected[j] => map[j][k],
+                    _ => map[j][0],
+                };
+                let mut s = step.clone();
+                let mut inputs = BTreeMap::new();
+                for (name, r) in &step.inputs {
+                    match r {
+                        InputRef::Source(_) => {
+                            inputs.insert(name.clone(), r.clone());
+                        }
+                        InputRef::Step { step: j, output } => {
+                            inputs.insert(
+                                name.clone(),
+                                InputRef::Step {
+                                    step: pick(*j),
+                                    output: output.clone(),
+                                },
+                            );
+                        }
+                        InputRef::Collection { step: j, output } => {
+                            for (c, target) in map[*j].iter().enumerate() {
+                                inputs.insert(
+                                    format!("{name}.{c}"),
+                                    InputRef::Step {
+                                        step: *target,
+                                        output: output.clone(),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+                s.inputs = inputs;
+                let mut deps: BTreeSet<usize> = BTreeSet::new();
+                for &d in &step.deps {
+                    let collected = step
+                        .inputs
+                        .values()
+                        .any(|r| matches!(r, InputRef::Collection { step, .. } if *step == d));
+                    if collected {
+                        deps.extend(map[d].iter().copied());
+                    } else {
+                        deps.insert(pick(d));
+                    }
+                }
+                if step.finally.is_some() {
+                    deps = (0..next).filter(|x| !handlers.contains(x)).collect();
+                }
+                s.deps = deps.into_iter().collect();
+                if let Some(k) = k {
+                    s.name = format!("{}[{k}]", step.name);
+                    let mut combo_params = params.clone();
+                    combo_params.extend(sweep[k].clone());
+                    s.params = step
+                        .param_templates
+                        .iter()
+                        .map(|(key, t)| (key.clone(), substitute(t, &combo_params)))
+                        .collect();
+                    s.sweep = sweep[k].clone();
+                }
+                out.push(s);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Resolves `${params.NAME}` in `raw`, or lists every problem.
+fn interpolate(raw: &str, params: &BTreeMap<String, String>) -> Result<String, Vec<String>> {
+    let mut out = String::new();
+    let mut rest = raw;
+    let mut errors = Vec::new();
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            errors.push(format!("unterminated `${{` in {raw:?}"));
+            return Err(errors);
+        };
+        let expr = after[..end].trim();
+        match expr.strip_prefix("params.") {
+            Some(p) if params.contains_key(p) => out.push_str(&params[p]),
+            Some(p) => {
+                let declared: Vec<&str> = params.keys().map(String::as_str).collect();
+                errors.push(format!(
+                    "`${{{expr}}}` names unknown param `{p}`; declared: {}",
+                    if declared.is_empty() {
+                        "none".to_string()
+                    } else {
+                        declared.join(", ")
+                    }
+                ));
+            }
+            None => errors.push(format!(
+                "unsupported interpolation `${{{expr}}}`; only `${{params.NAME}}` is allowed"
+            )),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `${params.NAME}` substitution of a template already validated against
+/// these params.
+fn substitute(template: &str, params: &BTreeMap<String, String>) -> String {
+    interpolate(template, params).unwrap_or_else(|_| template.to_string())
 }
 
 /// A cycle among the nodes Kahn's algorithm could not order.

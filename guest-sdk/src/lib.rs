@@ -186,6 +186,22 @@ impl Ctx {
             .collect()
     }
 
+    /// The members of a fan-in input (`inputs = { models = "train[*].model" }`
+    /// arrives as inputs `models.0`, `models.1`, ...), in combination order.
+    pub fn collection(&self, name: &str) -> Vec<Artifact> {
+        let prefix = format!("{name}.");
+        let mut members: Vec<(usize, Artifact)> = self
+            .inputs()
+            .into_iter()
+            .filter_map(|a| {
+                let k = a.name.strip_prefix(&prefix)?.parse::<usize>().ok()?;
+                Some((k, a))
+            })
+            .collect();
+        members.sort_by_key(|(k, _)| *k);
+        members.into_iter().map(|(_, a)| a).collect()
+    }
+
     /// The output names the spec declares for this step.
     pub fn declared_outputs(&self) -> Vec<String> {
         artifacts::outputs()

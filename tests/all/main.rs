@@ -13,3 +13,4 @@ mod replay;
 mod sandbox;
 mod spec;
 mod store;
+mod sweep;

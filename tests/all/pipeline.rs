@@ -186,3 +186,28 @@ fn inputs_larger_than_guest_memory_stream_through_a_step() {
 fn sha256_hex(bytes: &[u8]) -> String {
     sluice_engine::store::Digest::of(bytes).hex()
 }
+
+#[test]
+fn drift_retrain_takes_the_retrain_branch_only_on_shifted_data() {
+    let sb = Sandbox::new();
+    let spec = repo().join("examples/pipelines/drift-retrain.toml");
+    let (run, shifted) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(step(&shifted, "drift")["metrics"]["drifted"], 2.0);
+    for name in ["transform", "train", "evaluate", "push"] {
+        assert_eq!(step(&shifted, name)["status"], "succeeded", "{name}");
+    }
+    assert_eq!(step(&shifted, "evaluate")["metrics"]["blessed"], 1.0);
+
+    let (run, same) = sb.run_json(&spec, &["--param", "current=../data/penguins.csv"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(same["status"], "succeeded");
+    assert_eq!(step(&same, "drift")["metrics"]["drifted"], 0.0);
+    assert_eq!(
+        step(&same, "transform")["reason"],
+        "condition `drift.metrics.drifted >= params.min_drifted` is false (drift.metrics.drifted = 0, params.min_drifted = \"1\")"
+    );
+    for name in ["transform", "train", "evaluate", "push"] {
+        assert_eq!(step(&same, name)["status"], "skipped", "{name}");
+    }
+}

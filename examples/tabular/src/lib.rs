@@ -1,6 +1,8 @@
 //! The data and model logic behind Sluice's example tabular pipeline
 //! (`examples/pipelines/tabular.toml`): CSV ingest, column statistics,
-//! schema validation, feature transform, softmax regression and evaluation.
+//! schema validation, feature transform, softmax regression and evaluation;
+//! and data drift between two examples files, behind the retraining loop of
+//! `examples/pipelines/drift-retrain.toml`.
 //!
 //! Everything here is a pure function over [`std::io::Read`] /
 //! [`std::io::Write`] and plain types, so it is unit-tested natively; the
@@ -19,6 +21,7 @@
 //! | `train`     | [`model`]      | train dataset          | model JSON                    |
 //! | `evaluate`  | [`evaluation`] | model + eval dataset   | evaluation JSON, blessing JSON |
 //! | `push`      | [`evaluation`] | model + blessing       | the model, if blessed         |
+//! | `drift`     | [`drift`]      | reference + current examples | drift report JSON       |
 //!
 //! Two line-oriented interchange formats connect the steps:
 //!
@@ -36,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod csv;
+pub mod drift;
 pub mod evaluation;
 pub mod example;
 pub mod ingest;

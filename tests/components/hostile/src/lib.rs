@@ -150,6 +150,14 @@ fn run(ctx: &mut Ctx) -> Result<()> {
             }
             Ok(())
         }
+        // Fan-in: lists the members of the `models` collection.
+        "inputs" => {
+            let mut out = ctx.output("out", "text/plain")?;
+            for a in ctx.collection("models") {
+                writeln!(out, "{} {} {}", a.name, a.digest, a.size)?;
+            }
+            Ok(())
+        }
         // A step that fails on its own terms.
         "fail" => bail!("hostile step failed on purpose"),
         // Reads its input fully (used to check inputs stay intact).
