@@ -64,6 +64,9 @@ enum Command {
         /// (default: HOME/components).
         #[arg(long, env = "SLUICE_COMPILE_CACHE")]
         compile_cache: Option<PathBuf>,
+        /// Most fanned-out sweep steps running at once.
+        #[arg(long)]
+        max_parallel: Option<usize>,
         /// Sorts the sweep comparison table by this metric (`STEP.METRIC`
         /// or just `METRIC`), best (highest) first.
         #[arg(long)]
@@ -175,6 +178,28 @@ enum Command {
         #[arg(long)]
         stderr: bool,
     },
+    /// Delivers a git push webhook (GitHub/Gitea style) to a configured
+    /// hook: verifies the signature, de-duplicates the delivery id and runs
+    /// the hook's pipeline with the pushed commit as a param. (The HTTP
+    /// route of `sluice serve` uses the same path.)
+    Hook {
+        /// The hook's name (`[hooks.NAME]` in the config).
+        name: String,
+        #[command(flatten)]
+        home: HomeArg,
+        /// The config file with `[hooks.NAME]`.
+        #[arg(long)]
+        config: PathBuf,
+        /// The raw request body.
+        #[arg(long)]
+        body: PathBuf,
+        /// The `X-Hub-Signature-256` header.
+        #[arg(long)]
+        signature: Option<String>,
+        /// The `X-GitHub-Delivery` / `X-Gitea-Delivery` header.
+        #[arg(long)]
+        delivery: String,
+    },
     /// Artifacts in the store.
     Artifact {
         #[command(subcommand)]
@@ -237,11 +262,13 @@ pub fn run() -> anyhow::Result<u8> {
             json,
             compile_cache,
             sort,
+            max_parallel,
         } => {
             let options = run::Options {
                 home: home.home,
                 no_cache,
                 jobs: resolve_jobs(jobs)?,
+                max_parallel,
                 compile_cache,
             };
             cmd_run(&pipeline, &options, &params, json, sort.as_deref())
@@ -262,6 +289,7 @@ pub fn run() -> anyhow::Result<u8> {
                 home: home.home,
                 no_cache,
                 jobs: resolve_jobs(jobs)?,
+                max_parallel: None,
                 compile_cache: std::env::var_os("SLUICE_COMPILE_CACHE").map(PathBuf::from),
             };
             let progress = Progress::new(false);
@@ -431,6 +459,66 @@ pub fn run() -> anyhow::Result<u8> {
                 );
             }
             Ok(0)
+        }
+        Command::Hook {
+            name,
+            home,
+            config,
+            body,
+            signature,
+            delivery,
+        } => {
+            let hooks = crate::hook::load_config(&config)?;
+            let Some(hook) = hooks.get(&name) else {
+                bail!("{}: no [hooks.{name}]", config.display());
+            };
+            let bytes = std::fs::read(&body).with_context(|| body.display().to_string())?;
+            let decision =
+                crate::hook::handle(&home.home, hook, &bytes, signature.as_deref(), &delivery)?;
+            match decision {
+                crate::hook::Decision::Duplicate => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"status": "duplicate", "delivery": delivery})
+                    );
+                    Ok(0)
+                }
+                crate::hook::Decision::Ignored(reason) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"status": "ignored", "reason": reason})
+                    );
+                    Ok(0)
+                }
+                crate::hook::Decision::Run { push, param } => {
+                    let spec = match spec::load(&hook.pipeline, &[param]) {
+                        Ok(p) => p,
+                        Err(errors) => return Ok(report_spec_errors(&errors, false)),
+                    };
+                    let options = run::Options {
+                        home: home.home,
+                        no_cache: false,
+                        jobs: resolve_jobs(None)?,
+                        max_parallel: None,
+                        compile_cache: std::env::var_os("SLUICE_COMPILE_CACHE").map(PathBuf::from),
+                    };
+                    let summary = run::execute(&spec, &options, &run::Quiet)?;
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "status": "started",
+                            "delivery": delivery,
+                            "push": push,
+                            "run_id": summary.run_id,
+                            "run_status": summary.status,
+                        })
+                    );
+                    Ok(match summary.status {
+                        RunStatus::Succeeded => 0,
+                        RunStatus::Failed => EXIT_RUN_FAILED,
+                    })
+                }
+            }
         }
         Command::Artifact {
             command: ArtifactCommand::Cat { digest, home },

@@ -291,6 +291,8 @@ pub struct Options {
     pub no_cache: bool,
     /// Attempts in flight at most.
     pub jobs: usize,
+    /// Most fanned-out sweep steps in flight at once (`--max-parallel`).
+    pub max_parallel: Option<usize>,
     /// Where compiled components are cached (default `<home>/components`);
     /// safe to share between homes, entries are keyed by digest.
     pub compile_cache: Option<PathBuf>,
@@ -437,6 +439,8 @@ pub fn execute(
         deps: pipeline.steps.iter().map(|s| s.deps.clone()).collect(),
         retries: pipeline.steps.iter().map(|s| s.retries).collect(),
         finally: pipeline.steps.iter().map(|s| s.finally).collect(),
+        bounded: pipeline.steps.iter().map(|s| !s.sweep.is_empty()).collect(),
+        bounded_max: options.max_parallel.unwrap_or(usize::MAX).max(1),
     };
     let verdicts = scheduler::run(&plan, options.jobs, &runner);
     // Skipped steps (false conditions, unmet exit rules) are not failures.

@@ -79,16 +79,23 @@ pub struct Plan {
     /// `finally[i]`: `Some` for exit handlers (which wait for every regular
     /// step, whatever its verdict).
     pub finally: Vec<Option<Finally>>,
+    /// `bounded[i]`: the step counts against `bounded_max` (sweep members
+    /// under `--max-parallel`).
+    pub bounded: Vec<bool>,
+    /// Most bounded steps in flight at once.
+    pub bounded_max: usize,
 }
 
 impl Plan {
-    /// A plan of regular steps only.
+    /// A plan of regular, unbounded steps only.
     pub fn new(deps: Vec<Vec<usize>>, retries: Vec<u32>) -> Plan {
         let n = deps.len();
         Plan {
             deps,
             retries,
             finally: vec![None; n],
+            bounded: vec![false; n],
+            bounded_max: usize::MAX,
         }
     }
 }
@@ -180,6 +187,7 @@ pub fn run(plan: &Plan, jobs: usize, exec: &dyn Executor) -> Vec<Verdict> {
         verdicts: vec![None; n],
     };
     let mut in_flight = 0usize;
+    let mut bounded_in_flight = 0usize;
     let (tx, rx) = mpsc::channel::<(usize, u32, Outcome)>();
     std::thread::scope(|scope| {
         loop {
@@ -188,14 +196,26 @@ pub fn run(plan: &Plan, jobs: usize, exec: &dyn Executor) -> Vec<Verdict> {
             if in_flight == 0 && state.ready.len() == 1 {
                 let (step, attempt) = state.ready.pop_first().expect("one ready step");
                 in_flight += 1;
+                if plan.bounded[step] {
+                    bounded_in_flight += 1;
+                }
                 let outcome = exec.attempt(step, attempt);
                 let _ = tx.send((step, attempt, outcome));
             }
             while in_flight < jobs {
-                let Some((step, attempt)) = state.ready.pop_first() else {
+                // The lowest ready step that its bound admits.
+                let Some(&(step, attempt)) = state
+                    .ready
+                    .iter()
+                    .find(|(s, _)| !plan.bounded[*s] || bounded_in_flight < plan.bounded_max)
+                else {
                     break;
                 };
+                state.ready.remove(&(step, attempt));
                 in_flight += 1;
+                if plan.bounded[step] {
+                    bounded_in_flight += 1;
+                }
                 let tx = tx.clone();
                 scope.spawn(move || {
                     let outcome = exec.attempt(step, attempt);
@@ -211,6 +231,9 @@ pub fn run(plan: &Plan, jobs: usize, exec: &dyn Executor) -> Vec<Verdict> {
                 break;
             };
             in_flight -= 1;
+            if plan.bounded[step] {
+                bounded_in_flight -= 1;
+            }
             match outcome {
                 Outcome::Succeeded => state.settle(step, Verdict::Succeeded),
                 Outcome::Skipped => state.settle(step, Verdict::Skipped),
@@ -326,6 +349,29 @@ mod tests {
     }
 
     #[test]
+    fn bounded_steps_respect_their_own_limit() {
+        let mut plan = Plan::new(vec![vec![]; 12], vec![0; 12]);
+        plan.bounded = (0..12).map(|i| i < 8).collect();
+        plan.bounded_max = 2;
+        let s = Script::new(vec![]);
+        let v = run(&plan, 4, &s);
+        assert_eq!(v, vec![Verdict::Succeeded; 12]);
+        // Every step ran once, never more than 4 at a time.
+        assert_eq!(s.calls.lock().unwrap().len(), 12);
+        assert!(s.max_running.load(Ordering::SeqCst) <= 4);
+        let mut one = Plan::new(vec![vec![]; 6], vec![0; 6]);
+        one.bounded = vec![true; 6];
+        one.bounded_max = 1;
+        let s1 = Script::new(vec![]);
+        run(&one, 4, &s1);
+        assert_eq!(
+            s1.max_running.load(Ordering::SeqCst),
+            1,
+            "--max-parallel 1 serialises a sweep"
+        );
+    }
+
+    #[test]
     fn exhausted_retries_fail_the_step() {
         let s = Script::new(vec![(2, 1), (2, 2)]);
         let v = run(&diamond(), 2, &s);
@@ -360,6 +406,8 @@ mod tests {
                 vec![0, 1, 2],
             ],
             retries: vec![0; 6],
+            bounded: vec![false; 6],
+            bounded_max: usize::MAX,
             finally: vec![
                 None,
                 None,

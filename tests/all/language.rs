@@ -256,3 +256,90 @@ fn ci_writes_a_junit_report_that_marks_the_failed_step() {
         .unwrap();
     assert_eq!(suite.attribute("failures"), Some("0"));
 }
+
+#[test]
+fn git_push_hook_runs_only_on_a_good_signature_and_once_per_delivery() {
+    let sb = Sandbox::new();
+    sb.write("in.txt", "x\n");
+    sb.write(
+        "push.toml",
+        &format!(
+            "name = \"on-push\"\n[params]\ncommit = \"none\"\n[sources]\nt = \"in.txt\"\n[steps.stamp]\ncomponent = {}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ line = \"${{params.commit}}\" }}\noutputs = [\"out\"]\n",
+            toml_path(&component("append"))
+        ),
+    );
+    let config = sb.write(
+        "sluice.toml",
+        "[hooks.main]\nsecret = \"It's a Secret to Everybody\"\npipeline = \"push.toml\"\nbranches = [\"main\"]\n",
+    );
+    let body = r#"{"ref":"refs/heads/main","after":"3f786850e387550fdab836ed7e6dc881de23001b","repository":{"full_name":"ml/penguins"}}"#;
+    let body_file = sb.write("body.json", body);
+    let good = sluice_engine::hook::sign(b"It's a Secret to Everybody", body.as_bytes());
+    let deliver = |sig: Option<&str>, id: &str| {
+        let mut args = vec![
+            "hook",
+            "main",
+            "--config",
+            config.to_str().unwrap(),
+            "--body",
+            body_file.to_str().unwrap(),
+            "--delivery",
+            id,
+        ];
+        if let Some(s) = sig {
+            args.extend(["--signature", s]);
+        }
+        sb.sluice(&args)
+    };
+    let runs = || {
+        std::fs::read_dir(sb.home().join("runs"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+
+    let forged = deliver(
+        Some("sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"),
+        "d-1",
+    );
+    assert_eq!(forged.code, 2);
+    assert!(
+        forged
+            .stderr
+            .contains("hook `main`: signature does not match the body"),
+        "{}",
+        forged.stderr
+    );
+    let unsigned = deliver(None, "d-1");
+    assert_eq!(unsigned.code, 2);
+    assert!(
+        unsigned.stderr.contains("no X-Hub-Signature-256 header"),
+        "{}",
+        unsigned.stderr
+    );
+    assert_eq!(runs(), 0, "a rejected delivery started a run");
+
+    let ok = deliver(Some(&good), "d-1");
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let report: serde_json::Value = serde_json::from_str(ok.stdout.trim()).unwrap();
+    assert_eq!(report["status"], "started");
+    assert_eq!(
+        report["push"]["commit"],
+        "3f786850e387550fdab836ed7e6dc881de23001b"
+    );
+    let id = report["run_id"].as_str().unwrap();
+    let show = sb.sluice(&["show", id, "--json"]).json();
+    assert_eq!(
+        show["params"]["commit"],
+        "3f786850e387550fdab836ed7e6dc881de23001b"
+    );
+    assert_eq!(runs(), 1);
+
+    let again = deliver(Some(&good), "d-1");
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("\"status\":\"duplicate\""),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(runs(), 1, "a repeated delivery started a second run");
+}

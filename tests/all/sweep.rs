@@ -43,7 +43,7 @@ outputs = ["out"]
 "#
         ),
     );
-    let (run, json) = sb.run_json(&spec, &[]);
+    let (run, json) = sb.run_json(&spec, &["--max-parallel", "2"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let names: Vec<&str> = json["steps"]
         .as_array()

@@ -1,0 +1,392 @@
+//! Git push triggers (GitHub- and Gitea-style webhooks): verify the
+//! `X-Hub-Signature-256` HMAC, de-duplicate deliveries, and turn a push into
+//! a pipeline run with the pushed commit as a param.
+//!
+//! Invariant: nothing is claimed or run unless the signature verifies
+//! (constant-time compare); a delivery id starts at most one run per home,
+//! even across processes (claimed with `create_new`).
+//! Boundary: parses payloads and config, claims delivery ids; running the
+//! pipeline is the caller's (CLI now, `sluice serve` later).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Largest webhook body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Why a delivery was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// Missing or wrong signature: answer 401, do nothing.
+    #[error("hook `{hook}`: {reason}")]
+    Unauthorized {
+        /// The hook.
+        hook: String,
+        /// What was wrong with the signature.
+        reason: String,
+    },
+    /// The payload is not a push event we understand: answer 400.
+    #[error("hook `{hook}`: bad payload: {reason}")]
+    BadPayload {
+        /// The hook.
+        hook: String,
+        /// Why.
+        reason: String,
+    },
+    /// The hook configuration is unusable.
+    #[error("hook config {path}: {reason}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The delivery could not be recorded.
+    #[error("hook deliveries {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// One configured hook (`[hooks.NAME]` in the config file).
+#[derive(Clone, Debug)]
+pub struct Hook {
+    /// Its name.
+    pub name: String,
+    /// The shared secret.
+    pub secret: Vec<u8>,
+    /// The pipeline it runs.
+    pub pipeline: PathBuf,
+    /// The param that receives the pushed commit id.
+    pub commit_param: String,
+    /// Only pushes to these branches run (all when empty).
+    pub branches: Vec<String>,
+}
+
+/// Reads the hooks of a config file:
+///
+/// ```toml
+/// [hooks.main]
+/// secret_env = "SLUICE_HOOK_SECRET"   # or: secret = "..."
+/// pipeline = "examples/pipelines/tabular.toml"   # relative to this file
+/// commit_param = "commit"
+/// branches = ["main"]
+/// ```
+pub fn load_config(path: &Path) -> Result<BTreeMap<String, Hook>, HookError> {
+    let bad = |reason: String| HookError::Config {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut hooks = BTreeMap::new();
+    let Some(section) = table.get("hooks").and_then(|h| h.as_table()) else {
+        return Ok(hooks);
+    };
+    for (name, value) in section {
+        let t = value
+            .as_table()
+            .ok_or_else(|| bad(format!("[hooks.{name}] must be a table")))?;
+        for key in t.keys() {
+            if ![
+                "secret",
+                "secret_env",
+                "pipeline",
+                "commit_param",
+                "branches",
+            ]
+            .contains(&key.as_str())
+            {
+                return Err(bad(format!("[hooks.{name}]: unknown field `{key}`")));
+            }
+        }
+        let secret = match (
+            t.get("secret").and_then(|v| v.as_str()),
+            t.get("secret_env").and_then(|v| v.as_str()),
+        ) {
+            (Some(s), None) => s.as_bytes().to_vec(),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| {
+                    bad(format!(
+                        "[hooks.{name}]: environment variable `{var}` is not set"
+                    ))
+                })?
+                .into_bytes(),
+            _ => {
+                return Err(bad(format!(
+                    "[hooks.{name}]: set exactly one of `secret`, `secret_env`"
+                )));
+            }
+        };
+        if secret.is_empty() {
+            return Err(bad(format!("[hooks.{name}]: the secret is empty")));
+        }
+        let pipeline = t
+            .get("pipeline")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(format!("[hooks.{name}]: `pipeline` is required")))?;
+        let branches = match t.get("branches") {
+            None => Vec::new(),
+            Some(v) => v
+                .as_array()
+                .and_then(|a| a.iter().map(|b| b.as_str().map(str::to_string)).collect())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "[hooks.{name}]: `branches` must be an array of strings"
+                    ))
+                })?,
+        };
+        hooks.insert(
+            name.clone(),
+            Hook {
+                name: name.clone(),
+                secret,
+                pipeline: dir.join(pipeline),
+                commit_param: t
+                    .get("commit_param")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("commit")
+                    .to_string(),
+                branches,
+            },
+        );
+    }
+    Ok(hooks)
+}
+
+/// Checks `X-Hub-Signature-256: sha256=<hex>` against the HMAC-SHA256 of the
+/// raw body, in constant time.
+pub fn verify_signature(hook: &Hook, body: &[u8], header: Option<&str>) -> Result<(), HookError> {
+    let unauthorized = |reason: &str| HookError::Unauthorized {
+        hook: hook.name.clone(),
+        reason: reason.to_string(),
+    };
+    let header = header.ok_or_else(|| unauthorized("no X-Hub-Signature-256 header"))?;
+    let hex_sig = header
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or_else(|| unauthorized("signature must be `sha256=<hex>`"))?;
+    let sig = hex::decode(hex_sig).map_err(|_| unauthorized("signature is not hex"))?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&hook.secret).expect("HMAC accepts any key length");
+    mac.update(body);
+    mac.verify_slice(&sig)
+        .map_err(|_| unauthorized("signature does not match the body"))
+}
+
+/// `sha256=<hex>` for `body` under `secret` (what a sender puts in the header).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// What a push event says.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Push {
+    /// The commit the branch now points at.
+    pub commit: String,
+    /// The branch (`main` for `refs/heads/main`).
+    pub branch: String,
+    /// `owner/name`.
+    pub repository: String,
+}
+
+/// Parses a GitHub or Gitea push payload.
+pub fn parse_push(hook: &Hook, body: &[u8]) -> Result<Push, HookError> {
+    let bad = |reason: String| HookError::BadPayload {
+        hook: hook.name.clone(),
+        reason,
+    };
+    if body.len() > MAX_BODY_BYTES {
+        return Err(bad(format!(
+            "{} bytes; the limit is {MAX_BODY_BYTES}",
+            body.len()
+        )));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let commit = v["after"]
+        .as_str()
+        .or_else(|| v["head_commit"]["id"].as_str())
+        .ok_or_else(|| bad("no `after` commit id (is this a push event?)".to_string()))?;
+    if commit.len() < 7 || commit.len() > 64 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(format!("commit id {commit:?} is not a hex object id")));
+    }
+    let git_ref = v["ref"]
+        .as_str()
+        .ok_or_else(|| bad("no `ref`".to_string()))?;
+    let branch = git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref);
+    Ok(Push {
+        commit: commit.to_string(),
+        branch: branch.to_string(),
+        repository: v["repository"]["full_name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    })
+}
+
+/// Claims `delivery` in `home`; `false` if it was claimed before.
+pub fn claim_delivery(home: &Path, hook: &Hook, delivery: &str) -> Result<bool, HookError> {
+    if delivery.is_empty()
+        || delivery.len() > 128
+        || !delivery
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(HookError::BadPayload {
+            hook: hook.name.clone(),
+            reason: format!("delivery id {delivery:?} must be 1-128 characters of [A-Za-z0-9_-]"),
+        });
+    }
+    let dir = home.join("hooks").join("deliveries");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HookError::Io { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let path = dir.join(delivery);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(_) => {
+            crate::store::sync_dir(&dir).map_err(|e| HookError::Io {
+                path: dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// What to do with a verified delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Run the hook's pipeline with this param override.
+    Run {
+        /// The push.
+        push: Push,
+        /// `(commit_param, commit)`.
+        param: (String, String),
+    },
+    /// Seen before: do nothing.
+    Duplicate,
+    /// A push to a branch the hook does not watch.
+    Ignored(String),
+}
+
+/// Verifies, parses and de-duplicates one delivery.
+pub fn handle(
+    home: &Path,
+    hook: &Hook,
+    body: &[u8],
+    signature: Option<&str>,
+    delivery: &str,
+) -> Result<Decision, HookError> {
+    verify_signature(hook, body, signature)?;
+    let push = parse_push(hook, body)?;
+    if !hook.branches.is_empty() && !hook.branches.contains(&push.branch) {
+        return Ok(Decision::Ignored(format!(
+            "push to `{}`; hook `{}` watches {}",
+            push.branch,
+            hook.name,
+            hook.branches.join(", ")
+        )));
+    }
+    if !claim_delivery(home, hook, delivery)? {
+        return Ok(Decision::Duplicate);
+    }
+    let param = (hook.commit_param.clone(), push.commit.clone());
+    Ok(Decision::Run { push, param })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(secret: &str) -> Hook {
+        Hook {
+            name: "h".into(),
+            secret: secret.as_bytes().to_vec(),
+            pipeline: PathBuf::from("p.toml"),
+            commit_param: "commit".into(),
+            branches: vec!["main".into()],
+        }
+    }
+
+    #[test]
+    fn published_github_test_vector_verifies() {
+        let h = hook("It's a Secret to Everybody");
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(sign(&h.secret, b"Hello, World!"), sig);
+        verify_signature(&h, b"Hello, World!", Some(sig)).unwrap();
+        let err = verify_signature(&h, b"Hello, World?", Some(sig)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "hook `h`: signature does not match the body"
+        );
+        let err = verify_signature(&h, b"Hello, World!", None).unwrap_err();
+        assert_eq!(err.to_string(), "hook `h`: no X-Hub-Signature-256 header");
+        let err = verify_signature(&h, b"Hello, World!", Some("sha1=abc")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "hook `h`: signature must be `sha256=<hex>`"
+        );
+    }
+
+    #[test]
+    fn pushes_parse_and_filter_by_branch_and_deliveries_dedupe() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook("s3cret");
+        let body = br#"{"ref":"refs/heads/main","after":"0123456789abcdef0123456789abcdef01234567","repository":{"full_name":"ml/penguins"}}"#;
+        let sig = sign(&h.secret, body);
+        let d = handle(dir.path(), &h, body, Some(&sig), "delivery-1").unwrap();
+        assert_eq!(
+            d,
+            Decision::Run {
+                push: Push {
+                    commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                    branch: "main".into(),
+                    repository: "ml/penguins".into()
+                },
+                param: (
+                    "commit".into(),
+                    "0123456789abcdef0123456789abcdef01234567".into()
+                )
+            }
+        );
+        assert_eq!(
+            handle(dir.path(), &h, body, Some(&sig), "delivery-1").unwrap(),
+            Decision::Duplicate
+        );
+        let dev = br#"{"ref":"refs/heads/dev","after":"0123456789abcdef0123456789abcdef01234567"}"#;
+        let d = handle(
+            dir.path(),
+            &h,
+            dev,
+            Some(&sign(&h.secret, dev)),
+            "delivery-2",
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            Decision::Ignored("push to `dev`; hook `h` watches main".into())
+        );
+        let err = handle(dir.path(), &h, b"{}", Some(&sign(&h.secret, b"{}")), "d3").unwrap_err();
+        assert!(err.to_string().contains("no `after` commit id"), "{err}");
+        let err = handle(dir.path(), &h, body, Some(&sig), "../escape").unwrap_err();
+        assert!(err.to_string().contains("delivery id"), "{err}");
+    }
+}
