@@ -453,6 +453,7 @@ pub fn execute(
         reports,
         record,
         store,
+        sources,
         ..
     } = runner;
     store.sync()?;
@@ -487,16 +488,18 @@ pub fn execute(
     )
     .map_err(RunError::Record)?;
     let (record_lines, record_head) = rec.close().map_err(RunError::Record)?;
-    let bytes = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
-    crate::store::write_atomic(&run_dir.join("summary.json"), &bytes, true)?;
     seal_run(
         &options.home,
         &run_dir,
         pipeline,
+        &sources,
         &summary,
         record_lines,
         record_head,
     )?;
+    // The summary is the acknowledgement: written last, atomically, durably.
+    let bytes = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
+    crate::store::write_atomic(&run_dir.join("summary.json"), &bytes, true)?;
     Ok(summary)
 }
 
@@ -539,6 +542,7 @@ fn seal_run(
     home: &Path,
     run_dir: &Path,
     pipeline: &Pipeline,
+    sources: &BTreeMap<String, OutputRef>,
     summary: &RunSummary,
     record_lines: u64,
     record_head: Digest,
@@ -569,14 +573,8 @@ fn seal_run(
             })
         })
         .collect();
-    let record_inputs: Vec<(String, Digest)> = {
-        let rec = fs::read(run_dir.join("record.jsonl")).map_err(RunError::Record)?;
-        let first = rec.split(|b| *b == b'\n').next().unwrap_or_default();
-        let header: serde_json::Value = serde_json::from_slice(first).unwrap_or_default();
-        let sources: BTreeMap<String, OutputRef> =
-            serde_json::from_value(header["sources"].clone()).unwrap_or_default();
-        sources.into_iter().map(|(k, o)| (k, o.digest)).collect()
-    };
+    let record_inputs: Vec<(String, Digest)> =
+        sources.iter().map(|(k, o)| (k.clone(), o.digest)).collect();
     let statement = crate::seal::statement(&crate::seal::ProvenanceInput {
         run_id: summary.run_id.as_str(),
         pipeline: &summary.pipeline,

@@ -134,6 +134,10 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 /// renames durable.
 #[derive(Debug)]
 pub struct Store {
+    /// Names this store's temp files; its lock file proves it is alive.
+    owner: String,
+    owner_lock: File,
+    owner_path: PathBuf,
     root: PathBuf,
     tmp: PathBuf,
     shared: Arc<Shared>,
@@ -181,6 +185,24 @@ impl Store {
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         fs::create_dir_all(root.join("quarantine")).map_err(io_err(&root))?;
         sweep_orphans(&tmp);
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            &Digest::of(
+                &std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+                    .to_le_bytes()
+            )
+            .hex()[..8]
+        );
+        let owner_path = tmp.join(format!("{owner}.owner"));
+        let owner_lock = File::create_new(&owner_path).map_err(io_err(&owner_path))?;
+        owner_lock.try_lock().map_err(|e| StoreError::Io {
+            path: owner_path.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();
         let worker_shared = shared.clone();
@@ -190,6 +212,9 @@ impl Store {
             .spawn(move || publish_loop(&rx, &worker_shared, &worker_root))
             .map_err(io_err(&root))?;
         Ok(Store {
+            owner,
+            owner_lock,
+            owner_path,
             root,
             tmp,
             shared,
@@ -247,7 +272,7 @@ impl Store {
             source: io::Error::other("store is closing"),
         })?;
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = self.tmp.join(format!("{}-{n}.part", std::process::id()));
+        let path = self.tmp.join(format!("{}-{n}.part", self.owner));
         let file = File::create_new(&path).map_err(io_err(&path))?;
         Ok(BlobWriter {
             file: Some(file),
@@ -374,6 +399,8 @@ impl Drop for Store {
         for dir in &state.dirty {
             let _ = sync_dir(dir);
         }
+        let _ = self.owner_lock.unlock();
+        let _ = fs::remove_file(&self.owner_path);
     }
 }
 
@@ -447,26 +474,36 @@ fn publish_loop(rx: &mpsc::Receiver<Publish>, shared: &Shared, sha_root: &Path) 
     }
 }
 
-/// Removes temp files left by processes that no longer exist (a crash
-/// between write and publish); never touches a live process's files.
+/// Removes temp files left by stores that no longer exist (a crash between
+/// write and publish). Every open store holds an exclusive lock on its
+/// `<owner>.owner` file for its whole life; an owner file that can be locked
+/// belongs to a dead store, so its `<owner>-*.part` files are garbage. A live
+/// store's files are never touched, whatever pids are reused.
 fn sweep_orphans(tmp: &Path) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
     };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".part"))
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+    let names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    for owner in names.iter().filter_map(|n| n.strip_suffix(".owner")) {
+        let path = tmp.join(format!("{owner}.owner"));
+        let Ok(file) = File::options().write(true).open(&path) else {
             continue;
         };
-        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
-        if !alive && Path::new("/proc/self").exists() {
-            let _ = fs::remove_file(e.path());
+        if file.try_lock().is_err() {
+            continue; // alive
         }
+        let prefix = format!("{owner}-");
+        for part in names
+            .iter()
+            .filter(|n| n.starts_with(&prefix) && n.ends_with(".part"))
+        {
+            let _ = fs::remove_file(tmp.join(part));
+        }
+        let _ = fs::remove_file(&path);
+        tracing::info!(owner, "swept temp files of a dead store");
     }
 }
 
@@ -605,6 +642,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), Stor
 mod tests {
     use super::*;
 
+    /// Temp blob files in a home's store.
+    fn parts(home: &Path) -> usize {
+        fs::read_dir(home.join("store/tmp"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_str()
+                    .unwrap()
+                    .ends_with(".part")
+            })
+            .count()
+    }
+
     #[test]
     fn digest_round_trips_and_rejects_bad_text() {
         let d = Digest::of(b"hello");
@@ -637,10 +689,7 @@ mod tests {
         store.sync().unwrap();
         assert!(store.path_of(&d1).is_file());
         assert_eq!(store.read_bytes(&d1).unwrap(), b"abc");
-        assert_eq!(
-            fs::read_dir(dir.path().join("store/tmp")).unwrap().count(),
-            0
-        );
+        assert_eq!(parts(dir.path()), 0);
     }
 
     #[test]
@@ -682,17 +731,34 @@ mod tests {
     }
 
     #[test]
-    fn orphaned_temp_files_of_dead_processes_are_swept() {
+    fn temp_files_of_dead_stores_are_swept_and_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         let tmp = dir.path().join("store/tmp");
         fs::create_dir_all(&tmp).unwrap();
-        // pid 4194304 is above Linux's pid_max, so never alive.
-        fs::write(tmp.join("4194304-0.part"), b"half").unwrap();
-        let mine = tmp.join(format!("{}-999999.part", std::process::id()));
-        fs::write(&mine, b"in flight").unwrap();
-        let _store = Store::open(dir.path()).unwrap();
-        assert!(!tmp.join("4194304-0.part").exists());
-        assert!(mine.exists(), "a live process's temp file was removed");
+        // A dead store: its owner file exists but nobody holds its lock.
+        fs::write(tmp.join("77-deadbeef.owner"), b"").unwrap();
+        fs::write(tmp.join("77-deadbeef-0.part"), b"half").unwrap();
+        let live = Store::open(dir.path()).unwrap();
+        assert!(!tmp.join("77-deadbeef-0.part").exists());
+        assert!(!tmp.join("77-deadbeef.owner").exists());
+        let mut w = live.writer().unwrap();
+        w.write_all(b"in flight").unwrap();
+        let _other = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            fs::read_dir(&tmp)
+                .unwrap()
+                .filter(|e| e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_str()
+                    .unwrap()
+                    .ends_with(".part"))
+                .count(),
+            1,
+            "a live store's temp file was removed"
+        );
+        drop(w);
     }
 
     #[test]
@@ -703,10 +769,7 @@ mod tests {
             let mut w = store.writer().unwrap();
             w.write_all(b"half").unwrap();
         }
-        assert_eq!(
-            fs::read_dir(dir.path().join("store/tmp")).unwrap().count(),
-            0
-        );
+        assert_eq!(parts(dir.path()), 0);
         assert!(!store.contains(&Digest::of(b"half")));
     }
 }

@@ -156,10 +156,7 @@ pub fn verify(
     };
     let key = match pubkey {
         Some(p) => seal::read_public_key(p).map_err(|e| VerifyError::Key(e.to_string()))?,
-        None => seal::load_or_create(home)
-            .map_err(|e| VerifyError::Key(e.to_string()))?
-            .public_key()
-            .clone(),
+        None => home_public_key(home)?,
     };
     let envelope: seal::Envelope = match serde_json::from_slice(&envelope_bytes) {
         Ok(e) => e,
@@ -235,6 +232,30 @@ pub fn verify(
     report.log_index = Some(index);
     report.verdict = "intact";
     Ok(report)
+}
+
+/// The home's own public key (the first `keys/*.pub`, as `seal` picks the
+/// first key); verifying never creates a key.
+fn home_public_key(home: &Path) -> Result<seal::PublicKey, VerifyError> {
+    let dir = home.join("keys");
+    let mut pubs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|_| {
+            VerifyError::Key(format!(
+                "no signing key in {}; pass --pubkey",
+                dir.display()
+            ))
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+        .collect();
+    pubs.sort();
+    let first = pubs.first().ok_or_else(|| {
+        VerifyError::Key(format!(
+            "no signing key in {}; pass --pubkey",
+            dir.display()
+        ))
+    })?;
+    seal::read_public_key(first).map_err(|e| VerifyError::Key(e.to_string()))
 }
 
 /// The record line count and last-line digest the statement covers.

@@ -8,6 +8,7 @@ mod language;
 mod architecture;
 mod audit;
 mod cli;
+mod crash;
 mod pipeline;
 mod replay;
 mod sandbox;
