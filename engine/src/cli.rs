@@ -113,6 +113,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Continues a run that was interrupted (crash, kill): steps that
+    /// finished come from the cache; the run is then sealed as usual.
+    Resume {
+        /// The run id.
+        run_id: String,
+        #[command(flatten)]
+        home: HomeArg,
+        /// Prints one JSON document with the run's result.
+        #[arg(long)]
+        json: bool,
+        /// Steps in flight at most (default: number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Directory for compiled components (default: HOME/components).
+        #[arg(long, env = "SLUICE_COMPILE_CACHE")]
+        compile_cache: Option<PathBuf>,
+    },
     /// Re-executes a recorded run (ignoring the cache) and compares every
     /// output digest; exit 0 only when identical.
     Replay {
@@ -337,6 +354,39 @@ pub fn run() -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Runs { home, json } => cmd_runs(&home.home, json),
+        Command::Resume {
+            run_id,
+            home,
+            json,
+            jobs,
+            compile_cache,
+        } => {
+            let id: RunId = run_id.parse()?;
+            let options = run::Options {
+                home: home.home,
+                no_cache: false,
+                jobs: resolve_jobs(jobs)?,
+                max_parallel: None,
+                compile_cache,
+            };
+            let summary = if json {
+                run::resume(&id, &options, &run::Quiet)?
+            } else {
+                let progress = Progress::new(std::io::stderr().is_terminal());
+                let s = run::resume(&id, &options, &progress)?;
+                progress.done();
+                s
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print_summary(&summary);
+            }
+            Ok(match summary.status {
+                RunStatus::Succeeded => 0,
+                RunStatus::Failed => EXIT_RUN_FAILED,
+            })
+        }
         Command::Verify {
             run_id,
             home,

@@ -47,6 +47,35 @@ impl Record {
         })
     }
 
+    /// Reopens an unfinished record to continue it (a resumed run). A torn
+    /// last line — a write cut short by a crash — is truncated away and its
+    /// size returned; a record whose chain is otherwise broken is refused.
+    pub fn reopen(path: &Path) -> Result<(Record, Vec<Value>, u64), ReopenError> {
+        let bytes = std::fs::read(path).map_err(ReopenError::Io)?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let torn = (bytes.len() - complete) as u64;
+        let chain = check_chain(&bytes[..complete]).map_err(ReopenError::Chain)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(ReopenError::Io)?;
+        if torn > 0 {
+            file.set_len(complete as u64).map_err(ReopenError::Io)?;
+            file.sync_all().map_err(ReopenError::Io)?;
+            tracing::warn!(path = %path.display(), torn, "truncated a torn last line of the record");
+        }
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(ReopenError::Io)?;
+        let record = Record {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            seq: chain.events.len() as u64,
+            prev: chain.head,
+            last_sync: Instant::now(),
+        };
+        Ok((record, chain.events, torn))
+    }
+
     /// Appends one event: `kind` plus the fields of `fields` (an object).
     /// Returns whether this append was a group commit (fsync).
     pub fn append(&mut self, kind: &str, fields: Value) -> io::Result<bool> {
@@ -82,6 +111,17 @@ impl Record {
         }
         Ok((self.seq, self.prev))
     }
+}
+
+/// Why a record cannot be continued.
+#[derive(Debug, thiserror::Error)]
+pub enum ReopenError {
+    /// IO failure.
+    #[error("{0}")]
+    Io(io::Error),
+    /// The chain is broken before its last line: not a crash, tampering.
+    #[error("record line {} is {}: {}", .0.line, .0.fault.as_str(), .0.detail)]
+    Chain(ChainBreak),
 }
 
 /// Why a record's chain is broken.
@@ -308,6 +348,31 @@ mod tests {
         torn.truncate(torn.len() - 7);
         let e = check_chain(&torn).unwrap_err();
         assert_eq!((e.line, e.fault), (6, ChainFault::Truncated), "{e:?}");
+    }
+
+    #[test]
+    fn reopen_truncates_a_torn_tail_and_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut r = Record::create(&path).unwrap();
+        r.append("a", serde_json::json!({})).unwrap();
+        r.append("b", serde_json::json!({})).unwrap();
+        r.close().unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":2,\"pre").unwrap();
+        drop(f);
+        let (mut r, events, torn) = Record::reopen(&path).unwrap();
+        assert_eq!((events.len(), torn), (2, 13));
+        r.append("c", serde_json::json!({})).unwrap();
+        let (lines, _) = r.close().unwrap();
+        assert_eq!(lines, 3);
+        let chain = check_chain(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(chain.events[2]["type"], "c");
+
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[5] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(Record::reopen(&path), Err(ReopenError::Chain(_))));
     }
 
     #[test]

@@ -360,8 +360,108 @@ pub fn execute(
     options: &Options,
     observer: &dyn Observer,
 ) -> Result<RunSummary, RunError> {
+    execute_in(pipeline, options, observer, None)
+}
+
+/// An interrupted run to continue: its id, its reopened record and what the
+/// record says about its start.
+struct Resumed {
+    run_id: RunId,
+    record: Record,
+    started_at: String,
+    sources: BTreeMap<String, OutputRef>,
+    torn_bytes: u64,
+}
+
+/// Continues run `run_id`, interrupted before it finished (a crash, a
+/// kill): its record is reopened (a torn last line truncated and reported in
+/// a `run-resumed` event), the spec and sources must be byte-identical to
+/// the recorded ones, steps that finished come from the cache, and the run
+/// is sealed as usual.
+pub fn resume(
+    run_id: &RunId,
+    options: &Options,
+    observer: &dyn Observer,
+) -> Result<RunSummary, ResumeError> {
+    let run_dir = options.home.join("runs").join(run_id.as_str());
+    if run_dir.join("summary.json").is_file() {
+        return Err(ResumeError::Finished(run_id.clone()));
+    }
+    let path = run_dir.join("record.jsonl");
+    if !path.is_file() {
+        return Err(ResumeError::NotFound(run_id.clone()));
+    }
+    let (record, events, torn_bytes) =
+        Record::reopen(&path).map_err(|e| ResumeError::Record(run_id.clone(), e.to_string()))?;
+    let header = events
+        .iter()
+        .find(|e| e["type"] == "run-started")
+        .ok_or_else(|| ResumeError::Record(run_id.clone(), "no run-started event".into()))?;
+    let field = |k: &str| header[k].as_str().unwrap_or_default().to_string();
+    let spec_path = PathBuf::from(field("spec_path"));
+    let params: BTreeMap<String, String> =
+        serde_json::from_value(header["params"].clone()).unwrap_or_default();
+    let overrides: Vec<(String, String)> = params.into_iter().collect();
+    let pipeline = crate::spec::load(&spec_path, &overrides).map_err(|errors| {
+        ResumeError::Changed(format!(
+            "spec {}: {}",
+            spec_path.display(),
+            errors.first().map_or(String::new(), ToString::to_string)
+        ))
+    })?;
+    if Digest::of(pipeline.text.as_bytes()).to_string() != field("spec_digest") {
+        return Err(ResumeError::Changed(format!(
+            "spec {} changed since the run started",
+            spec_path.display()
+        )));
+    }
+    if pipeline.seed != header["seed"].as_u64().unwrap_or(0) {
+        return Err(ResumeError::Changed("the run seed differs".into()));
+    }
+    let sources: BTreeMap<String, OutputRef> =
+        serde_json::from_value(header["sources"].clone()).unwrap_or_default();
+    let started_at = events
+        .first()
+        .and_then(|e| e["at"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let resumed = Resumed {
+        run_id: run_id.clone(),
+        record,
+        started_at,
+        sources,
+        torn_bytes,
+    };
+    execute_in(&pipeline, options, observer, Some(resumed)).map_err(ResumeError::Run)
+}
+
+/// Why a run could not be resumed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// No such run.
+    #[error("no run `{0}` in this home")]
+    NotFound(RunId),
+    /// The run finished; nothing to resume.
+    #[error("run `{0}` already finished")]
+    Finished(RunId),
+    /// The record cannot be continued.
+    #[error("run `{0}`: cannot continue its record: {1}")]
+    Record(RunId, String),
+    /// Resuming would not be the same run.
+    #[error("cannot resume: {0}")]
+    Changed(String),
+    /// The resumed run failed to execute.
+    #[error(transparent)]
+    Run(RunError),
+}
+
+fn execute_in(
+    pipeline: &Pipeline,
+    options: &Options,
+    observer: &dyn Observer,
+    resumed: Option<Resumed>,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let started_at = record::rfc3339_now();
     let home_err = |source| RunError::Home {
         home: options.home.clone(),
         source,
@@ -369,11 +469,24 @@ pub fn execute(
     fs::create_dir_all(&options.home).map_err(home_err)?;
     let store = Store::open(&options.home)?;
     let cache = Cache::open(&options.home).map_err(home_err)?;
-    let run_id = RunId::generate();
+    let (run_id, mut rec, started_at, recorded_sources, torn_bytes) = match resumed {
+        Some(r) => (
+            r.run_id,
+            Some(r.record),
+            r.started_at,
+            Some(r.sources),
+            r.torn_bytes,
+        ),
+        None => (RunId::generate(), None, record::rfc3339_now(), None, 0),
+    };
     let _span = tracing::info_span!("run", run_id = %run_id, pipeline = %pipeline.name).entered();
     let run_dir = options.home.join("runs").join(run_id.as_str());
     fs::create_dir_all(&run_dir).map_err(home_err)?;
-    let mut rec = Record::create(&run_dir.join("record.jsonl")).map_err(RunError::Record)?;
+    let resuming = rec.is_some();
+    let mut rec = match rec.take() {
+        Some(r) => r,
+        None => Record::create(&run_dir.join("record.jsonl")).map_err(RunError::Record)?,
+    };
 
     let (spec_digest, _) = store.put_bytes(pipeline.text.as_bytes())?;
     let mut sources = BTreeMap::new();
@@ -392,7 +505,30 @@ pub fn execute(
             },
         );
     }
-    rec.append(
+    if let Some(recorded) = &recorded_sources
+        && recorded != &sources
+    {
+        let changed: Vec<&String> = sources
+            .keys()
+            .filter(|k| recorded.get(*k) != sources.get(*k))
+            .collect();
+        return Err(RunError::Source {
+            name: changed.first().map_or(String::new(), |s| s.to_string()),
+            path: run_dir.clone(),
+            source: StoreError::Io {
+                path: run_dir.clone(),
+                source: io::Error::other("the source changed since the run started; cannot resume"),
+            },
+        });
+    }
+    if resuming {
+        rec.append(
+            "run-resumed",
+            json!({"torn_bytes_dropped": torn_bytes, "engine_version": env!("CARGO_PKG_VERSION")}),
+        )
+        .map_err(RunError::Record)?;
+    } else {
+        rec.append(
         "run-started",
         json!({
             "run_id": run_id,
@@ -409,6 +545,7 @@ pub fn execute(
         }),
     )
     .map_err(RunError::Record)?;
+    }
     observer.event(Event::RunStarted {
         run_id: &run_id,
         steps: pipeline.steps.iter().map(|s| s.name.as_str()).collect(),

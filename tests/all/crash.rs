@@ -17,7 +17,7 @@ fn kill_9_mid_run_loses_nothing_acknowledged_and_the_rerun_resumes() {
         &format!(
             "name = \"crash\"\n[params]\nmode = \"spin\"\n[sources]\nt = \"in.txt\"\n\
              [steps.first]\ncomponent = {}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ line = \"done\" }}\noutputs = [\"out\"]\n\
-             [steps.second]\ncomponent = {}\ninputs = {{ in = \"first.out\" }}\nparams = {{ mode = \"${{params.mode}}\" }}\noutputs = [\"out\"]\nlimits = {{ timeout_s = 120, fuel = 10000000000000 }}\n",
+             [steps.second]\ncomponent = {}\ninputs = {{ in = \"first.out\" }}\nparams = {{ mode = \"${{params.mode}}\" }}\noutputs = [\"out\"]\nlimits = {{ timeout_s = 120, fuel = 20000000000 }}\n",
             toml_path(&component("append")),
             toml_path(&component("hostile"))
         ),
@@ -92,7 +92,49 @@ fn kill_9_mid_run_loses_nothing_acknowledged_and_the_rerun_resumes() {
     assert_eq!(verify["reason"], "unsealed", "{verify:#}");
     assert_eq!(verify["line"], serde_json::Value::Null);
 
-    // The rerun (now without the spin) resumes: `first` comes from the cache.
+    // A torn write at the crash: half a line at the end of the record.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&record)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"{\"seq\":99,\"prev\":\"sha2").unwrap();
+    drop(f);
+    let torn = sb.sluice(&["verify", &run_id, "--json"]).json();
+    assert_eq!(torn["reason"], "truncated", "{torn:#}");
+
+    // Resume: the torn line is truncated and reported, `first` comes from
+    // the cache, `second` runs again (and hits its fuel limit), the run is
+    // sealed and verifies.
+    let resumed = sb.sluice(&["resume", &run_id, "--json"]);
+    assert_eq!(resumed.code, 1, "{}", resumed.stderr);
+    let json = resumed.json();
+    assert_eq!(json["run_id"], run_id.as_str());
+    assert_eq!(step(&json, "first")["status"], "cached");
+    assert_eq!(step(&json, "second")["status"], "failed");
+    assert!(
+        step(&json, "second")["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("limit: fuel:")
+    );
+    let text = std::fs::read_to_string(&record).unwrap();
+    let resumed_event = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["type"] == "run-resumed")
+        .expect("a run-resumed event");
+    assert_eq!(resumed_event["torn_bytes_dropped"], 22);
+    let verify = sb.sluice(&["verify", &run_id]);
+    assert_eq!(verify.code, 0, "{}", verify.stdout);
+    let again = sb.sluice(&["resume", &run_id]);
+    assert_eq!(again.code, 2);
+    assert!(
+        again.stderr.contains("already finished"),
+        "{}",
+        again.stderr
+    );
+
+    // A new run (now without the spin): `first` comes from the cache.
     let (run, json) = sb.run_json(&spec, &["--param", "mode=read"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(step(&json, "first")["status"], "cached");
