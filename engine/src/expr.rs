@@ -1,7 +1,8 @@
 //! The condition language of `when = "..."`: comparisons, `and`/`or`/`not`,
 //! parentheses, numbers, strings, booleans, and references to upstream
-//! metrics (`STEP.metrics.NAME`), step statuses (`STEP.status`) and
-//! pipeline params (`params.NAME`).
+//! metrics (`STEP.metrics.NAME`), step statuses (`STEP.status`), small
+//! JSON outputs (`STEP.outputs.NAME` or a top-level field of one,
+//! `STEP.outputs.NAME.FIELD`) and pipeline params (`params.NAME`).
 //!
 //! Invariant: parsing is total and bounded (length and nesting); a parsed
 //! [`Expr`] evaluates without panicking, and every way it can fail names
@@ -60,6 +61,15 @@ pub enum Ref {
     },
     /// `STEP.status`
     Status(String),
+    /// `STEP.outputs.NAME` or `STEP.outputs.NAME.FIELD`
+    Output {
+        /// Step.
+        step: String,
+        /// Output name.
+        output: String,
+        /// A top-level field of the output's JSON object.
+        field: Option<String>,
+    },
 }
 
 impl fmt::Display for Ref {
@@ -68,6 +78,16 @@ impl fmt::Display for Ref {
             Ref::Param(p) => write!(f, "params.{p}"),
             Ref::Metric { step, name } => write!(f, "{step}.metrics.{name}"),
             Ref::Status(s) => write!(f, "{s}.status"),
+            Ref::Output {
+                step,
+                output,
+                field: None,
+            } => write!(f, "{step}.outputs.{output}"),
+            Ref::Output {
+                step,
+                output,
+                field: Some(x),
+            } => write!(f, "{step}.outputs.{output}.{x}"),
         }
     }
 }
@@ -317,8 +337,22 @@ fn reference(word: &str) -> Result<Ref, String> {
             name: name.to_string(),
         }),
         [step, "status"] if !step.is_empty() => Ok(Ref::Status(step.to_string())),
+        [step, "outputs", output] if !step.is_empty() && !output.is_empty() => Ok(Ref::Output {
+            step: step.to_string(),
+            output: output.to_string(),
+            field: None,
+        }),
+        [step, "outputs", output, field]
+            if !step.is_empty() && !output.is_empty() && !field.is_empty() =>
+        {
+            Ok(Ref::Output {
+                step: step.to_string(),
+                output: output.to_string(),
+                field: Some(field.to_string()),
+            })
+        }
         _ => Err(format!(
-            "unknown reference `{word}`; use STEP.metrics.NAME, STEP.status or params.NAME"
+            "unknown reference `{word}`; use STEP.metrics.NAME, STEP.status, STEP.outputs.NAME[.FIELD] or params.NAME"
         )),
     }
 }

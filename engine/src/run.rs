@@ -812,10 +812,14 @@ fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>>
         .collect()
 }
 
-/// What a `when` condition sees: params, and metrics and statuses of the
-/// steps that have settled.
+/// Largest output a condition reads (`STEP.outputs.NAME`).
+pub const CONDITION_OUTPUT_BYTES_MAX: u64 = 64 * 1024;
+
+/// What a `when` condition sees: params, and metrics, statuses and small
+/// outputs of the steps that have settled.
 struct ConditionScope<'a> {
     pipeline: &'a Pipeline,
+    store: &'a Store,
     reports: &'a [Option<StepReport>],
     /// The step's own sweep combination, which overrides pipeline params.
     sweep: &'a BTreeMap<String, String>,
@@ -842,6 +846,46 @@ impl crate::expr::Scope for ConditionScope<'_> {
                 .get(name)
                 .map(|v| Value::Num(*v))
                 .ok_or_else(|| format!("step `{step}` reported no metric `{name}`")),
+            Ref::Output {
+                step,
+                output,
+                field,
+            } => {
+                let o = report(step)?
+                    .outputs
+                    .get(output)
+                    .ok_or_else(|| format!("step `{step}` produced no output `{output}`"))?;
+                if o.size > CONDITION_OUTPUT_BYTES_MAX {
+                    return Err(format!(
+                        "output `{step}.{output}` is {} bytes; conditions read outputs of at most {CONDITION_OUTPUT_BYTES_MAX}",
+                        o.size
+                    ));
+                }
+                let bytes = self
+                    .store
+                    .read_bytes(&o.digest)
+                    .map_err(|e| e.to_string())?;
+                let text = String::from_utf8_lossy(&bytes);
+                let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+                let value = match field {
+                    None => {
+                        json.unwrap_or_else(|| serde_json::Value::String(text.trim().to_string()))
+                    }
+                    Some(f) => json
+                        .as_ref()
+                        .and_then(|j| j.get(f.as_str()))
+                        .cloned()
+                        .ok_or_else(|| {
+                            format!("output `{step}.{output}` has no JSON field `{f}`")
+                        })?,
+                };
+                match value {
+                    serde_json::Value::Bool(b) => Ok(Value::Bool(b)),
+                    serde_json::Value::Number(n) => Ok(Value::Num(n.as_f64().unwrap_or(f64::NAN))),
+                    serde_json::Value::String(s) => Ok(Value::Str(s)),
+                    other => Err(format!("`{r}` is {other}, not a number, string or boolean")),
+                }
+            }
             // A cached step succeeded (its result came from the cache).
             Ref::Status(step) => Ok(Value::Str(
                 match report(step)?.status {
@@ -937,6 +981,7 @@ impl Runner<'_> {
         let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let scope = ConditionScope {
             pipeline: self.pipeline,
+            store: &self.store,
             reports: &reports,
             sweep: &self.pipeline.steps[step].sweep,
         };

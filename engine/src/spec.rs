@@ -982,27 +982,43 @@ impl Validator {
                             format!("step `{}` when: unknown param `{p}`", step.name),
                         ),
                         Ref::Param(_) => {}
-                        Ref::Metric { step: other, .. } | Ref::Status(other) => {
-                            match index.get(other.as_str()) {
-                                Some(&j) if j == i => self.error(
-                                    span,
-                                    format!(
-                                        "step `{}` when: a condition cannot read its own step",
-                                        step.name
-                                    ),
+                        Ref::Output {
+                            step: other,
+                            output,
+                            ..
+                        } if index
+                            .get(other.as_str())
+                            .is_some_and(|&j| !raw[j].outputs.iter().any(|o| o == output)) =>
+                        {
+                            self.error(
+                                span,
+                                format!(
+                                    "step `{}` when: step `{other}` has no output `{output}`",
+                                    step.name
                                 ),
-                                Some(&j) => {
-                                    deps[i].insert(j);
-                                }
-                                None => self.error(
-                                    span,
-                                    format!(
-                                        "step `{}` when: unknown step `{other}` in `{r}`",
-                                        step.name
-                                    ),
-                                ),
-                            }
+                            );
                         }
+                        Ref::Metric { step: other, .. }
+                        | Ref::Status(other)
+                        | Ref::Output { step: other, .. } => match index.get(other.as_str()) {
+                            Some(&j) if j == i => self.error(
+                                span,
+                                format!(
+                                    "step `{}` when: a condition cannot read its own step",
+                                    step.name
+                                ),
+                            ),
+                            Some(&j) => {
+                                deps[i].insert(j);
+                            }
+                            None => self.error(
+                                span,
+                                format!(
+                                    "step `{}` when: unknown step `{other}` in `{r}`",
+                                    step.name
+                                ),
+                            ),
+                        },
                     }
                 }
             }

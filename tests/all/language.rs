@@ -343,3 +343,33 @@ fn git_push_hook_runs_only_on_a_good_signature_and_once_per_delivery() {
     );
     assert_eq!(runs(), 1, "a repeated delivery started a second run");
 }
+
+#[test]
+fn conditions_read_small_outputs_and_their_json_fields() {
+    let sb = Sandbox::new();
+    // `gate` copies in.txt ("x\n"): its output, trimmed, is the string "x".
+    let spec = spec(&sb, "gate.outputs.out == 'x'");
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(step(&json, "guarded")["status"], "succeeded");
+    let spec = spec_with(&sb, "gate.outputs.out == 'y'");
+    let (_, json) = sb.run_json(&spec, &[]);
+    assert_eq!(
+        step(&json, "guarded")["reason"],
+        "condition `gate.outputs.out == 'y'` is false (gate.outputs.out = \"x\")"
+    );
+    let spec = spec_with(&sb, "gate.outputs.out.blessed == true");
+    let (_, json) = sb.run_json(&spec, &[]);
+    assert_eq!(
+        step(&json, "guarded")["error"]["message"],
+        "condition `gate.outputs.out.blessed == true`: output `gate.out` has no JSON field `blessed`"
+    );
+    let spec = spec_with(&sb, "gate.outputs.nope == 1");
+    let run = sb.sluice_raw(&["validate", spec.to_str().unwrap()]);
+    assert!(
+        run.stderr
+            .contains("step `guarded` when: step `gate` has no output `nope`"),
+        "{}",
+        run.stderr
+    );
+}
