@@ -390,6 +390,24 @@ impl Expr {
         out
     }
 
+    /// Renames the steps that references name, where `rename` says so (a
+    /// sweep turns `train` into `train[3]` inside combination 3).
+    pub fn rename_steps(&mut self, rename: &dyn Fn(&str) -> Option<String>) {
+        match self {
+            Expr::Ref(Ref::Metric { step, .. } | Ref::Status(step) | Ref::Output { step, .. }) => {
+                if let Some(new) = rename(step) {
+                    *step = new;
+                }
+            }
+            Expr::Ref(Ref::Param(_)) | Expr::Num(_) | Expr::Str(_) | Expr::Bool(_) => {}
+            Expr::Not(e) => e.rename_steps(rename),
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, a, b) => {
+                a.rename_steps(rename);
+                b.rename_steps(rename);
+            }
+        }
+    }
+
     fn collect<'a>(&'a self, out: &mut Vec<&'a Ref>) {
         match self {
             Expr::Ref(r) => out.push(r),

@@ -1301,6 +1301,16 @@ impl Validator {
                         .map(|(key, t)| (key.clone(), substitute(t, &combo_params)))
                         .collect();
                     s.sweep = sweep[k].clone();
+                    if let Some((_, e)) = &mut s.when {
+                        let renamed = |name: &str| {
+                            steps
+                                .iter()
+                                .position(|x| x.name == name)
+                                .filter(|&j| affected[j])
+                                .map(|_| format!("{name}[{k}]"))
+                        };
+                        e.rename_steps(&renamed);
+                    }
                 }
                 out.push(s);
             }

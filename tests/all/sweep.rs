@@ -35,6 +35,7 @@ component = {append}
 inputs = {{ in = "train.out" }}
 params = {{ line = "scored" }}
 outputs = ["out"]
+when = "train.status == 'succeeded'"
 [steps.pick]
 component = {hostile}
 inputs = {{ models = "score[*].out" }}
