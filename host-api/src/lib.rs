@@ -216,7 +216,8 @@ pub struct JobHandle {
     done: bool,
 }
 
-/// Metrics a step reported.
+/// Metrics a step reported. Values are always finite: a NaN or infinite
+/// value is recorded as the tag `non-finite.<name>` instead.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StepMetrics {
     /// Final scalar values by name.
@@ -659,6 +660,15 @@ impl metrics::Host for StepHost {
         self.count_call()?;
         self.record_point(&name)?;
         let name = truncate(&name);
+        if !value.is_finite() {
+            // JSON has no NaN or infinity: keep the fact visible as a tag
+            // instead of a number every reader would choke on.
+            let at = step.map_or(String::new(), |s| format!(" at step {s}"));
+            self.metrics
+                .tags
+                .insert(format!("non-finite.{name}"), format!("{value}{at}"));
+            return Ok(());
+        }
         match step {
             None => {
                 self.metrics.scalars.insert(name, value);

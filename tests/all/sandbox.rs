@@ -303,3 +303,16 @@ fn metric_flood_is_an_output_limit_failure() {
         "limit: output: step `evil` reported more than 100000 metric points (last: `flood`)",
     );
 }
+
+#[test]
+fn non_finite_metrics_become_tags_and_the_run_stays_readable() {
+    let sb = Sandbox::new();
+    let (code, json) = hostile_run(&sb, &component("hostile"), "nan-metrics", "");
+    assert_eq!(code, 0, "{json:#}");
+    let evil = step(&json, "evil");
+    assert_eq!(evil["metrics"], serde_json::json!({"fine": 1.5}));
+    assert_eq!(evil["tags"]["non-finite.loss"], "NaN");
+    assert_eq!(evil["tags"]["non-finite.curve"], "inf at step 3");
+    let show = sb.sluice(&["show", json["run_id"].as_str().unwrap(), "--json"]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+}

@@ -150,6 +150,15 @@ fn run(ctx: &mut Ctx) -> Result<()> {
             }
             Ok(())
         }
+        // Non-finite metrics, which JSON cannot carry.
+        "nan-metrics" => {
+            ctx.metric("loss", f64::NAN);
+            ctx.metric_at("curve", 3, f64::INFINITY);
+            ctx.metric("fine", 1.5);
+            let mut out = ctx.output("out", "text/plain")?;
+            out.write_all(b"ok")?;
+            Ok(())
+        }
         // Fan-in: lists the members of the `models` collection.
         "inputs" => {
             let mut out = ctx.output("out", "text/plain")?;
