@@ -3,12 +3,11 @@
 
 mod harness;
 
-mod language;
-
 mod architecture;
 mod audit;
 mod cli;
 mod crash;
+mod language;
 mod pipeline;
 mod replay;
 mod sandbox;
