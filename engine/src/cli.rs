@@ -40,6 +40,41 @@ struct HomeArg {
     home: PathBuf,
 }
 
+/// How steps execute: shared by every command that runs steps.
+#[derive(clap::Args, Debug, Clone)]
+struct ExecArgs {
+    /// Steps in flight at most (default: number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Directory for compiled components, shareable between homes
+    /// (default: HOME/components).
+    #[arg(long, env = "SLUICE_COMPILE_CACHE")]
+    compile_cache: Option<PathBuf>,
+}
+
+impl ExecArgs {
+    /// Run options for `home`.
+    fn options(
+        self,
+        home: PathBuf,
+        no_cache: bool,
+        max_parallel: Option<usize>,
+    ) -> anyhow::Result<run::Options> {
+        let jobs = match self.jobs {
+            Some(0) => bail!("--jobs must be at least 1"),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+        Ok(run::Options {
+            home,
+            no_cache,
+            jobs,
+            max_parallel,
+            compile_cache: self.compile_cache,
+        })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs a pipeline spec.
@@ -54,16 +89,11 @@ enum Command {
         /// Executes every step even when the cache has its result.
         #[arg(long)]
         no_cache: bool,
-        /// Steps in flight at most (default: number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
+        #[command(flatten)]
+        exec: ExecArgs,
         /// Prints one JSON document with the run's result.
         #[arg(long)]
         json: bool,
-        /// Directory for compiled components, shareable between homes
-        /// (default: HOME/components).
-        #[arg(long, env = "SLUICE_COMPILE_CACHE")]
-        compile_cache: Option<PathBuf>,
         /// Most fanned-out sweep steps running at once.
         #[arg(long)]
         max_parallel: Option<usize>,
@@ -88,9 +118,8 @@ enum Command {
         /// Executes every step even when the cache has its result.
         #[arg(long)]
         no_cache: bool,
-        /// Steps in flight at most (default: number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Checks a pipeline spec without running it.
     Validate {
@@ -123,12 +152,8 @@ enum Command {
         /// Prints one JSON document with the run's result.
         #[arg(long)]
         json: bool,
-        /// Steps in flight at most (default: number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Directory for compiled components (default: HOME/components).
-        #[arg(long, env = "SLUICE_COMPILE_CACHE")]
-        compile_cache: Option<PathBuf>,
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Re-executes a recorded run (ignoring the cache) and compares every
     /// output digest; exit 0 only when identical.
@@ -140,12 +165,8 @@ enum Command {
         /// Prints the report as JSON.
         #[arg(long)]
         json: bool,
-        /// Steps replayed at once (default: number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// Directory for compiled components (default: HOME/components).
-        #[arg(long, env = "SLUICE_COMPILE_CACHE")]
-        compile_cache: Option<PathBuf>,
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Checks a run's record chain, signature and log inclusion; exit 0 if
     /// intact, 1 naming the first bad line and the reason otherwise.
@@ -216,6 +237,8 @@ enum Command {
         /// The `X-GitHub-Delivery` / `X-Gitea-Delivery` header.
         #[arg(long)]
         delivery: String,
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Artifacts in the store.
     Artifact {
@@ -275,19 +298,12 @@ pub fn run() -> anyhow::Result<u8> {
             home,
             params,
             no_cache,
-            jobs,
+            exec,
             json,
-            compile_cache,
             sort,
             max_parallel,
         } => {
-            let options = run::Options {
-                home: home.home,
-                no_cache,
-                jobs: resolve_jobs(jobs)?,
-                max_parallel,
-                compile_cache,
-            };
+            let options = exec.options(home.home, no_cache, max_parallel)?;
             cmd_run(&pipeline, &options, &params, json, sort.as_deref())
         }
         Command::Ci {
@@ -296,19 +312,13 @@ pub fn run() -> anyhow::Result<u8> {
             params,
             junit,
             no_cache,
-            jobs,
+            exec,
         } => {
             let spec = match spec::load(&pipeline, &params) {
                 Ok(p) => p,
                 Err(errors) => return Ok(report_spec_errors(&errors, false)),
             };
-            let options = run::Options {
-                home: home.home,
-                no_cache,
-                jobs: resolve_jobs(jobs)?,
-                max_parallel: None,
-                compile_cache: std::env::var_os("SLUICE_COMPILE_CACHE").map(PathBuf::from),
-            };
+            let options = exec.options(home.home, no_cache, None)?;
             let progress = Progress::new(false);
             let summary = run::execute(&spec, &options, &progress)?;
             let xml = crate::junit::report(&summary);
@@ -358,17 +368,10 @@ pub fn run() -> anyhow::Result<u8> {
             run_id,
             home,
             json,
-            jobs,
-            compile_cache,
+            exec,
         } => {
             let id: RunId = run_id.parse()?;
-            let options = run::Options {
-                home: home.home,
-                no_cache: false,
-                jobs: resolve_jobs(jobs)?,
-                max_parallel: None,
-                compile_cache,
-            };
+            let options = exec.options(home.home, false, None)?;
             let summary = if json {
                 run::resume(&id, &options, &run::Quiet)?
             } else {
@@ -469,13 +472,12 @@ pub fn run() -> anyhow::Result<u8> {
             run_id,
             home,
             json,
-            jobs,
-            compile_cache,
+            exec,
         } => {
             let id: RunId = run_id.parse()?;
-            let jobs =
-                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-            let report = crate::replay::replay(&home.home, &id, jobs.max(1), compile_cache)?;
+            let options = exec.options(home.home, false, None)?;
+            let report =
+                crate::replay::replay(&options.home, &id, options.jobs, options.compile_cache)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -517,6 +519,7 @@ pub fn run() -> anyhow::Result<u8> {
             body,
             signature,
             delivery,
+            exec,
         } => {
             let hooks = crate::hook::load_config(&config)?;
             let Some(hook) = hooks.get(&name) else {
@@ -545,13 +548,7 @@ pub fn run() -> anyhow::Result<u8> {
                         Ok(p) => p,
                         Err(errors) => return Ok(report_spec_errors(&errors, false)),
                     };
-                    let options = run::Options {
-                        home: home.home,
-                        no_cache: false,
-                        jobs: resolve_jobs(None)?,
-                        max_parallel: None,
-                        compile_cache: std::env::var_os("SLUICE_COMPILE_CACHE").map(PathBuf::from),
-                    };
+                    let options = exec.options(home.home, false, None)?;
                     let summary = run::execute(&spec, &options, &run::Quiet)?;
                     println!(
                         "{}",
@@ -706,15 +703,6 @@ fn print_sweep(summary: &RunSummary, sort: Option<&str>) {
             "  {}",
             cells.iter().map(|c| format!("{c:>14}")).collect::<String>()
         );
-    }
-}
-
-/// `--jobs`, defaulting to the number of cores.
-fn resolve_jobs(jobs: Option<usize>) -> anyhow::Result<usize> {
-    match jobs {
-        Some(0) => bail!("--jobs must be at least 1"),
-        Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map_or(2, |n| n.get())),
     }
 }
 

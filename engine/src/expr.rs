@@ -580,7 +580,7 @@ mod tests {
         assert_eq!(e("a.metrics.x = 1").offset, 12);
         assert_eq!(
             e("train.loss < 1").message,
-            "unknown reference `train.loss`; use STEP.metrics.NAME, STEP.status or params.NAME"
+            "unknown reference `train.loss`; use STEP.metrics.NAME, STEP.status, STEP.outputs.NAME[.FIELD] or params.NAME"
         );
         assert_eq!(e("1 < 2 3").offset, 6);
         assert_eq!(e("'open").message, "unterminated string");
