@@ -684,25 +684,39 @@ fn print_sweep(summary: &RunSummary, sort: Option<&str>) {
     let mut header = vec!["#".to_string()];
     header.extend(params.iter().map(|p| p.to_string()));
     header.extend(metrics.iter().map(|m| m.to_string()));
-    println!(
-        "  {}",
-        header
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut cells = vec![format!("[{}]", r.index)];
+            cells.extend(params.iter().map(|p| r.params[*p].clone()));
+            cells.extend(metrics.iter().map(|m| {
+                r.metrics
+                    .get(*m)
+                    .map_or("-".to_string(), |v| format_metric(*v))
+            }));
+            cells
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            body.iter()
+                .map(|row| row[c].chars().count())
+                .chain([header[c].chars().count()])
+                .max()
+                .unwrap_or(1)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        cells
             .iter()
-            .map(|h| format!("{h:>14}"))
-            .collect::<String>()
-    );
-    for r in rows {
-        let mut cells = vec![format!("[{}]", r.index)];
-        cells.extend(params.iter().map(|p| r.params[*p].clone()));
-        cells.extend(metrics.iter().map(|m| {
-            r.metrics
-                .get(*m)
-                .map_or("-".to_string(), |v| format_metric(*v))
-        }));
-        println!(
-            "  {}",
-            cells.iter().map(|c| format!("{c:>14}")).collect::<String>()
-        );
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!("  {}", line(&header));
+    for cells in &body {
+        println!("  {}", line(cells));
     }
 }
 
