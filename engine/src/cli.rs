@@ -733,8 +733,15 @@ fn cmd_runs(home: &Path, json: bool) -> anyhow::Result<u8> {
                 "wall_ms": s.wall_ms,
                 "steps": s.steps.len(),
             }),
+            // No summary: still running, or interrupted (`sluice resume`).
+            Err(run::LoadError::Unfinished(_)) => serde_json::json!({
+                "run_id": id,
+                "status": "unfinished",
+                "hint": format!("sluice resume {id}"),
+            }),
+            // A corrupt summary quarantines that run only.
             Err(e) => {
-                serde_json::json!({"run_id": id, "status": "unknown", "error": e.to_string()})
+                serde_json::json!({"run_id": id, "status": "unreadable", "error": e.to_string()})
             }
         };
         rows.push(row);

@@ -78,6 +78,20 @@ fn show_runs_and_table_describe_a_finished_run() {
     assert_eq!(list[0]["pipeline"], "demo");
     assert_eq!(list[0]["status"], "succeeded");
 
+    // A corrupt summary makes that run unreadable, and only that run.
+    let other = sb.home().join("runs/20000101-000000-0badf00d");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("summary.json"), b"{ not json").unwrap();
+    let runs = sb.sluice(&["runs", "--json"]).json();
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    assert_eq!(runs[0]["run_id"], id.as_str());
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[1]["status"], "unreadable");
+    assert!(
+        runs[1]["error"].as_str().unwrap().contains("is corrupt"),
+        "{runs:#}"
+    );
+
     let missing = sb.sluice(&["show", "20990101-000000-deadbeef"]);
     assert_eq!(missing.code, 2);
     assert!(

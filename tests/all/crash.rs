@@ -87,6 +87,9 @@ fn kill_9_mid_run_loses_nothing_acknowledged_and_the_rerun_resumes() {
         "{}",
         show.stderr
     );
+    let runs = sb.sluice(&["runs", "--json"]).json();
+    assert_eq!(runs[0]["status"], "unfinished");
+    assert_eq!(runs[0]["hint"], format!("sluice resume {run_id}"));
     // Its record chain holds up to the crash; it was never sealed.
     let verify = sb.sluice(&["verify", &run_id, "--json"]).json();
     assert_eq!(verify["reason"], "unsealed", "{verify:#}");
