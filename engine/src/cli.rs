@@ -325,10 +325,7 @@ pub fn run() -> anyhow::Result<u8> {
             crate::store::write_atomic(&junit, xml.as_bytes(), true)?;
             print_summary(&summary);
             println!("junit report: {}", junit.display());
-            Ok(match summary.status {
-                RunStatus::Succeeded => 0,
-                RunStatus::Failed => EXIT_RUN_FAILED,
-            })
+            Ok(exit_code(summary.status))
         }
         Command::Validate {
             pipeline,
@@ -372,22 +369,8 @@ pub fn run() -> anyhow::Result<u8> {
         } => {
             let id: RunId = run_id.parse()?;
             let options = exec.options(home.home, false, None)?;
-            let summary = if json {
-                run::resume(&id, &options, &run::Quiet)?
-            } else {
-                let progress = Progress::new(std::io::stderr().is_terminal());
-                let s = run::resume(&id, &options, &progress)?;
-                progress.done();
-                s
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
-                print_summary(&summary);
-            }
-            Ok(match summary.status {
-                RunStatus::Succeeded => 0,
-                RunStatus::Failed => EXIT_RUN_FAILED,
+            run_and_report(json, None, |observer| {
+                Ok(run::resume(&id, &options, observer)?)
             })
         }
         Command::Verify {
@@ -560,10 +543,7 @@ pub fn run() -> anyhow::Result<u8> {
                             "run_status": summary.status,
                         })
                     );
-                    Ok(match summary.status {
-                        RunStatus::Succeeded => 0,
-                        RunStatus::Failed => EXIT_RUN_FAILED,
-                    })
+                    Ok(exit_code(summary.status))
                 }
             }
         }
@@ -630,11 +610,23 @@ fn cmd_run(
         Ok(p) => p,
         Err(errors) => return Ok(report_spec_errors(&errors, json)),
     };
+    run_and_report(json, sort, |observer| {
+        Ok(run::execute(&pipeline, options, observer)?)
+    })
+}
+
+/// Runs `go` with live progress (none with `--json`), prints the result as
+/// one JSON document or as the resource table, and returns the exit code.
+fn run_and_report(
+    json: bool,
+    sort: Option<&str>,
+    go: impl FnOnce(&dyn Observer) -> anyhow::Result<RunSummary>,
+) -> anyhow::Result<u8> {
     let summary = if json {
-        run::execute(&pipeline, options, &run::Quiet)?
+        go(&run::Quiet)?
     } else {
         let progress = Progress::new(std::io::stderr().is_terminal());
-        let s = run::execute(&pipeline, options, &progress)?;
+        let s = go(&progress)?;
         progress.done();
         s
     };
@@ -644,10 +636,15 @@ fn cmd_run(
         print_summary(&summary);
         print_sweep(&summary, sort);
     }
-    Ok(match summary.status {
+    Ok(exit_code(summary.status))
+}
+
+/// 0 for a run that succeeded, 1 for one that failed.
+fn exit_code(status: RunStatus) -> u8 {
+    match status {
         RunStatus::Succeeded => 0,
         RunStatus::Failed => EXIT_RUN_FAILED,
-    })
+    }
 }
 
 /// The sweep's combinations side by side, best first by `sort`.

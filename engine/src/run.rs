@@ -469,7 +469,7 @@ fn execute_in(
     fs::create_dir_all(&options.home).map_err(home_err)?;
     let store = Store::open(&options.home)?;
     let cache = Cache::open(&options.home).map_err(home_err)?;
-    let (run_id, mut rec, started_at, recorded_sources, torn_bytes) = match resumed {
+    let (run_id, rec, started_at, recorded_sources, torn_bytes) = match resumed {
         Some(r) => (
             r.run_id,
             Some(r.record),
@@ -483,7 +483,7 @@ fn execute_in(
     let run_dir = options.home.join("runs").join(run_id.as_str());
     fs::create_dir_all(&run_dir).map_err(home_err)?;
     let resuming = rec.is_some();
-    let mut rec = match rec.take() {
+    let mut rec = match rec {
         Some(r) => r,
         None => Record::create(&run_dir.join("record.jsonl")).map_err(RunError::Record)?,
     };
