@@ -66,17 +66,32 @@ impl ExecArgs {
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         Ok(run::Options {
-            home,
             no_cache,
             jobs,
             max_parallel,
             compile_cache: self.compile_cache,
+            ..run::Options::new(home)
         })
     }
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serves the HTTP API, the dashboard and `/metrics`.
+    Serve {
+        /// Listen address (default: `[server] listen`, else 127.0.0.1:7878).
+        #[arg(long)]
+        listen: Option<String>,
+        #[command(flatten)]
+        home: HomeArg,
+        /// Config file: server settings, tokens, hooks (default:
+        /// HOME/config.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Directory for compiled components, shareable between homes.
+        #[arg(long, env = "SLUICE_COMPILE_CACHE")]
+        compile_cache: Option<PathBuf>,
+    },
     /// Runs a pipeline spec.
     Run {
         /// The pipeline spec (TOML).
@@ -293,6 +308,20 @@ pub fn run() -> anyhow::Result<u8> {
         }
     };
     match cli.command {
+        Command::Serve {
+            listen,
+            home,
+            config,
+            compile_cache,
+        } => {
+            crate::server::serve(crate::server::ServeArgs {
+                listen,
+                home: home.home,
+                config,
+                compile_cache,
+            })?;
+            Ok(0)
+        }
         Command::Run {
             pipeline,
             home,

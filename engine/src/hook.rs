@@ -67,6 +67,8 @@ pub struct Hook {
     pub commit_param: String,
     /// Only pushes to these branches run (all when empty).
     pub branches: Vec<String>,
+    /// The service tenant its runs belong to (default `default`).
+    pub tenant: String,
 }
 
 /// Reads the hooks of a config file:
@@ -77,6 +79,7 @@ pub struct Hook {
 /// pipeline = "examples/pipelines/tabular.toml"   # relative to this file
 /// commit_param = "commit"
 /// branches = ["main"]
+/// tenant = "default"                  # the service tenant of its runs
 /// ```
 pub fn load_config(path: &Path) -> Result<BTreeMap<String, Hook>, HookError> {
     let bad = |reason: String| HookError::Config {
@@ -101,6 +104,7 @@ pub fn load_config(path: &Path) -> Result<BTreeMap<String, Hook>, HookError> {
                 "pipeline",
                 "commit_param",
                 "branches",
+                "tenant",
             ]
             .contains(&key.as_str())
             {
@@ -155,6 +159,11 @@ pub fn load_config(path: &Path) -> Result<BTreeMap<String, Hook>, HookError> {
                     .unwrap_or("commit")
                     .to_string(),
                 branches,
+                tenant: t
+                    .get("tenant")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("default")
+                    .to_string(),
             },
         );
     }
@@ -323,6 +332,7 @@ mod tests {
             pipeline: PathBuf::from("p.toml"),
             commit_param: "commit".into(),
             branches: vec!["main".into()],
+            tenant: "default".into(),
         }
     }
 

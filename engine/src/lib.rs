@@ -10,6 +10,7 @@
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod config;
 pub mod expr;
 pub mod hook;
 pub mod junit;
@@ -21,6 +22,7 @@ pub mod sandbox;
 pub mod scaffold;
 pub mod scheduler;
 pub mod seal;
+pub mod server;
 pub mod spec;
 pub mod store;
 pub mod transparency;

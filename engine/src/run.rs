@@ -14,8 +14,8 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -296,6 +296,102 @@ pub struct Options {
     /// Where compiled components are cached (default `<home>/components`);
     /// safe to share between homes, entries are keyed by digest.
     pub compile_cache: Option<PathBuf>,
+    /// The id for a new run, when the caller acknowledged it before the run
+    /// started (the service); generated otherwise.
+    pub run_id: Option<RunId>,
+    /// Set to stop the run: steps not yet started are skipped with the
+    /// reason `run cancelled`; running attempts finish.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Attempts in flight across runs (the service's global step limit).
+    pub step_slots: Option<Arc<StepSlots>>,
+}
+
+impl Options {
+    /// Options for `home` with defaults: cache on, one job per core.
+    pub fn new(home: PathBuf) -> Options {
+        Options {
+            home,
+            no_cache: false,
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_parallel: None,
+            compile_cache: None,
+            run_id: None,
+            cancel: None,
+            step_slots: None,
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+}
+
+/// Reason given to steps skipped because their run was cancelled.
+pub const CANCELLED_REASON: &str = "run cancelled";
+
+/// A counting semaphore over attempts, shared by runs: an attempt holds one
+/// slot while it executes.
+#[derive(Debug)]
+pub struct StepSlots {
+    max: usize,
+    used: Mutex<usize>,
+    freed: Condvar,
+    waiting: AtomicUsize,
+}
+
+impl StepSlots {
+    /// At most `max` (at least 1) attempts at once.
+    pub fn new(max: usize) -> StepSlots {
+        StepSlots {
+            max: max.max(1),
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Attempts executing now.
+    pub fn in_use(&self) -> usize {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Attempts waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Waits for a slot; `None` when `cancelled` became true while waiting.
+    fn acquire(&self, cancelled: &dyn Fn() -> bool) -> Option<SlotGuard<'_>> {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        while *used >= self.max {
+            if cancelled() {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            // Woken by a release; the timeout only bounds how late a
+            // cancellation is noticed.
+            used = self
+                .freed
+                .wait_timeout(used, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        *used += 1;
+        Some(SlotGuard(self))
+    }
+}
+
+struct SlotGuard<'a>(&'a StepSlots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.used.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// Failures before any step ran.
@@ -383,6 +479,24 @@ pub fn resume(
     options: &Options,
     observer: &dyn Observer,
 ) -> Result<RunSummary, ResumeError> {
+    resume_with(run_id, options, observer, &|path, overrides| {
+        crate::spec::load(path, overrides)
+    })
+}
+
+/// Loads a recorded spec for [`resume_with`]: `(recorded spec path,
+/// recorded params)` to a pipeline.
+pub type SpecLoader<'a> =
+    dyn Fn(&Path, &[(String, String)]) -> Result<Pipeline, Vec<crate::spec::SpecError>> + 'a;
+
+/// [`resume`], with the caller reading the spec (the service keeps specs
+/// submitted as text in its index rather than at the recorded path).
+pub fn resume_with(
+    run_id: &RunId,
+    options: &Options,
+    observer: &dyn Observer,
+    load: &SpecLoader<'_>,
+) -> Result<RunSummary, ResumeError> {
     let run_dir = options.home.join("runs").join(run_id.as_str());
     if run_dir.join("summary.json").is_file() {
         return Err(ResumeError::Finished(run_id.clone()));
@@ -402,7 +516,7 @@ pub fn resume(
     let params: BTreeMap<String, String> =
         serde_json::from_value(header["params"].clone()).unwrap_or_default();
     let overrides: Vec<(String, String)> = params.into_iter().collect();
-    let pipeline = crate::spec::load(&spec_path, &overrides).map_err(|errors| {
+    let pipeline = load(&spec_path, &overrides).map_err(|errors| {
         ResumeError::Changed(format!(
             "spec {}: {}",
             spec_path.display(),
@@ -477,7 +591,13 @@ fn execute_in(
             Some(r.sources),
             r.torn_bytes,
         ),
-        None => (RunId::generate(), None, record::rfc3339_now(), None, 0),
+        None => (
+            options.run_id.clone().unwrap_or_else(RunId::generate),
+            None,
+            record::rfc3339_now(),
+            None,
+            0,
+        ),
     };
     let _span = tracing::info_span!("run", run_id = %run_id, pipeline = %pipeline.name).entered();
     let run_dir = options.home.join("runs").join(run_id.as_str());
@@ -551,7 +671,7 @@ fn execute_in(
         steps: pipeline.steps.iter().map(|s| s.name.as_str()).collect(),
     });
 
-    let components = resolve_components(pipeline);
+    let components = resolve_components(pipeline, &store);
     // Components go into the store too, so a replay can run the exact bytes
     // a run used even after the files on disk change.
     for r in components.iter().flatten() {
@@ -750,14 +870,14 @@ fn seal_run(
 
 /// Builds crates, reads component bytes and digests them. A component that
 /// cannot be resolved fails only the steps that use it.
-fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>> {
+fn resolve_components(pipeline: &Pipeline, store: &Store) -> Vec<Result<Arc<Resolved>, String>> {
     let crates: Vec<PathBuf> = {
         let mut v: Vec<PathBuf> = pipeline
             .steps
             .iter()
             .filter_map(|s| match &s.component {
                 ComponentSource::Crate(dir) => Some(dir.clone()),
-                ComponentSource::Wasm(_) => None,
+                ComponentSource::Wasm(_) | ComponentSource::Stored(_) => None,
             })
             .collect();
         v.sort();
@@ -777,6 +897,12 @@ fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>>
         .map(|step| {
             let wasm = match &step.component {
                 ComponentSource::Wasm(p) => Ok(p.clone()),
+                ComponentSource::Stored(digest) => {
+                    if !store.contains(digest) {
+                        return Err(format!("component {digest} is not in the store"));
+                    }
+                    Ok(store.path_of(digest))
+                }
                 ComponentSource::Crate(dir) => match built.get(dir) {
                     Some(Ok(p)) => Ok(p.clone()),
                     Some(Err(e)) => Err(e.to_string()),
@@ -799,6 +925,13 @@ fn resolve_components(pipeline: &Pipeline) -> Vec<Result<Arc<Resolved>, String>>
                     let bytes = fs::read(&wasm)
                         .map_err(|e| format!("component {}: {e}", wasm.display()))?;
                     let digest = Digest::of(&bytes);
+                    if let ComponentSource::Stored(want) = &step.component
+                        && *want != digest
+                    {
+                        return Err(format!(
+                            "component {want}: the stored bytes hash to {digest} (corrupt blob)"
+                        ));
+                    }
                     let prepared = by_digest.entry(digest).or_default().clone();
                     Ok(Arc::new(Resolved {
                         path: wasm.clone(),
@@ -1097,6 +1230,9 @@ impl scheduler::Executor for Runner<'_> {
             self.finish(index, r);
             scheduler::Outcome::Skipped
         };
+        if self.options.cancelled() {
+            return skip(CANCELLED_REASON.to_string());
+        }
         match self.condition(index) {
             Ok(None) => {}
             Ok(Some(reason)) => return skip(reason),
@@ -1115,6 +1251,13 @@ impl scheduler::Executor for Runner<'_> {
         let inputs = match self.inputs_of(index) {
             Ok(i) => i,
             Err(reason) => return skip(reason),
+        };
+        let _slot = match &self.options.step_slots {
+            Some(slots) => match slots.acquire(&|| self.options.cancelled()) {
+                Some(guard) => Some(guard),
+                None => return skip(CANCELLED_REASON.to_string()),
+            },
+            None => None,
         };
         let resolved = match &self.components[index] {
             Ok(r) => r.clone(),
@@ -1296,6 +1439,7 @@ impl scheduler::Executor for Runner<'_> {
         let name = |i: usize| &self.pipeline.steps[i].name;
         let mut r = StepReport::new(name(index), StepStatus::Skipped);
         r.reason = Some(match why {
+            _ if self.options.cancelled() => CANCELLED_REASON.to_string(),
             Skip::UpstreamFailed(s) => format!("upstream step `{}` failed", name(s)),
             Skip::UpstreamSkipped(s) => format!("upstream step `{}` was skipped", name(s)),
             Skip::NothingFailed => "exit handler on failure: no step failed".to_string(),

@@ -61,6 +61,9 @@ pub enum ComponentSource {
     Wasm(PathBuf),
     /// A step crate directory, built for `wasm32-wasip2` on demand.
     Crate(PathBuf),
+    /// A component already in the store (`component = "sha256:…"`), e.g.
+    /// uploaded to the service.
+    Stored(crate::store::Digest),
 }
 
 /// Where an input comes from.
@@ -139,6 +142,8 @@ pub struct Pipeline {
     pub steps: Vec<Step>,
     /// The sweep grid: every combination of swept params, in order.
     pub sweep: Vec<BTreeMap<String, String>>,
+    /// `[schedule] cron = "..."`: when `sluice serve` starts the pipeline.
+    pub schedule: Option<String>,
 }
 
 impl Pipeline {
@@ -419,9 +424,11 @@ impl Validator {
             "params",
             "sources",
             "sweep",
+            "schedule",
             "steps",
         ];
         let mut name = None;
+        let mut schedule = None;
         let mut description = None;
         let mut seed = 0;
         let mut params: BTreeMap<String, String> = BTreeMap::new();
@@ -468,6 +475,28 @@ impl Validator {
                     }
                 }
                 "steps" => steps_table = self.table(value, "[steps]").map(|t| (t, value.span())),
+                "schedule" => {
+                    if let Some(t) = self.table(value, "[schedule]") {
+                        for (k, v) in t.iter() {
+                            if k.get_ref().as_ref() != "cron" {
+                                self.unknown_key(k, "[schedule]", &["cron"]);
+                                continue;
+                            }
+                            let Some(expr) = self.string(v, "schedule `cron`") else {
+                                continue;
+                            };
+                            match expr.parse::<croner::Cron>() {
+                                Ok(_) => schedule = Some(expr.to_string()),
+                                Err(e) => self.error(
+                                    &v.span(),
+                                    format!(
+                                        "schedule `cron`: {expr:?} is not a cron expression: {e}"
+                                    ),
+                                ),
+                            }
+                        }
+                    }
+                }
                 "sweep" => {
                     if let Some(t) = self.table(value, "[sweep]") {
                         for (k, v) in t.iter() {
@@ -605,6 +634,7 @@ impl Validator {
             sources,
             steps: steps?,
             sweep,
+            schedule,
         })
     }
 
@@ -799,6 +829,15 @@ impl Validator {
     }
 
     fn component(&mut self, step: &str, rel: &str, span: &Range<usize>) -> Option<ComponentSource> {
+        if rel.starts_with("sha256:") {
+            return match rel.parse() {
+                Ok(digest) => Some(ComponentSource::Stored(digest)),
+                Err(e) => {
+                    self.error(span, format!("step `{step}`: component {e}"));
+                    None
+                }
+            };
+        }
         let path = self.dir.join(rel);
         if path.is_file() {
             return Some(ComponentSource::Wasm(path));

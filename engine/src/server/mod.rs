@@ -1,0 +1,477 @@
+//! `sluice serve`: the engine as an HTTP service — REST + JSON under
+//! `/v1`, server-sent events, Prometheus `/metrics`, git-push hooks, cron
+//! schedules and the embedded dashboard.
+//!
+//! Invariants:
+//! - Every run, component upload and artifact belongs to one tenant; any id
+//!   of another tenant answers `404` on every route, exactly as an unknown id.
+//! - A run is acknowledged only once its index row is durable; after a
+//!   crash, unfinished runs resume (finished steps are cache hits) or are
+//!   marked failed with the reason.
+//! - Errors have one shape, `{"error": {"code", "message"}}`, with the
+//!   stable codes of [`Code`].
+//!
+//! Boundary: HTTP and tenancy live here; runs execute through
+//! [`crate::run`] on blocking threads, one per run.
+
+mod api;
+mod index;
+mod live;
+mod metrics;
+mod openapi;
+mod schedule;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::config::{Config, Role};
+use crate::run::StepSlots;
+
+pub use index::Status;
+pub use openapi::ROUTES;
+
+/// Stable error codes of the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// 400: malformed request (bad JSON, bad UTF-8, bad parameter).
+    BadRequest,
+    /// 400: a JSON field the endpoint does not know.
+    UnknownField,
+    /// 401: no token or an unknown token.
+    Unauthorized,
+    /// 403: the token's role does not allow this.
+    Forbidden,
+    /// 404: no such resource for this tenant.
+    NotFound,
+    /// 404: no such route.
+    NoRoute,
+    /// 405: the route exists, not with this method.
+    MethodNotAllowed,
+    /// 409: the resource is not in a state for this.
+    Conflict,
+    /// 413: the body or artifact is over the limit.
+    TooLarge,
+    /// 422: the spec or component is invalid.
+    Invalid,
+    /// 403: a path outside the operator's allowed directories.
+    PathNotAllowed,
+    /// 429: over the token's rate limit.
+    RateLimited,
+    /// 500: the server failed.
+    Internal,
+    /// 503: shutting down.
+    Unavailable,
+}
+
+impl Code {
+    /// The code's text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BadRequest => "bad_request",
+            Code::UnknownField => "unknown_field",
+            Code::Unauthorized => "unauthorized",
+            Code::Forbidden => "forbidden",
+            Code::NotFound => "not_found",
+            Code::NoRoute => "no_route",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::Conflict => "conflict",
+            Code::TooLarge => "too_large",
+            Code::Invalid => "invalid",
+            Code::PathNotAllowed => "path_not_allowed",
+            Code::RateLimited => "rate_limited",
+            Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Code::BadRequest | Code::UnknownField => StatusCode::BAD_REQUEST,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Forbidden | Code::PathNotAllowed => StatusCode::FORBIDDEN,
+            Code::NotFound | Code::NoRoute => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Conflict => StatusCode::CONFLICT,
+            Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// An API error: rendered as `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    code: Code,
+    message: String,
+}
+
+impl ApiError {
+    fn new(code: Code, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: &str, id: &str) -> ApiError {
+        ApiError::new(
+            Code::NotFound,
+            format!("no {what} `{}`", crate::sandbox::escape_controls(id, 100)),
+        )
+    }
+
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(Code::Internal, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.code.status(),
+            axum::Json(json!({"error": {"code": self.code.as_str(), "message": self.message}})),
+        )
+            .into_response();
+        if self.code == Code::RateLimited {
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
+        if self.code == Code::Unauthorized {
+            response.headers_mut().insert(
+                "www-authenticate",
+                axum::http::HeaderValue::from_static("Bearer realm=\"sluice\""),
+            );
+        }
+        response
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Their tenant.
+    pub tenant: String,
+    /// Their role.
+    pub role: Role,
+    /// Rate-limit key: the token's label, or `anonymous`.
+    key: String,
+}
+
+/// `sluice serve` settings from the command line.
+#[derive(Debug)]
+pub struct ServeArgs {
+    /// Overrides `[server] listen`.
+    pub listen: Option<String>,
+    /// The engine home.
+    pub home: PathBuf,
+    /// The config file.
+    pub config: Option<PathBuf>,
+    /// Shared compile cache.
+    pub compile_cache: Option<PathBuf>,
+}
+
+/// The service's shared state.
+pub struct App {
+    home: PathBuf,
+    root: PathBuf,
+    allowed: Vec<PathBuf>,
+    config: Config,
+    hooks: BTreeMap<String, crate::hook::Hook>,
+    index: index::Index,
+    live: Mutex<HashMap<String, Arc<live::LiveRun>>>,
+    run_slots: Arc<tokio::sync::Semaphore>,
+    step_slots: Arc<StepSlots>,
+    queued: AtomicUsize,
+    active: AtomicUsize,
+    idle: tokio::sync::Notify,
+    metrics: metrics::Metrics,
+    rate: Mutex<HashMap<String, (f64, Instant)>>,
+    shutting_down: AtomicBool,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    compile_cache: Option<PathBuf>,
+    sandbox: std::sync::OnceLock<Result<crate::sandbox::Sandbox, String>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("home", &self.home)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Authenticates `headers` and checks `role`, then the rate limit.
+    fn caller(&self, headers: &HeaderMap, role: Role) -> Result<Caller, ApiError> {
+        let caller = if self.config.tokens.is_empty() {
+            Caller {
+                tenant: "default".to_string(),
+                role: Role::Admin,
+                key: "anonymous".to_string(),
+            }
+        } else {
+            let value = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .ok_or_else(|| ApiError::new(Code::Unauthorized, "missing bearer token"))?;
+            let presented = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        Code::Unauthorized,
+                        "the Authorization header must be `Bearer <token>`",
+                    )
+                })?;
+            // Compare against every token in constant time per token.
+            let mut found = None;
+            for t in &self.config.tokens {
+                if constant_time_eq(t.secret.as_bytes(), presented.as_bytes()) {
+                    found = Some(t);
+                }
+            }
+            let t = found.ok_or_else(|| ApiError::new(Code::Unauthorized, "unknown token"))?;
+            Caller {
+                tenant: t.tenant.clone(),
+                role: t.role,
+                key: t.label.clone(),
+            }
+        };
+        if caller.role < role {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                format!(
+                    "this needs the `{}` role; the token has `{}`",
+                    role.as_str(),
+                    caller.role.as_str()
+                ),
+            ));
+        }
+        self.rate_limit(&caller.key)?;
+        Ok(caller)
+    }
+
+    /// A token bucket per caller key: `rate_limit_per_minute` capacity,
+    /// refilled continuously.
+    fn rate_limit(&self, key: &str) -> Result<(), ApiError> {
+        let per_minute = f64::from(self.config.server.rate_limit_per_minute);
+        if per_minute <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, at) = rate.entry(key.to_string()).or_insert((per_minute, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * per_minute / 60.0).min(per_minute);
+        *at = now;
+        if *tokens < 1.0 {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                Code::RateLimited,
+                format!(
+                    "over the limit of {} requests per minute",
+                    self.config.server.rate_limit_per_minute
+                ),
+            ));
+        }
+        *tokens -= 1.0;
+        Ok(())
+    }
+
+    fn store(&self) -> Result<crate::store::Store, ApiError> {
+        crate::store::Store::open(&self.home).map_err(ApiError::internal)
+    }
+
+    fn sandbox(&self) -> Result<&crate::sandbox::Sandbox, ApiError> {
+        self.sandbox
+            .get_or_init(|| {
+                let cache = self
+                    .compile_cache
+                    .clone()
+                    .unwrap_or_else(|| self.home.join("components"));
+                crate::sandbox::Sandbox::new(&cache, 1).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| ApiError::new(Code::Internal, e.clone()))
+    }
+
+    /// Whether `path` (absolute) lies inside an allowed directory.
+    fn allowed(&self, path: &Path) -> bool {
+        let Ok(canonical) = path.canonicalize() else {
+            return false;
+        };
+        self.allowed.iter().any(|root| canonical.starts_with(root))
+    }
+
+    /// `path` relative to the root for messages, so they do not reveal the
+    /// server's layout.
+    fn shown(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use hmac::Mac;
+    // HMAC both under a fixed key and compare the tags with `verify_slice`,
+    // which is constant time: lengths leak nothing either.
+    let tag = |bytes: &[u8]| {
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"sluice-token-compare")
+            .expect("any key length");
+        m.update(bytes);
+        m
+    };
+    let expected = tag(a).finalize().into_bytes();
+    tag(b).verify_slice(&expected).is_ok()
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Runs the service until SIGTERM or ctrl-c.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), &args.home)?;
+    let listen = args
+        .listen
+        .clone()
+        .unwrap_or_else(|| config.server.listen.clone());
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&listen)
+        .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?
+        .collect();
+    let addr = *addrs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("--listen {listen}: no address"))?;
+    if config.tokens.is_empty() && !is_loopback(&addr) {
+        anyhow::bail!(
+            "refusing to listen on {addr} without tokens: configure [[tokens]] in the config file, or listen on a loopback address"
+        );
+    }
+    std::fs::create_dir_all(args.home.join("server"))?;
+    let hooks = match &config.path {
+        Some(p) => crate::hook::load_config(p)?,
+        None => BTreeMap::new(),
+    };
+    let root = match &config.server.root {
+        Some(r) => r.clone(),
+        None => std::env::current_dir()?,
+    }
+    .canonicalize()?;
+    let allowed = config
+        .server
+        .allow_paths
+        .iter()
+        .filter_map(|p| root.join(p).canonicalize().ok())
+        .collect();
+    let index = index::Index::open(&args.home.join("server").join("index.sqlite"))?;
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+    let app = Arc::new(App {
+        run_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.server.max_concurrent_runs,
+        )),
+        step_slots: Arc::new(StepSlots::new(config.server.max_running_steps)),
+        home: args.home.clone(),
+        root,
+        allowed,
+        hooks,
+        index,
+        live: Mutex::new(HashMap::new()),
+        queued: AtomicUsize::new(0),
+        active: AtomicUsize::new(0),
+        idle: tokio::sync::Notify::new(),
+        metrics: metrics::Metrics::default(),
+        rate: Mutex::new(HashMap::new()),
+        shutting_down: AtomicBool::new(false),
+        shutdown,
+        compile_cache: args.compile_cache.clone(),
+        sandbox: std::sync::OnceLock::new(),
+        config,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr()?;
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on http://{local}")?;
+            out.flush()?;
+        }
+        if app.config.tokens.is_empty() {
+            eprintln!(
+                "sluice: no tokens configured: serving loopback only, without authentication (tenant `default`)"
+            );
+        }
+        live::recover(&app);
+        schedule::start(&app);
+        let router = api::router(app.clone());
+        let app2 = app.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                eprintln!("sluice: shutting down: no new steps start; running steps finish");
+                app2.shutting_down.store(true, Ordering::SeqCst);
+                let _ = app2.shutdown.send(true);
+                live::cancel_all(&app2);
+            })
+            .await?;
+        live::wait_idle(&app).await;
+        eprintln!("sluice: stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"abcdefabcdefabcd", b"abcdefabcdefabcd"));
+        assert!(!constant_time_eq(b"abcdefabcdefabcd", b"abcdefabcdefabce"));
+        assert!(!constant_time_eq(b"abcdefabcdefabcd", b"abcdef"));
+    }
+
+    #[test]
+    fn codes_are_stable() {
+        assert_eq!(Code::UnknownField.as_str(), "unknown_field");
+        assert_eq!(Code::TooLarge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(Code::NotFound.status(), StatusCode::NOT_FOUND);
+    }
+}

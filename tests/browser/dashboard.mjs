@@ -1,0 +1,243 @@
+// Browser test of the `sluice serve` dashboard, driven through headless
+// Chromium with playwright-core (no browser download: the system Chromium).
+//
+//   node tests/browser/dashboard.mjs --base http://127.0.0.1:PORT [--token T] \
+//        --screenshot target/browser/dashboard.png [--run-timeout-ms 600000]
+//
+// It submits the example pipeline through the API, follows it in the
+// dashboard until every DAG node is terminal, checks the DAG, the train
+// step's panel, submits a second run through the dashboard's form and
+// compares the two. Every wait is on a selector or a predicate, never a
+// fixed sleep. Exit status 0 on success, 1 with `FAIL: <stage>: <why>`.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const PIPELINE = 'examples/pipelines/tabular.toml';
+const STEPS = ['ingest', 'stats', 'validate', 'transform', 'train', 'evaluate', 'push'];
+const EDGES = [
+  'ingest>stats', 'ingest>validate', 'ingest>transform', 'transform>train',
+  'train>evaluate', 'transform>evaluate', 'train>push', 'evaluate>push',
+];
+const TERMINAL_STEP = ['succeeded', 'cached', 'failed', 'skipped', 'cancelled'];
+const TERMINAL_RUN = ['succeeded', 'failed', 'cancelled'];
+/** Waits on things the page shows without running a pipeline. */
+const UI_TIMEOUT_MS = 20_000;
+
+function parseArgs(argv) {
+  const opts = { base: '', token: '', screenshot: '', runTimeoutMs: 600_000 };
+  for (let i = 0; i < argv.length; i++) {
+    const next = () => {
+      if (i + 1 >= argv.length) usage(`${argv[i]} needs a value`);
+      return argv[++i];
+    };
+    switch (argv[i]) {
+      case '--base': opts.base = next().replace(/\/+$/, ''); break;
+      case '--token': opts.token = next(); break;
+      case '--screenshot': opts.screenshot = next(); break;
+      case '--run-timeout-ms': opts.runTimeoutMs = Number(next()); break;
+      case '-h': case '--help': usage(); break;
+      default: usage(`unknown argument ${argv[i]}`);
+    }
+  }
+  if (!opts.base) usage('--base is required');
+  if (!opts.screenshot) usage('--screenshot is required');
+  if (!(opts.runTimeoutMs > 0)) usage('--run-timeout-ms must be a positive number');
+  return opts;
+}
+
+function usage(problem) {
+  if (problem) console.error(`error: ${problem}`);
+  console.error('usage: node tests/browser/dashboard.mjs --base URL [--token T] --screenshot PATH [--run-timeout-ms MS]');
+  process.exit(2);
+}
+
+class Failure extends Error {}
+const fail = (message) => { throw new Failure(message); };
+function expect(cond, message) { if (!cond) fail(message); }
+
+const opts = parseArgs(process.argv.slice(2));
+let stage = 'start';
+const pageErrors = [];
+const consoleErrors = [];
+
+async function api(method, p, body) {
+  const headers = { Accept: 'application/json' };
+  if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(opts.base + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (err) {
+    fail(`${method} ${p}: cannot reach ${opts.base}: ${err.cause?.message || err.message}`);
+  }
+  const text = await res.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch { /* checked below */ }
+  return { status: res.status, json, text };
+}
+
+/** Waits for every DAG node to be terminal and the run badge too; returns {step: status}. */
+async function waitForRunEnd(page, id) {
+  try {
+    await page.waitForFunction(({ terminalStep, terminalRun }) => {
+      const nodes = [...document.querySelectorAll('svg.dag g.node')];
+      const badge = document.querySelector('.run-head .run-status');
+      return nodes.length > 0
+        && nodes.every((n) => terminalStep.includes(n.getAttribute('data-status')))
+        && badge && terminalRun.includes(badge.getAttribute('data-status'));
+    }, { terminalStep: TERMINAL_STEP, terminalRun: TERMINAL_RUN }, { timeout: opts.runTimeoutMs, polling: 'raf' });
+  } catch (err) {
+    const now = await dagState(page).catch(() => ({}));
+    fail(`run ${id} did not finish within ${opts.runTimeoutMs} ms; DAG shows ${JSON.stringify(now)}`);
+  }
+  return dagState(page);
+}
+
+const dagState = (page) => page.$$eval('svg.dag g.node', (ns) => Object.fromEntries(ns.map((n) => [n.getAttribute('data-step'), n.getAttribute('data-status')])));
+
+async function visible(page, selector, what) {
+  try {
+    return await page.waitForSelector(selector, { state: 'visible', timeout: UI_TIMEOUT_MS });
+  } catch {
+    fail(`${what}: nothing matched ${selector} within ${UI_TIMEOUT_MS} ms`);
+  }
+}
+
+async function main() {
+  const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+  if (!fs.existsSync(executablePath)) fail(`no Chromium at ${executablePath} (set CHROMIUM)`);
+
+  stage = 'whoami';
+  const who = await api('GET', '/v1/whoami');
+  expect(who.status === 200, `GET /v1/whoami answered ${who.status}: ${who.text.slice(0, 300)}`);
+
+  stage = 'submit run via API';
+  const created = await api('POST', '/v1/runs', { pipeline: PIPELINE, params: {} });
+  expect(created.status === 201, `POST /v1/runs answered ${created.status}, expected 201: ${created.text.slice(0, 300)}`);
+  const id = created.json?.id;
+  expect(typeof id === 'string' && id.length > 0, `POST /v1/runs answered no id: ${created.text.slice(0, 300)}`);
+  console.log(`submitted run ${id}`);
+
+  const browser = await chromium.launch({ executablePath, args: ['--no-sandbox', '--headless=new'] });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1400, height: 900 }, acceptDownloads: true });
+    if (opts.token) {
+      await context.addInitScript((t) => localStorage.setItem('sluice.token', t), opts.token);
+    }
+    const page = await context.newPage();
+    page.on('pageerror', (err) => pageErrors.push(String(err)));
+    page.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push(msg.text()); });
+
+    stage = 'runs list';
+    await page.goto(`${opts.base}/#/`);
+    const row = `table.runs tr[data-run-id="${id}"]`;
+    await visible(page, row, `run ${id} in the runs list`);
+    expect(!(await page.$('#auth')), 'the dashboard asked for a token although one was given');
+    await visible(page, '#who .whoami', 'whoami in the header');
+
+    stage = 'run page';
+    await page.click(`${row} a[href="#/runs/${id}"]`);
+    await visible(page, 'svg.dag g.node', 'the DAG');
+    const statuses = await waitForRunEnd(page, id);
+    const names = Object.keys(statuses).sort();
+    expect(JSON.stringify(names) === JSON.stringify([...STEPS].sort()),
+      `DAG shows steps ${JSON.stringify(names)}, expected exactly ${JSON.stringify(STEPS)}`);
+    const notOk = Object.entries(statuses).filter(([, s]) => s !== 'succeeded' && s !== 'cached');
+    expect(!notOk.length, `steps did not succeed: ${JSON.stringify(Object.fromEntries(notOk))}`);
+    const runStatus = await page.getAttribute('.run-head .run-status', 'data-status');
+    expect(runStatus === 'succeeded', `run status is ${runStatus}, expected succeeded`);
+    const edges = (await page.$$eval('svg.dag path.edge', (es) => es.map((e) => `${e.getAttribute('data-from')}>${e.getAttribute('data-to')}`))).sort();
+    expect(JSON.stringify(edges) === JSON.stringify([...EDGES].sort()),
+      `DAG edges ${JSON.stringify(edges)}, expected ${JSON.stringify([...EDGES].sort())}`);
+    const resourceRows = await page.$$eval('table.resources tbody tr[data-step]', (rs) => rs.length);
+    expect(resourceRows === STEPS.length, `resource table has ${resourceRows} rows, expected ${STEPS.length}`);
+
+    stage = 'train step panel';
+    await page.click('svg.dag g.node[data-step="train"]');
+    await visible(page, '#step-panel[data-step="train"]', 'the train step panel');
+    expect(await page.getAttribute('g.node[data-step="train"]', 'aria-pressed') === 'true', 'the train node is not marked selected');
+    try {
+      await page.waitForSelector('pre.logs[data-step="train"][data-state="loaded"]', { state: 'visible', timeout: UI_TIMEOUT_MS });
+    } catch {
+      fail('the train logs panel (pre.logs[data-step="train"]) did not finish loading');
+    }
+    for (const m of ['loss', 'train_accuracy']) {
+      const cell = await visible(page, `#step-panel table.metrics tr[data-metric="${m}"] td`, `train metric ${m}`);
+      const text = (await cell.textContent()).trim();
+      expect(text !== '' && !Number.isNaN(Number(text)), `train metric ${m} shows ${JSON.stringify(text)}, expected a number`);
+    }
+    await visible(page, '#step-panel svg.chart[data-series="loss"] path.line', 'the train loss series chart');
+    await visible(page, '#step-panel table.outputs tr[data-output="model"] a[href^="/v1/artifacts/sha256:"]', 'the train model output with its digest');
+
+    stage = 'submit run via dashboard form';
+    await page.goto(`${opts.base}/#/`);
+    await visible(page, '#submit-run', 'the submit form');
+    await page.fill('#sub-pipeline', PIPELINE);
+    await page.fill('#sub-params', 'learning_rate=0.3\n');
+    await page.click('#submit-run button[type=submit]');
+    try {
+      await page.waitForFunction((first) => {
+        const m = /^#\/runs\/([^?]+)/.exec(location.hash);
+        return m && decodeURIComponent(m[1]) !== first;
+      }, id, { timeout: UI_TIMEOUT_MS });
+    } catch {
+      const err = await page.textContent('#submit-run .error').catch(() => '');
+      fail(`the form did not navigate to the new run${err ? `: ${err}` : ''}`);
+    }
+    const id2 = decodeURIComponent(/^#\/runs\/([^?]+)/.exec(new URL(page.url()).hash)[1]);
+    console.log(`submitted run ${id2} through the form`);
+    await visible(page, 'svg.dag g.node', 'the second run\'s DAG');
+    const statuses2 = await waitForRunEnd(page, id2);
+    expect(Object.keys(statuses2).length === STEPS.length, `second run shows ${Object.keys(statuses2).length} steps`);
+
+    stage = 'compare view';
+    await page.goto(`${opts.base}/#/`);
+    for (const r of [id, id2]) {
+      await visible(page, `table.runs tr[data-run-id="${r}"] input[type=checkbox]`, `the checkbox of run ${r}`);
+      await page.check(`table.runs tr[data-run-id="${r}"] input[type=checkbox]`);
+    }
+    await page.click('#compare-selected');
+    await visible(page, 'table.compare tr[data-key="param:learning_rate"]', 'the compare table');
+    const hash = decodeURIComponent(new URL(page.url()).hash);
+    expect(hash.includes(id) && hash.includes(id2), `compare view URL ${hash} does not name both runs`);
+    const cols = await page.$$eval('table.compare thead th[data-run-id]', (ths) => ths.map((t) => t.getAttribute('data-run-id')));
+    expect(cols.length === 2 && cols.includes(id) && cols.includes(id2), `compare columns are ${JSON.stringify(cols)}`);
+    const lr = await page.$eval('table.compare tr[data-key="param:learning_rate"]', (tr) => ({ diff: tr.classList.contains('diff'), cells: [...tr.querySelectorAll('td')].map((td) => td.textContent) }));
+    expect(lr.diff, 'learning_rate differs between the runs but is not highlighted');
+    expect(lr.cells.includes('0.3'), `learning_rate cells ${JSON.stringify(lr.cells)} do not show 0.3`);
+    const label = await page.$eval('table.compare tr[data-key="param:label"]', (tr) => tr.classList.contains('diff')).catch(() => null);
+    expect(label === false, 'param label is equal in both runs but is highlighted (or missing)');
+    await visible(page, 'table.compare tr[data-key="metric:train.train_accuracy"]', 'train.train_accuracy in the compare view');
+
+    stage = 'screenshot';
+    fs.mkdirSync(path.dirname(path.resolve(opts.screenshot)), { recursive: true });
+    await page.screenshot({ path: opts.screenshot, fullPage: true });
+
+    expect(!pageErrors.length, `the page threw: ${pageErrors.join(' | ')}`);
+    console.log(`ok: runs ${id} and ${id2}: 7-step DAG, train panel, compare view; screenshot ${opts.screenshot}`);
+  } catch (err) {
+    // Keep what the page looked like when it failed.
+    try {
+      const p = browser.contexts()[0]?.pages()[0];
+      if (p && opts.screenshot) {
+        fs.mkdirSync(path.dirname(path.resolve(opts.screenshot)), { recursive: true });
+        await p.screenshot({ path: opts.screenshot, fullPage: true });
+        console.error(`screenshot of the failure: ${opts.screenshot}`);
+      }
+    } catch { /* the original error matters more */ }
+    throw err;
+  } finally {
+    await browser.close();
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(`FAIL: ${stage}: ${err instanceof Failure ? err.message : err.stack || err}`);
+  if (pageErrors.length) console.error(`page errors: ${pageErrors.join(' | ')}`);
+  if (consoleErrors.length) console.error(`console errors: ${consoleErrors.slice(-10).join(' | ')}`);
+  process.exit(1);
+}
