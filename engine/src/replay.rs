@@ -340,6 +340,7 @@ impl Replayer<'_> {
             params: step.params.clone(),
             limits: step.limits,
             run_seed: step.run_seed,
+            cancel: None,
         };
         let result = sandbox.run(
             &prepared,

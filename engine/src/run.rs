@@ -1357,6 +1357,7 @@ impl scheduler::Executor for Runner<'_> {
             params: step.params.clone(),
             limits: step.limits,
             run_seed: self.pipeline.seed,
+            cancel: self.options.cancel.clone(),
         };
         let result = sandbox.run(
             &prepared,

@@ -313,7 +313,25 @@ pub struct AttemptSpec {
     pub limits: Limits,
     /// The run's seed.
     pub run_seed: u64,
+    /// Set to stop the attempt (its run was cancelled): checked every
+    /// epoch tick.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
+
+/// The message of an attempt stopped because its run was cancelled.
+pub const CANCELLED_MESSAGE: &str = "stopped: the run was cancelled";
+
+/// The trap raised in a cancelled attempt.
+#[derive(Debug)]
+struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(CANCELLED_MESSAGE)
+    }
+}
+
+impl std::error::Error for Cancelled {}
 
 /// What an attempt did.
 #[derive(Debug)]
@@ -548,9 +566,29 @@ impl Sandbox {
         let fuel = spec.limits.fuel;
         let mut instantiate_us = 0;
         let ticks = (spec.limits.timeout_s * 1000).div_ceil(EPOCH_TICK.as_millis() as u64);
+        if let Some(cancel) = spec.cancel.clone() {
+            // Tick by tick, so a cancellation stops the guest within one
+            // tick; the timeout counts the same ticks.
+            let mut left = ticks.max(1);
+            store.epoch_deadline_callback(move |_| {
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(wasmtime::Error::new(Cancelled));
+                }
+                left = left.saturating_sub(1);
+                if left == 0 {
+                    return Err(Trap::Interrupt.into());
+                }
+                Ok(wasmtime::UpdateDeadline::Continue(1))
+            });
+        }
+        let first_deadline = if spec.cancel.is_some() {
+            1
+        } else {
+            ticks.max(1)
+        };
         let call = store
             .set_fuel(fuel)
-            .map(|()| store.set_epoch_deadline(ticks.max(1)))
+            .map(|()| store.set_epoch_deadline(first_deadline))
             .and_then(|()| {
                 let t = Instant::now();
                 let instance = prepared.pre.instantiate(&mut store)?;
@@ -603,6 +641,12 @@ fn classify_trap(
     log_bytes: usize,
     logs_full: bool,
 ) -> Failure {
+    if err.downcast_ref::<Cancelled>().is_some() {
+        return Failure {
+            class: FailureClass::Step,
+            message: CANCELLED_MESSAGE.to_string(),
+        };
+    }
     if let Some(limit) = err.downcast_ref::<LimitExceeded>() {
         return Failure::limit(limit.kind, &limit.detail);
     }

@@ -153,6 +153,15 @@ impl Pipeline {
     }
 }
 
+/// Parses a `[schedule] cron` expression: five fields (minute hour
+/// day-of-month month day-of-week), or six with leading seconds; UTC.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(expr)
+}
+
 /// Reads and validates the spec at `path`, applying `--param` overrides.
 pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Pipeline, Vec<SpecError>> {
     let at_file = |message: String| {
@@ -485,7 +494,7 @@ impl Validator {
                             let Some(expr) = self.string(v, "schedule `cron`") else {
                                 continue;
                             };
-                            match expr.parse::<croner::Cron>() {
+                            match parse_cron(expr) {
                                 Ok(_) => schedule = Some(expr.to_string()),
                                 Err(e) => self.error(
                                     &v.span(),

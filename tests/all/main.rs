@@ -2,6 +2,7 @@
 //! the example and hostile step crates, a real store in a temp dir per test.
 
 mod harness;
+mod http;
 
 mod architecture;
 mod audit;
@@ -11,6 +12,7 @@ mod language;
 mod pipeline;
 mod replay;
 mod sandbox;
+mod server;
 mod spec;
 mod store;
 mod sweep;

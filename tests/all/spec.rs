@@ -52,7 +52,7 @@ limits = {{ memory_mib = 999999 }}
         .collect();
     let missing = sb.path().join("missing/step.wasm");
     let expected = vec![
-        "2:1: unknown field `colour` in the pipeline; expected one of: name, description, seed, params, sources, sweep, steps".to_string(),
+        "2:1: unknown field `colour` in the pipeline; expected one of: name, description, seed, params, sources, sweep, schedule, steps".to_string(),
         "7:8: dependency cycle: a -> b -> a".to_string(),
         "10:19: step `a` declares output `out` twice".to_string(),
         "15:1: unknown field `retry` in [steps.b]; expected one of: component, description, inputs, params, outputs, limits, retries, cache, after, when, on".to_string(),

@@ -144,6 +144,12 @@ pub fn step_status(report: &StepReport) -> &'static str {
     match report.status {
         StepStatus::Succeeded => "succeeded",
         StepStatus::Cached => "cached",
+        StepStatus::Failed
+            if report.error.as_ref().map(|e| e.message.as_str())
+                == Some(crate::sandbox::CANCELLED_MESSAGE) =>
+        {
+            "cancelled"
+        }
         StepStatus::Failed => "failed",
         StepStatus::Skipped if report.reason.as_deref() == Some(run::CANCELLED_REASON) => {
             "cancelled"
@@ -254,6 +260,9 @@ pub fn load_pipeline(app: &App, request: &Request, trusted: bool) -> Result<Pipe
             .map(|e| {
                 let mut e = e.clone();
                 e.file = PathBuf::from(app.shown(&e.file));
+                // Messages name resolved paths: show them relative to the root.
+                let root = format!("{}/", app.root.display());
+                e.message = e.message.replace(&root, "");
                 e.to_string()
             })
             .collect();
@@ -498,10 +507,7 @@ fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, trusted: bool
 
 /// Files a finished run: grants, index row, end event.
 fn finish(app: &App, live: &LiveRun, summary: &RunSummary) {
-    let cancelled = summary
-        .steps
-        .iter()
-        .any(|s| s.reason.as_deref() == Some(run::CANCELLED_REASON));
+    let cancelled = summary.steps.iter().any(|s| step_status(s) == "cancelled");
     let status = if cancelled {
         Status::Cancelled
     } else if summary.status == run::RunStatus::Succeeded {

@@ -30,7 +30,7 @@ pub fn start(app: &Arc<App>) {
             );
             continue;
         };
-        let cron: croner::Cron = match expr.parse() {
+        let cron = match crate::spec::parse_cron(&expr) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("sluice: schedule {}: {e}", path.display());
