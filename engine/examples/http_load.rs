@@ -33,7 +33,10 @@ fn main() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
-    let mut latencies: Vec<u32> = results.iter().flat_map(|(l, _)| l.iter().copied()).collect();
+    let mut latencies: Vec<u32> = results
+        .iter()
+        .flat_map(|(l, _)| l.iter().copied())
+        .collect();
     let errors: u64 = results.iter().map(|(_, e)| e).sum();
     latencies.sort_unstable();
     let pct = |p: f64| {

@@ -736,3 +736,47 @@ fn a_bad_cron_expression_is_a_positioned_spec_error() {
         run.stderr
     );
 }
+
+#[test]
+fn sigterm_stops_cleanly_and_records_the_run_as_cancelled() {
+    let sb = Sandbox::new();
+    let cfg = config(&sb, "");
+    let mut server = Server::start(&sb.home(), Some(&cfg), sb.path());
+    sb.write("in.txt", "x\n");
+    let spec = format!(
+        "name = \"term\"\n[sources]\nt = \"in.txt\"\n\
+         [steps.spin]\ncomponent = {h}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ mode = \"spin\" }}\noutputs = [\"out\"]\nlimits = {{ timeout_s = 600, fuel = 10000000000000 }}\n",
+        h = toml_path(&component("hostile")),
+    );
+    let id = submit(&server, None, &spec);
+    let mut ended = None;
+    server.each_event(&id, None, |event, data| {
+        if event == "step" && data["status"] == "running" {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &server.child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        if event == "end" {
+            ended = Some(data["status"].clone());
+        }
+        true
+    });
+    assert_eq!(ended, Some(json!("cancelled")));
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    server.stderr_line("sluice: stopped", Duration::from_secs(30));
+
+    let server = Server::start(&sb.home(), Some(&cfg), sb.path());
+    let run = server.get(&format!("/v1/runs/{id}"), None).json();
+    assert_eq!(run["status"], "cancelled");
+    assert_eq!(
+        run["error"]["message"],
+        "the server shut down; steps not yet started were skipped"
+    );
+    assert_eq!(
+        server.get(&format!("/v1/runs/{id}/verify"), None).json()["verdict"],
+        "intact"
+    );
+}

@@ -480,10 +480,7 @@ async fn run_events(State(app): Shared, headers: HeaderMap, Path(id): Path<Strin
     };
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
         match live {
-            Some(live) => {
-                let shutdown = app.shutdown.subscribe();
-                Box::pin(live_stream(live, from, shutdown))
-            }
+            Some(live) => Box::pin(live_stream(live, from)),
             None => {
                 let app = app.clone();
                 let events = blocking(move || {
@@ -510,44 +507,37 @@ async fn run_events(State(app): Shared, headers: HeaderMap, Path(id): Path<Strin
         .into_response())
 }
 
-/// Streams a live run's events from index `from`, ending after `end` (or
-/// when the server shuts down).
+/// Streams a live run's events from index `from`, ending after `end`. On
+/// shutdown every live run is cancelled, so every stream ends soon after.
 fn live_stream(
     live: Arc<live::LiveRun>,
     from: usize,
-    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send {
-    stream::unfold(
-        (live, from, false, shutdown),
-        |(live, cursor, ended, mut shutdown)| async move {
-            if ended {
-                return None;
-            }
-            loop {
-                let batch = {
-                    let changed = live.changed();
-                    tokio::pin!(changed);
-                    changed.as_mut().enable();
-                    let (events, done) = live.events_from(cursor);
-                    if events.is_empty() {
-                        if done || *shutdown.borrow() {
-                            return None;
-                        }
-                        tokio::select! {
-                            _ = changed => {}
-                            _ = shutdown.changed() => {}
-                        }
-                        continue;
+    stream::unfold((live, from, false), |(live, cursor, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            let batch = {
+                let changed = live.changed();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                let (events, done) = live.events_from(cursor);
+                if events.is_empty() {
+                    if done {
+                        return None;
                     }
-                    events
-                };
-                let next = cursor + batch.len();
-                let ended = batch.iter().any(|e| e.kind == "end");
-                let items: Vec<_> = batch.iter().map(|e| Ok(sse_event(e))).collect();
-                return Some((stream::iter(items), (live, next, ended, shutdown)));
-            }
-        },
-    )
+                    changed.await;
+                    continue;
+                }
+                events
+            };
+            let next = cursor + batch.len();
+            let ended = batch.iter().any(|e| e.kind == "end");
+            let items: Vec<_> = batch.iter().map(|e| Ok(sse_event(e))).collect();
+            return Some((stream::iter(items), (live, next, ended)));
+        }
+    })
     .flatten()
 }
 
