@@ -171,6 +171,11 @@ async function main() {
     await visible(page, '#step-panel svg.chart[data-series="loss"] path.line', 'the train loss series chart');
     await visible(page, '#step-panel table.outputs tr[data-output="model"] a[href^="/v1/artifacts/sha256:"]', 'the train model output with its digest');
 
+    // The run page with the train step open: the DAG, its panel and logs.
+    const runShot = opts.screenshot.replace(/(\.png)?$/, '-run.png');
+    fs.mkdirSync(path.dirname(path.resolve(runShot)), { recursive: true });
+    await page.screenshot({ path: runShot, fullPage: true });
+
     stage = 'submit run via dashboard form';
     await page.goto(`${opts.base}/#/`);
     await visible(page, '#submit-run', 'the submit form');
@@ -216,7 +221,7 @@ async function main() {
     await page.screenshot({ path: opts.screenshot, fullPage: true });
 
     expect(!pageErrors.length, `the page threw: ${pageErrors.join(' | ')}`);
-    console.log(`ok: runs ${id} and ${id2}: 7-step DAG, train panel, compare view; screenshot ${opts.screenshot}`);
+    console.log(`ok: runs ${id} and ${id2}: 7-step DAG, train panel, compare view; screenshots ${runShot}, ${opts.screenshot}`);
   } catch (err) {
     // Keep what the page looked like when it failed.
     try {
