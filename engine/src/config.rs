@@ -12,6 +12,8 @@
 //! max_running_steps = 4           # attempts in flight across all runs
 //! rate_limit_per_minute = 600     # per token
 //! scheduled = ["examples/pipelines/nightly.toml"]   # specs with a [schedule]
+//! header_read_timeout_ms = 10000  # slow clients are dropped
+//! max_connections = 1024
 //!
 //! [[tokens]]
 //! token_env = "SLUICE_TOKEN_ALICE"   # or: token = "..."
@@ -97,6 +99,11 @@ pub struct ServerConfig {
     pub rate_limit_per_minute: u32,
     /// Specs whose `[schedule]` the service honours.
     pub scheduled: Vec<PathBuf>,
+    /// A connection must send its request head within this (slow clients
+    /// are dropped).
+    pub header_read_timeout_ms: u64,
+    /// Open connections at most; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +119,8 @@ impl Default for ServerConfig {
             jobs_per_run: None,
             rate_limit_per_minute: 6000,
             scheduled: Vec::new(),
+            header_read_timeout_ms: 10_000,
+            max_connections: 1024,
         }
     }
 }
@@ -200,6 +209,11 @@ impl Config {
             ("max_concurrent_runs", server.max_concurrent_runs),
             ("max_running_steps", server.max_running_steps),
             ("max_body_bytes", server.max_body_bytes),
+            ("max_connections", server.max_connections),
+            (
+                "header_read_timeout_ms",
+                server.header_read_timeout_ms as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(bad(format!("[server] {field} must be at least 1")));

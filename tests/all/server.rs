@@ -438,9 +438,33 @@ fn kill_9_mid_run_then_restart_resumes_from_the_cache() {
         h = toml_path(&component("hostile")),
     );
     let id = submit(&server, None, &spec);
+    let mut first_out = String::new();
     server.each_event(&id, None, |event, data| {
+        if event == "step" && data["name"] == "first" && data["status"] == "succeeded" {
+            first_out = data["report"]["outputs"]["out"]["digest"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
         !(event == "step" && data["name"] == "second" && data["status"] == "running")
     });
+    // `first`'s blob is published (renamed into place) by the store's
+    // publisher thread; kill only once it is, so its cache entry is usable.
+    let hex = first_out.trim_start_matches("sha256:");
+    let blob = sb
+        .home()
+        .join("store/sha256")
+        .join(&hex[..2])
+        .join(&hex[2..]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !blob.is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            blob.display()
+        );
+        std::thread::yield_now();
+    }
     server.kill();
 
     let server = Server::start(&sb.home(), Some(&cfg), sb.path());
@@ -778,5 +802,29 @@ fn sigterm_stops_cleanly_and_records_the_run_as_cancelled() {
     assert_eq!(
         server.get(&format!("/v1/runs/{id}/verify"), None).json()["verdict"],
         "intact"
+    );
+}
+
+#[test]
+fn a_slow_client_is_dropped_and_blocks_no_one() {
+    use std::io::{Read, Write};
+    let sb = Sandbox::new();
+    let server = Server::start(
+        &sb.home(),
+        Some(&config(&sb, "header_read_timeout_ms = 300\n")),
+        sb.path(),
+    );
+    let mut slow = server.connect();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Others are served meanwhile.
+    assert_eq!(server.get("/healthz", None).json()["status"], "ok");
+    // The slow head is cut off: the server closes the connection.
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).unwrap();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
     );
 }

@@ -424,20 +424,61 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         live::recover(&app);
         schedule::start(&app);
         let router = api::router(app.clone());
-        let app2 = app.clone();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                eprintln!("sluice: shutting down: no new steps start; running steps finish");
-                app2.shutting_down.store(true, Ordering::SeqCst);
-                let _ = app2.shutdown.send(true);
-                live::cancel_all(&app2);
-            })
-            .await?;
+        accept_loop(listener, router, &app).await;
         live::wait_idle(&app).await;
         eprintln!("sluice: stopped");
         anyhow::Ok(())
     })
+}
+
+/// Serves connections until a shutdown signal, then drains them. Each
+/// connection must send its request head within `header_read_timeout_ms`
+/// (slow clients are dropped); at most `max_connections` are open at once.
+async fn accept_loop(listener: tokio::net::TcpListener, router: axum::Router, app: &Arc<App>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(
+        app.config.server.max_connections,
+    ));
+    let header_timeout = std::time::Duration::from_millis(app.config.server.header_read_timeout_ms);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = &mut signal => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    eprintln!("sluice: shutting down: no new steps start; running steps are stopped");
+    app.shutting_down.store(true, Ordering::SeqCst);
+    let _ = app.shutdown.send(true);
+    live::cancel_all(app);
+    graceful.shutdown().await;
 }
 
 async fn shutdown_signal() {
