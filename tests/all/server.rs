@@ -828,3 +828,81 @@ fn a_slow_client_is_dropped_and_blocks_no_one() {
         "{text}"
     );
 }
+
+#[test]
+fn the_rate_limit_answers_429_per_token() {
+    let sb = Sandbox::new();
+    let server = Server::start(
+        &sb.home(),
+        Some(&config(
+            &sb,
+            &format!("rate_limit_per_minute = 3\n{}", tokens()),
+        )),
+        sb.path(),
+    );
+    for _ in 0..3 {
+        assert_eq!(server.get("/v1/whoami", Some(ALICE)).status, 200);
+    }
+    let r = server.get("/v1/whoami", Some(ALICE));
+    let msg = r.error(429, "rate_limited");
+    assert_eq!(msg, "over the limit of 3 requests per minute");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // Another token has its own budget.
+    assert_eq!(server.get("/v1/whoami", Some(BOB)).status, 200);
+}
+
+#[test]
+fn runs_beyond_the_concurrency_limit_wait_queued() {
+    let sb = Sandbox::new();
+    let server = Server::start(
+        &sb.home(),
+        Some(&config(&sb, "max_concurrent_runs = 1\n")),
+        sb.path(),
+    );
+    sb.write("in.txt", "x\n");
+    let spin = format!(
+        "name = \"spin\"\n[sources]\nt = \"in.txt\"\n\
+         [steps.spin]\ncomponent = {h}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ mode = \"spin\" }}\noutputs = [\"out\"]\nlimits = {{ timeout_s = 600, fuel = 10000000000000 }}\n",
+        h = toml_path(&component("hostile")),
+    );
+    let blocker = submit(&server, None, &spin);
+    server.each_event(&blocker, None, |event, data| {
+        !(event == "step" && data["status"] == "running")
+    });
+    let queued: Vec<String> = (0..2)
+        .map(|i| submit(&server, None, &chain(&sb, 1, &format!("q{i}"))))
+        .collect();
+    let listed = server.get("/v1/runs?status=queued", None).json();
+    let mut ids: Vec<&str> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut want: Vec<&str> = queued.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    let metrics = server.get("/metrics", None).text();
+    assert!(
+        metrics.contains("\nsluice_run_queue_depth 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nsluice_runs{status=\"queued\"} 2\n"),
+        "{metrics}"
+    );
+    // Freeing the slot lets them run.
+    assert_eq!(
+        server
+            .request("POST", &format!("/v1/runs/{blocker}/cancel"), None, None)
+            .status,
+        202
+    );
+    for id in &queued {
+        assert_eq!(
+            server.events(id, None).last().unwrap().1["status"],
+            "succeeded"
+        );
+    }
+}
