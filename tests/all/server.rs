@@ -63,6 +63,31 @@ fn submit(server: &Server, token: Option<&str>, spec: &str) -> String {
     r.json()["id"].as_str().unwrap().to_string()
 }
 
+/// `name=status` of each `step` event with a final status, in order.
+fn finals(events: &[(String, Value)]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(e, d)| e == "step" && d["status"] != "running")
+        .map(|(_, d)| {
+            format!(
+                "{}={}",
+                d["name"].as_str().unwrap(),
+                d["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// A spec whose one step `spin` loops until cancelled (600 s timeout).
+fn spin_spec(sb: &Sandbox) -> String {
+    sb.write("in.txt", "x\n");
+    format!(
+        "name = \"spin\"\n[sources]\nt = \"in.txt\"\n\
+         [steps.spin]\ncomponent = {}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ mode = \"spin\" }}\noutputs = [\"out\"]\nlimits = {{ timeout_s = 600, fuel = 10000000000000 }}\n",
+        toml_path(&component("hostile")),
+    )
+}
+
 fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
     run["steps"]
         .as_array()
@@ -79,18 +104,10 @@ fn submit_streams_events_and_succeeds() {
     let id = submit(&server, None, &chain(&sb, 3, "x"));
 
     let events = server.events(&id, None);
-    let kinds: Vec<String> = events
-        .iter()
-        .filter(|(e, d)| e == "step" && d["status"] != "running")
-        .map(|(_, d)| {
-            format!(
-                "{}={}",
-                d["name"].as_str().unwrap(),
-                d["status"].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert_eq!(kinds, ["s0=succeeded", "s1=succeeded", "s2=succeeded"]);
+    assert_eq!(
+        finals(&events),
+        ["s0=succeeded", "s1=succeeded", "s2=succeeded"]
+    );
     assert_eq!(
         events.iter().filter(|(e, _)| e == "metric").count(),
         3,
@@ -146,14 +163,11 @@ fn submit_streams_events_and_succeeds() {
 fn cancel_stops_the_running_step_and_skips_the_rest() {
     let sb = Sandbox::new();
     let server = Server::start(&sb.home(), Some(&config(&sb, "")), sb.path());
-    sb.write("in.txt", "x\n");
-    let spec = format!(
-        "name = \"spin\"\n[sources]\nt = \"in.txt\"\n\
-         [steps.spin]\ncomponent = {h}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ mode = \"spin\" }}\noutputs = [\"out\"]\nlimits = {{ timeout_s = 600, fuel = 10000000000000 }}\n\
-         [steps.after]\ncomponent = {a}\ninputs = {{ in = \"spin.out\" }}\nparams = {{ line = \"z\" }}\noutputs = [\"out\"]\n",
-        h = toml_path(&component("hostile")),
-        a = toml_path(&component("append")),
-    );
+    let spec = spin_spec(&sb)
+        + &format!(
+            "[steps.after]\ncomponent = {}\ninputs = {{ in = \"spin.out\" }}\nparams = {{ line = \"z\" }}\noutputs = [\"out\"]\n",
+            toml_path(&component("append"))
+        );
     let id = submit(&server, None, &spec);
     let mut cancelled = false;
     let mut finals = Vec::new();
@@ -469,18 +483,7 @@ fn kill_9_mid_run_then_restart_resumes_from_the_cache() {
 
     let server = Server::start(&sb.home(), Some(&cfg), sb.path());
     let events = server.events(&id, None);
-    let finals: Vec<String> = events
-        .iter()
-        .filter(|(e, d)| e == "step" && d["status"] != "running")
-        .map(|(_, d)| {
-            format!(
-                "{}={}",
-                d["name"].as_str().unwrap(),
-                d["status"].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert_eq!(finals, ["first=cached", "second=failed"]);
+    assert_eq!(finals(&events), ["first=cached", "second=failed"]);
     let run = server.get(&format!("/v1/runs/{id}"), None).json();
     assert_eq!(run["status"], "failed");
     let message = run["error"]["message"].as_str().unwrap();
@@ -766,13 +769,7 @@ fn sigterm_stops_cleanly_and_records_the_run_as_cancelled() {
     let sb = Sandbox::new();
     let cfg = config(&sb, "");
     let mut server = Server::start(&sb.home(), Some(&cfg), sb.path());
-    sb.write("in.txt", "x\n");
-    let spec = format!(
-        "name = \"term\"\n[sources]\nt = \"in.txt\"\n\
-         [steps.spin]\ncomponent = {h}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ mode = \"spin\" }}\noutputs = [\"out\"]\nlimits = {{ timeout_s = 600, fuel = 10000000000000 }}\n",
-        h = toml_path(&component("hostile")),
-    );
-    let id = submit(&server, None, &spec);
+    let id = submit(&server, None, &spin_spec(&sb));
     let mut ended = None;
     server.each_event(&id, None, |event, data| {
         if event == "step" && data["status"] == "running" {
@@ -859,13 +856,7 @@ fn runs_beyond_the_concurrency_limit_wait_queued() {
         Some(&config(&sb, "max_concurrent_runs = 1\n")),
         sb.path(),
     );
-    sb.write("in.txt", "x\n");
-    let spin = format!(
-        "name = \"spin\"\n[sources]\nt = \"in.txt\"\n\
-         [steps.spin]\ncomponent = {h}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ mode = \"spin\" }}\noutputs = [\"out\"]\nlimits = {{ timeout_s = 600, fuel = 10000000000000 }}\n",
-        h = toml_path(&component("hostile")),
-    );
-    let blocker = submit(&server, None, &spin);
+    let blocker = submit(&server, None, &spin_spec(&sb));
     server.each_event(&blocker, None, |event, data| {
         !(event == "step" && data["status"] == "running")
     });
