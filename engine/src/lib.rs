@@ -11,6 +11,7 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod expr;
+pub mod gpu;
 pub mod hook;
 pub mod junit;
 pub mod limits;
