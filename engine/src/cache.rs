@@ -54,6 +54,10 @@ pub struct KeyParts<'a> {
     pub seed: u64,
     /// [`DETERMINISM`].
     pub determinism: &'a str,
+    /// The step's gpu grant (absent for steps without one, so their keys
+    /// are unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<&'a crate::gpu::Grant>,
 }
 
 impl KeyParts<'_> {
@@ -71,6 +75,7 @@ pub fn key(
     outputs: &[String],
     limits: &Limits,
     seed: u64,
+    gpu: Option<&crate::gpu::Grant>,
 ) -> Digest {
     let mut outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
     outputs.sort_unstable();
@@ -84,6 +89,7 @@ pub fn key(
         limits: limits.cache_relevant(),
         seed,
         determinism: DETERMINISM,
+        gpu,
     }
     .key()
 }
@@ -107,6 +113,10 @@ pub struct Entry {
     /// Tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The gpu jobs of the execution (record copies), so a run answered
+    /// from the cache still records them and can be replayed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_jobs: Vec<crate::gpu::JobReport>,
 }
 
 /// The cache under `<home>/cache`.
@@ -182,26 +192,60 @@ mod tests {
         let inputs = BTreeMap::from([("in".to_string(), out(b"data"))]);
         let outputs = vec!["out".to_string()];
         let limits = Limits::default();
-        let base = key(comp, &params, &inputs, &outputs, &limits, 0);
-        assert_eq!(base, key(comp, &params, &inputs, &outputs, &limits, 0));
+        let base = key(comp, &params, &inputs, &outputs, &limits, 0, None);
+        assert_eq!(
+            base,
+            key(comp, &params, &inputs, &outputs, &limits, 0, None)
+        );
         let timeout_only = Limits {
             timeout_s: 1,
             ..limits
         };
         assert_eq!(
             base,
-            key(comp, &params, &inputs, &outputs, &timeout_only, 0)
+            key(comp, &params, &inputs, &outputs, &timeout_only, 0, None)
         );
         let p2 = BTreeMap::from([("lr".to_string(), "0.2".to_string())]);
         let i2 = BTreeMap::from([("in".to_string(), out(b"other"))]);
         let fuel = Limits { fuel: 5, ..limits };
+        let grant = crate::gpu::Grant {
+            worker: "cpu".into(),
+            max_jobs: 1,
+            min_free_memory_mib: 0,
+        };
+        let more_jobs = crate::gpu::Grant {
+            max_jobs: 2,
+            ..grant.clone()
+        };
+        let gpu_key = key(comp, &params, &inputs, &outputs, &limits, 0, Some(&grant));
+        assert_ne!(
+            gpu_key,
+            key(
+                comp,
+                &params,
+                &inputs,
+                &outputs,
+                &limits,
+                0,
+                Some(&more_jobs)
+            )
+        );
         for other in [
-            key(Digest::of(b"c2"), &params, &inputs, &outputs, &limits, 0),
-            key(comp, &p2, &inputs, &outputs, &limits, 0),
-            key(comp, &params, &i2, &outputs, &limits, 0),
-            key(comp, &params, &inputs, &["x".to_string()], &limits, 0),
-            key(comp, &params, &inputs, &outputs, &fuel, 0),
-            key(comp, &params, &inputs, &outputs, &limits, 1),
+            gpu_key,
+            key(
+                Digest::of(b"c2"),
+                &params,
+                &inputs,
+                &outputs,
+                &limits,
+                0,
+                None,
+            ),
+            key(comp, &p2, &inputs, &outputs, &limits, 0, None),
+            key(comp, &params, &i2, &outputs, &limits, 0, None),
+            key(comp, &params, &inputs, &["x".to_string()], &limits, 0, None),
+            key(comp, &params, &inputs, &outputs, &fuel, 0, None),
+            key(comp, &params, &inputs, &outputs, &limits, 1, None),
         ] {
             assert_ne!(base, other);
         }

@@ -50,6 +50,10 @@ struct ExecArgs {
     /// (default: HOME/components).
     #[arg(long, env = "SLUICE_COMPILE_CACHE")]
     compile_cache: Option<PathBuf>,
+    /// Engine config file: `[workers.KIND]` gpu worker commands, `[hooks]`
+    /// (default: HOME/config.toml when it exists).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 impl ExecArgs {
@@ -65,11 +69,14 @@ impl ExecArgs {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
+        let workers = crate::gpu::WorkerConfig::load(self.config.as_deref(), &home)?;
+        let gpu = crate::gpu::Dispatcher::new(workers, home.join("scratch").join("gpu"));
         Ok(run::Options {
             no_cache,
             jobs,
             max_parallel,
             compile_cache: self.compile_cache,
+            gpu: Some(std::sync::Arc::new(gpu)),
             ..run::Options::new(home)
         })
     }
@@ -180,6 +187,11 @@ enum Command {
         /// Prints the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Re-executes gpu jobs on workers and compares them with the
+        /// record (bitwise on the same device/driver/library fingerprint,
+        /// by metric tolerance otherwise) instead of answering them from it.
+        #[arg(long)]
+        rerun_gpu: bool,
         #[command(flatten)]
         exec: ExecArgs,
     },
@@ -240,9 +252,6 @@ enum Command {
         name: String,
         #[command(flatten)]
         home: HomeArg,
-        /// The config file with `[hooks.NAME]`.
-        #[arg(long)]
-        config: PathBuf,
         /// The raw request body.
         #[arg(long)]
         body: PathBuf,
@@ -265,6 +274,19 @@ enum Command {
         #[command(subcommand)]
         command: NewCommand,
     },
+    /// Serves the gpu worker protocol on stdin/stdout (the engine starts
+    /// this itself for the built-in `cpu` worker kind).
+    #[command(hide = true)]
+    Worker {
+        #[command(subcommand)]
+        kind: WorkerKind,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WorkerKind {
+    /// The reference CPU worker (`train-mlp`).
+    Cpu,
 }
 
 #[derive(Subcommand, Debug)]
@@ -484,12 +506,22 @@ pub fn run() -> anyhow::Result<u8> {
             run_id,
             home,
             json,
+            rerun_gpu,
             exec,
         } => {
             let id: RunId = run_id.parse()?;
             let options = exec.options(home.home, false, None)?;
-            let report =
-                crate::replay::replay(&options.home, &id, options.jobs, options.compile_cache)?;
+            let gpu = match (&options.gpu, rerun_gpu) {
+                (Some(d), true) => crate::replay::GpuReplay::Rerun(d.clone()),
+                _ => crate::replay::GpuReplay::Recorded,
+            };
+            let report = crate::replay::replay(
+                &options.home,
+                &id,
+                options.jobs,
+                options.compile_cache,
+                gpu,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -527,12 +559,14 @@ pub fn run() -> anyhow::Result<u8> {
         Command::Hook {
             name,
             home,
-            config,
             body,
             signature,
             delivery,
             exec,
         } => {
+            let Some(config) = exec.config.clone() else {
+                bail!("sluice hook needs --config FILE with [hooks.{name}]");
+            };
             let hooks = crate::hook::load_config(&config)?;
             let Some(hook) = hooks.get(&name) else {
                 bail!("{}: no [hooks.{name}]", config.display());
@@ -585,6 +619,16 @@ pub fn run() -> anyhow::Result<u8> {
             let mut out = std::io::stdout().lock();
             std::io::copy(&mut file, &mut out).context("writing to stdout")?;
             out.flush()?;
+            Ok(0)
+        }
+        Command::Worker {
+            kind: WorkerKind::Cpu,
+        } => {
+            sluice_cpu_worker::serve(
+                std::io::BufReader::new(std::io::stdin()),
+                std::io::stdout().lock(),
+            )
+            .context("cpu worker: writing to stdout")?;
             Ok(0)
         }
         Command::New {
@@ -846,6 +890,14 @@ fn print_replay(r: &crate::replay::ReplayReport) {
     for e in &r.environment {
         println!("  environment: {e}");
     }
+    if r.gpu_mode == "rerun" {
+        println!(
+            "  gpu jobs re-executed ({} worker processes started)",
+            r.workers_started
+        );
+    } else {
+        println!("  gpu jobs answered from the record (no worker started)");
+    }
     for s in &r.steps {
         let outputs: Vec<String> = s
             .found
@@ -863,6 +915,28 @@ fn print_replay(r: &crate::replay::ReplayReport) {
         }
         if let Some(e) = &s.error {
             println!("    error: {e}");
+        }
+        for g in &s.gpu {
+            match &g.comparison {
+                Some(c) => println!(
+                    "    gpu job {} {}: {} comparison {}: {}",
+                    g.job,
+                    g.state.as_str(),
+                    c.method,
+                    if c.matched { "matched" } else { "FAILED" },
+                    c.detail
+                ),
+                None => println!(
+                    "    gpu job {} {}{}",
+                    g.job,
+                    g.state.as_str(),
+                    if g.from_record {
+                        " (from the record)"
+                    } else {
+                        ""
+                    }
+                ),
+            }
         }
     }
     if let Some(d) = &r.first_divergence {
@@ -889,13 +963,30 @@ fn print_summary(s: &RunSummary) {
         },
         s.wall_ms
     );
+    // GPU columns only when a step had a gpu grant, so other tables keep
+    // their shape.
+    let gpu = s.steps.iter().any(|r| r.gpu.is_some());
+    let gpu_header = if gpu {
+        format!(
+            " {:>11} {:>8} {:>10} {:>7}",
+            "GPU UTIL", "MEM UTIL", "FB MAX", "SM ACT"
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{:<16} {:<10} {:<6} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10}",
+        "{:<16} {:<10} {:<6} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10}{gpu_header}",
         "STEP", "STATUS", "CACHED", "ATTEMPTS", "WALL ms", "FUEL", "MEM PEAK", "IN", "OUT"
     );
     for r in &s.steps {
+        let gpu_cells = if gpu {
+            let [util, mem, fb, sm] = gpu_cells(r.gpu.as_ref());
+            format!(" {util:>11} {mem:>8} {fb:>10} {sm:>7}")
+        } else {
+            String::new()
+        };
         println!(
-            "{:<16} {:<10} {:<6} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            "{:<16} {:<10} {:<6} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10}{gpu_cells}",
             r.name,
             status_word(r.status),
             if r.cached { "yes" } else { "no" },
@@ -910,6 +1001,11 @@ fn print_summary(s: &RunSummary) {
             bytes(r.bytes_in),
             bytes(r.outputs.values().map(|o| o.size).sum()),
         );
+    }
+    for r in &s.steps {
+        if let Some(g) = &r.gpu {
+            print_gpu_jobs(&r.name, g);
+        }
     }
     for r in &s.steps {
         if !r.metrics.is_empty() {
@@ -932,6 +1028,120 @@ fn print_summary(s: &RunSummary) {
         } else if let Some(reason) = &r.reason {
             println!("  {} skipped: {reason}", r.name);
         }
+    }
+}
+
+/// GPU utilisation, memory utilisation, peak framebuffer and SM activity
+/// of a step's jobs: `unavailable` without telemetry, `-` when unknown.
+fn gpu_cells(report: Option<&crate::gpu::GpuReport>) -> [String; 4] {
+    let dash = || "-".to_string();
+    let Some(g) = report else {
+        return [dash(), dash(), dash(), dash()];
+    };
+    if !g.available {
+        return ["unavailable".to_string(), dash(), dash(), dash()];
+    }
+    let usages: Vec<&crate::gpu::Usage> = g
+        .jobs
+        .iter()
+        .filter_map(|j| j.usage.as_ref())
+        .filter(|u| u.samples > 0)
+        .collect();
+    if usages.is_empty() {
+        return [dash(), dash(), dash(), dash()];
+    }
+    let samples: f64 = usages.iter().map(|u| f64::from(u.samples)).sum();
+    let weighted = |f: &dyn Fn(&crate::gpu::Usage) -> f32| {
+        usages
+            .iter()
+            .map(|u| f64::from(f(u)) * f64::from(u.samples))
+            .sum::<f64>()
+            / samples
+    };
+    let sm: Vec<f32> = usages.iter().filter_map(|u| u.sm_active_mean).collect();
+    [
+        format!("{:.0}%", weighted(&|u| u.util_mean)),
+        format!("{:.0}%", weighted(&|u| u.mem_util_mean)),
+        bytes(
+            usages
+                .iter()
+                .map(|u| u.fb_used_max_bytes)
+                .max()
+                .unwrap_or(0),
+        ),
+        if sm.is_empty() {
+            dash()
+        } else {
+            format!("{:.0}%", sm.iter().sum::<f32>() / sm.len() as f32)
+        },
+    ]
+}
+
+/// GPU busy at least this often, percent …
+const LAUNCH_BOUND_UTIL_MIN: f32 = 80.0;
+/// … with SMs active less than this, percent: small kernels, launch-bound.
+const LAUNCH_BOUND_SM_MAX: f32 = 30.0;
+/// GPU busy less than this, percent: waiting on input or host work.
+const INPUT_BOUND_UTIL_MAX: f32 = 50.0;
+/// Fewest samples (at 10 Hz) before a job is judged.
+const UNDER_USE_SAMPLES_MIN: u32 = 5;
+
+/// One line per gpu job, and a flag for a job that likely under-used its GPU.
+fn print_gpu_jobs(step: &str, g: &crate::gpu::GpuReport) {
+    for j in &g.jobs {
+        let mut line = format!(
+            "  {step}: gpu job {} {} on {} {} in {} ms",
+            j.id,
+            j.op,
+            j.device.as_deref().unwrap_or(&j.worker),
+            j.state.as_str(),
+            j.wall_ms
+        );
+        if let Some(us) = j.dispatch_us {
+            line.push_str(&format!(
+                " (dispatch {:.2} ms, {} worker)",
+                us as f64 / 1000.0,
+                if j.warm { "warm" } else { "new" }
+            ));
+        }
+        if j.replayed {
+            line.push_str(" (from the record)");
+        }
+        match j.mfu {
+            Some(m) => line.push_str(&format!("  MFU {:.1}%", m * 100.0)),
+            None => line.push_str("  MFU -"),
+        }
+        println!("{line}");
+        if let Some(m) = &j.message
+            && j.state != crate::gpu::State::Succeeded
+        {
+            println!("    {m}");
+        }
+        let Some(u) = j
+            .usage
+            .as_ref()
+            .filter(|u| u.samples >= UNDER_USE_SAMPLES_MIN)
+        else {
+            continue;
+        };
+        match u.sm_active_mean {
+            Some(sm) if u.util_mean >= LAUNCH_BOUND_UTIL_MIN && sm < LAUNCH_BOUND_SM_MAX => {
+                println!(
+                    "    ⚠ GPU busy {:.0}% of the time but SMs active only {sm:.0}%: likely launch-bound (small kernels; larger batches or CUDA graphs help)",
+                    u.util_mean
+                );
+            }
+            _ if u.util_mean < INPUT_BOUND_UTIL_MAX => println!(
+                "    ⚠ GPU busy only {:.0}% of the time: likely input-bound (data loading or host work between kernels)",
+                u.util_mean
+            ),
+            _ => {}
+        }
+    }
+    if !g.available
+        && let Some(reason) = &g.reason
+    {
+        println!("  {step}: {reason}");
     }
 }
 

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod expr;
+pub mod gpu;
 pub mod hook;
 pub mod junit;
 pub mod limits;

@@ -9,11 +9,17 @@
 //! A record whose hash chain is broken is still replayed (to show what the
 //! altered claims produce) but the break is reported as drift, so the
 //! verdict is never `identical`.
+//! GPU jobs are answered from the record by default (same job spec digest →
+//! recorded result and outputs from the store; no worker starts); with
+//! [`GpuReplay::Rerun`] they execute again and are compared with the record:
+//! bitwise when the worker's device/driver/library fingerprint matches, by
+//! metric tolerance otherwise (a tolerated difference is drift, not a pass).
 //! Boundary: reads the record and the store, runs steps in the sandbox;
 //! writes only blobs and `runs/<replay id>/replay.json`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
@@ -21,6 +27,7 @@ use serde_json::Value;
 use sluice_host_api::{InputArtifact, NoGpuGrant};
 
 use crate::cache::{self, OutputRef};
+use crate::gpu::{self, Dispatcher, JobReport};
 use crate::limits::Limits;
 use crate::record;
 use crate::run::{RunId, StoreArtifacts};
@@ -57,6 +64,34 @@ pub struct StepReplay {
     /// Why the step could not be re-executed, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The step's gpu jobs in this replay.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpu: Vec<GpuJobReplay>,
+}
+
+/// How one gpu job was replayed.
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuJobReplay {
+    /// The job id (the recorded one when answered from the record).
+    pub job: String,
+    /// Its spec digest.
+    pub spec_digest: Digest,
+    /// Its state in this replay.
+    pub state: gpu::State,
+    /// Answered from the record (no worker ran).
+    pub from_record: bool,
+    /// With `--rerun-gpu`: how it compares with the recorded job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<gpu::Comparison>,
+}
+
+/// How a replay treats gpu jobs.
+#[derive(Clone, Debug)]
+pub enum GpuReplay {
+    /// Answer them from the record.
+    Recorded,
+    /// Execute them again on this dispatcher's workers and compare.
+    Rerun(Arc<Dispatcher>),
 }
 
 /// The first output that differs.
@@ -87,6 +122,10 @@ pub struct ReplayReport {
     pub first_divergence: Option<Divergence>,
     /// Per step, in record order.
     pub steps: Vec<StepReplay>,
+    /// `recorded` (gpu jobs answered from the record) or `rerun`.
+    pub gpu_mode: &'static str,
+    /// Worker processes started by this replay.
+    pub workers_started: u64,
     /// Wall time of the replay, ms.
     pub wall_ms: u64,
 }
@@ -128,6 +167,8 @@ struct Recorded {
     limits: Limits,
     run_seed: u64,
     expected: BTreeMap<String, Digest>,
+    gpu: Option<gpu::Grant>,
+    gpu_jobs: Vec<JobReport>,
 }
 
 fn field<T: serde::de::DeserializeOwned>(event: &Value, key: &str) -> Option<T> {
@@ -140,6 +181,7 @@ pub fn replay(
     run: &RunId,
     jobs: usize,
     compile_cache: Option<PathBuf>,
+    gpu_mode: GpuReplay,
 ) -> Result<ReplayReport, ReplayError> {
     let started = std::time::Instant::now();
     let path = home.join("runs").join(run.as_str()).join("record.jsonl");
@@ -186,14 +228,24 @@ pub fn replay(
         }
     }
 
-    // The last attempt of each step that ended succeeded or cached.
+    // The last attempt of each step that ended succeeded or cached, and the
+    // gpu jobs of that attempt.
     let mut started_events: BTreeMap<String, &Value> = BTreeMap::new();
+    let mut gpu_jobs: BTreeMap<String, Vec<JobReport>> = BTreeMap::new();
     let mut steps = Vec::new();
     for event in &events {
         match event["type"].as_str() {
             Some("step-started") => {
                 if let Some(name) = event["step"].as_str() {
                     started_events.insert(name.to_string(), event);
+                    gpu_jobs.remove(name);
+                }
+            }
+            Some("gpu-job") => {
+                if let (Some(name), Some(job)) =
+                    (event["step"].as_str(), field::<JobReport>(event, "job"))
+                {
+                    gpu_jobs.entry(name.to_string()).or_default().push(job);
                 }
             }
             Some("step-finished") => {
@@ -218,6 +270,8 @@ pub fn replay(
                     limits: field(start, "limits").unwrap_or_default(),
                     run_seed: field(start, "run_seed").unwrap_or(0),
                     expected: outputs.into_iter().map(|(k, o)| (k, o.digest)).collect(),
+                    gpu: field(start, "gpu"),
+                    gpu_jobs: gpu_jobs.remove(&name).unwrap_or_default(),
                     name,
                 });
             }
@@ -233,6 +287,8 @@ pub fn replay(
         cache_dir,
         sandbox: OnceLock::new(),
         results: Mutex::new(vec![None; steps.len()]),
+        gpu: gpu_mode.clone(),
+        gpu_jobs: Arc::new(AtomicU64::new(0)),
     };
     let plan = scheduler::Plan::new(vec![Vec::new(); steps.len()], vec![0; steps.len()]);
     scheduler::run(&plan, jobs, &replayer);
@@ -278,6 +334,10 @@ pub fn replay(
         } else {
             Verdict::Identical
         };
+    let (gpu_mode, workers_started) = match &gpu_mode {
+        GpuReplay::Recorded => ("recorded", 0),
+        GpuReplay::Rerun(d) => ("rerun", d.workers_started()),
+    };
     let report = ReplayReport {
         run_id: RunId::generate(),
         replay_of: run.clone(),
@@ -285,6 +345,8 @@ pub fn replay(
         environment,
         first_divergence,
         steps: results,
+        gpu_mode,
+        workers_started,
         wall_ms: started.elapsed().as_millis() as u64,
     };
     let out = home
@@ -303,10 +365,55 @@ struct Replayer<'a> {
     cache_dir: PathBuf,
     sandbox: OnceLock<Result<Sandbox, String>>,
     results: Mutex<Vec<Option<StepReplay>>>,
+    gpu: GpuReplay,
+    gpu_jobs: Arc<AtomicU64>,
+}
+
+/// What re-executing a step produced.
+struct Executed {
+    outputs: Result<BTreeMap<String, Digest>, String>,
+    gpu: Vec<JobReport>,
 }
 
 impl Replayer<'_> {
-    fn execute(&self, step: &Recorded) -> Result<BTreeMap<String, Digest>, String> {
+    fn gpu_port(&self, step: &Recorded, ledger: &gpu::Ledger) -> Box<dyn sluice_host_api::GpuPort> {
+        let Some(grant) = &step.gpu else {
+            return Box::new(NoGpuGrant {
+                step: step.name.clone(),
+            });
+        };
+        let backend = match &self.gpu {
+            GpuReplay::Recorded => {
+                gpu::Backend::Recorded(Mutex::new(gpu::RecordedJobs::new(step.gpu_jobs.clone())))
+            }
+            GpuReplay::Rerun(d) => gpu::Backend::Live(d.clone()),
+        };
+        Box::new(gpu::AttemptGpu::new(
+            &step.name,
+            grant.clone(),
+            std::time::Duration::from_secs(step.limits.timeout_s),
+            step.inputs.values().map(|o| o.digest).collect(),
+            Arc::new(backend),
+            self.store.clone(),
+            self.gpu_jobs.clone(),
+            ledger.clone(),
+        ))
+    }
+
+    fn execute(&self, step: &Recorded) -> Executed {
+        let ledger = gpu::Ledger::default();
+        let outputs = self.execute_with(step, &ledger);
+        Executed {
+            outputs,
+            gpu: ledger.reports(),
+        }
+    }
+
+    fn execute_with(
+        &self,
+        step: &Recorded,
+        ledger: &gpu::Ledger,
+    ) -> Result<BTreeMap<String, Digest>, String> {
         let sandbox = self
             .sandbox
             .get_or_init(|| Sandbox::new(&self.cache_dir, 2).map_err(|e| e.to_string()))
@@ -348,9 +455,7 @@ impl Replayer<'_> {
             Box::new(StoreArtifacts {
                 store: self.store.clone(),
             }),
-            Box::new(NoGpuGrant {
-                step: step.name.clone(),
-            }),
+            self.gpu_port(step, ledger),
         );
         let outcome = result.outcome.map_err(|f| f.message)?;
         outcome
@@ -382,15 +487,40 @@ impl scheduler::Executor for Replayer<'_> {
                 )),
                 Err(e) => Some(format!("component {} is gone: {e}", p.display())),
             });
-        let (found, error) = match self.execute(step) {
+        let executed = self.execute(step);
+        let (found, error) = match executed.outputs {
             Ok(found) => (found, None),
             Err(e) => (BTreeMap::new(), Some(sandbox::sanitize(&e))),
         };
-        let verdict = if error.is_none() && found == step.expected {
+        let gpu = self.gpu_replays(step, &executed.gpu);
+        let gpu_mismatch = gpu
+            .iter()
+            .filter_map(|g| g.comparison.as_ref())
+            .find(|c| !c.matched);
+        let tolerated: Vec<String> = gpu
+            .iter()
+            .filter_map(|g| g.comparison.as_ref())
+            .filter(|c| c.matched && c.method == "tolerance")
+            .map(|c| format!("gpu job {}: {}", c.job, c.detail))
+            .collect();
+        let mut drift = drift;
+        let verdict = if error.is_none() && gpu_mismatch.is_none() && found == step.expected {
             Verdict::Identical
+        } else if error.is_none() && gpu_mismatch.is_none() && !tolerated.is_empty() {
+            // Another device or library: the bytes may differ, the metrics agree.
+            drift = Some(
+                drift
+                    .into_iter()
+                    .chain(tolerated)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+            Verdict::EnvironmentDrift
         } else {
             Verdict::Diverged
         };
+        let error =
+            error.or_else(|| gpu_mismatch.map(|c| format!("gpu job {}: {}", c.job, c.detail)));
         self.results.lock().unwrap_or_else(|p| p.into_inner())[index] = Some(StepReplay {
             name: step.name.clone(),
             verdict,
@@ -398,9 +528,43 @@ impl scheduler::Executor for Replayer<'_> {
             found,
             drift,
             error,
+            gpu,
         });
         scheduler::Outcome::Succeeded
     }
 
     fn skipped(&self, _step: usize, _why: scheduler::Skip) {}
+}
+
+impl Replayer<'_> {
+    /// Pairs the replay's gpu jobs with the recorded ones (by spec digest,
+    /// in order) and, for a rerun, compares them.
+    fn gpu_replays(&self, step: &Recorded, jobs: &[JobReport]) -> Vec<GpuJobReplay> {
+        let mut recorded = gpu::RecordedJobs::new(step.gpu_jobs.clone());
+        let rerun = matches!(self.gpu, GpuReplay::Rerun(_));
+        jobs.iter()
+            .map(|job| {
+                let twin = recorded.take(&job.spec_digest);
+                let comparison = rerun.then(|| match &twin {
+                    Some(r) => gpu::compare(r, job),
+                    None => gpu::Comparison {
+                        job: job.id.clone(),
+                        method: "bitwise",
+                        matched: false,
+                        detail: format!(
+                            "the record has no job with spec {}: the job spec diverged",
+                            job.spec_digest
+                        ),
+                    },
+                });
+                GpuJobReplay {
+                    job: job.id.clone(),
+                    spec_digest: job.spec_digest,
+                    state: job.state,
+                    from_record: job.replayed,
+                    comparison,
+                }
+            })
+            .collect()
+    }
 }

@@ -165,6 +165,10 @@ pub struct StepReport {
     /// For a step fanned out by `[sweep]`: its combination's params.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sweep: BTreeMap<String, String>,
+    /// For a step with a gpu grant that executed: telemetry availability
+    /// and its last attempt's gpu jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::gpu::GpuReport>,
 }
 
 impl StepReport {
@@ -191,6 +195,7 @@ impl StepReport {
             stderr: None,
             instantiate_us: 0,
             sweep: BTreeMap::new(),
+            gpu: None,
         }
     }
 }
@@ -300,10 +305,13 @@ pub struct Options {
     /// started (the service); generated otherwise.
     pub run_id: Option<RunId>,
     /// Set to stop the run: steps not yet started are skipped with the
-    /// reason `run cancelled`; running attempts finish.
+    /// reason `run cancelled`; running attempts are stopped.
     pub cancel: Option<Arc<AtomicBool>>,
     /// Attempts in flight across runs (the service's global step limit).
     pub step_slots: Option<Arc<StepSlots>>,
+    /// Runs gpu jobs; shared between runs to keep workers warm. Without
+    /// one, a run that needs it starts the built-in worker kinds.
+    pub gpu: Option<Arc<crate::gpu::Dispatcher>>,
 }
 
 impl Options {
@@ -318,6 +326,7 @@ impl Options {
             run_id: None,
             cancel: None,
             step_slots: None,
+            gpu: None,
         }
     }
 
@@ -688,6 +697,8 @@ fn execute_in(
         sources,
         components,
         sandbox: OnceLock::new(),
+        gpu: OnceLock::new(),
+        gpu_jobs: Arc::new(AtomicU64::new(0)),
         record: Mutex::new(rec),
         reports: Mutex::new(vec![None; pipeline.steps.len()]),
         observer,
@@ -1041,6 +1052,10 @@ struct Runner<'a> {
     sources: BTreeMap<String, OutputRef>,
     components: Vec<Result<Arc<Resolved>, String>>,
     sandbox: OnceLock<Result<Sandbox, String>>,
+    /// Where gpu jobs run (created on the first step with a grant).
+    gpu: OnceLock<Arc<crate::gpu::Backend>>,
+    /// Numbers the run's gpu jobs `j1`, `j2`, ...
+    gpu_jobs: Arc<AtomicU64>,
     record: Mutex<Record>,
     reports: Mutex<Vec<Option<StepReport>>>,
     observer: &'a dyn Observer,
@@ -1059,6 +1074,62 @@ impl Runner<'_> {
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "cannot append to the run record"),
         }
+    }
+
+    fn gpu_backend(&self) -> Arc<crate::gpu::Backend> {
+        self.gpu
+            .get_or_init(|| {
+                let dispatcher = self.options.gpu.clone().unwrap_or_else(|| {
+                    Arc::new(crate::gpu::Dispatcher::new(
+                        crate::gpu::WorkerConfig::builtin(&self.options.home),
+                        self.options.home.join("scratch").join("gpu"),
+                    ))
+                });
+                Arc::new(crate::gpu::Backend::Live(dispatcher))
+            })
+            .clone()
+    }
+
+    /// The gpu port of one attempt: the grant's, or one that denies.
+    fn gpu_port(
+        &self,
+        step: &crate::spec::Step,
+        inputs: &BTreeMap<String, OutputRef>,
+        ledger: &crate::gpu::Ledger,
+    ) -> Box<dyn sluice_host_api::GpuPort> {
+        match &step.gpu {
+            None => Box::new(NoGpuGrant {
+                step: step.name.clone(),
+            }),
+            Some(grant) => Box::new(crate::gpu::AttemptGpu::new(
+                &step.name,
+                grant.clone(),
+                std::time::Duration::from_secs(step.limits.timeout_s),
+                inputs.values().map(|o| o.digest).collect(),
+                self.gpu_backend(),
+                self.store.clone(),
+                self.gpu_jobs.clone(),
+                ledger.clone(),
+            )),
+        }
+    }
+
+    /// Records an attempt's gpu jobs and returns the step's gpu report.
+    fn gpu_report(
+        &self,
+        step: &crate::spec::Step,
+        attempt: u32,
+        ledger: &crate::gpu::Ledger,
+    ) -> Option<crate::gpu::GpuReport> {
+        step.gpu.as_ref()?;
+        let jobs = ledger.reports();
+        for job in &jobs {
+            self.log(
+                "gpu-job",
+                json!({"step": step.name, "attempt": attempt, "job": job.for_record()}),
+            );
+        }
+        Some(crate::gpu::GpuReport::new(jobs))
     }
 
     fn sandbox(&self) -> Result<&Sandbox, String> {
@@ -1280,6 +1351,7 @@ impl scheduler::Executor for Runner<'_> {
             &step.outputs,
             &step.limits,
             self.pipeline.seed,
+            step.gpu.as_ref(),
         );
         report.component = Some(resolved.digest);
         report.cache_key = Some(key);
@@ -1297,6 +1369,7 @@ impl scheduler::Executor for Runner<'_> {
                 "limits": step.limits,
                 "run_seed": self.pipeline.seed,
                 "host_answers": sandbox::host_answers(self.pipeline.seed, &step.name),
+                "gpu": step.gpu,
             }),
         );
         if attempt == 1
@@ -1311,6 +1384,14 @@ impl scheduler::Executor for Runner<'_> {
             r.metrics = hit.metrics;
             r.series = hit.series;
             r.tags = hit.tags;
+            // Nothing executed, but the record keeps the jobs that made
+            // these outputs, so a replay of this run can answer them.
+            for job in &hit.gpu_jobs {
+                self.log(
+                    "gpu-job",
+                    json!({"step": step.name, "attempt": attempt, "cached": true, "job": job}),
+                );
+            }
             r.wall_ms = t0.elapsed().as_millis() as u64;
             self.finish(index, r);
             return scheduler::Outcome::Succeeded;
@@ -1359,16 +1440,16 @@ impl scheduler::Executor for Runner<'_> {
             run_seed: self.pipeline.seed,
             cancel: self.options.cancel.clone(),
         };
+        let ledger = crate::gpu::Ledger::default();
         let result = sandbox.run(
             &prepared,
             &spec,
             Box::new(StoreArtifacts {
                 store: self.store.clone(),
             }),
-            Box::new(NoGpuGrant {
-                step: step.name.clone(),
-            }),
+            self.gpu_port(step, &inputs, &ledger),
         );
+        report.gpu = self.gpu_report(step, attempt, &ledger);
         report.wall_ms += result.wall_ms;
         report.fuel_used = result.fuel_used;
         report.memory_peak_bytes = result.memory_peak_bytes;
@@ -1426,6 +1507,11 @@ impl scheduler::Executor for Runner<'_> {
                 metrics: report.metrics.clone(),
                 series: report.series.clone(),
                 tags: report.tags.clone(),
+                gpu_jobs: report
+                    .gpu
+                    .iter()
+                    .flat_map(|g| g.jobs.iter().map(crate::gpu::JobReport::for_record))
+                    .collect(),
             };
             if let Err(e) = self.cache.insert(&entry) {
                 tracing::warn!(step = %step.name, error = %e, "cannot write cache entry");

@@ -119,6 +119,11 @@ pub struct Step {
     pub when: Option<(String, crate::expr::Expr)>,
     /// `on = "always" | "failure" | "success"`: an exit handler.
     pub finally: Option<crate::scheduler::Finally>,
+    /// `gpu = { worker = "...", max_jobs = N, min_free_memory_mib = M }`:
+    /// the step may submit gpu jobs to that worker kind.
+    pub gpu: Option<crate::gpu::Grant>,
+    /// The grant's `worker` as written (before interpolation), for sweeps.
+    pub gpu_worker_template: Option<String>,
 }
 
 /// A validated pipeline: steps in topological order.
@@ -262,6 +267,7 @@ struct RawStep<'a, 'i> {
     after: Vec<(String, Range<usize>)>,
     when: Option<(String, crate::expr::Expr, Range<usize>)>,
     finally: Option<crate::scheduler::Finally>,
+    gpu: Option<(crate::gpu::Grant, String)>,
     _table: &'a Table<'i>,
 }
 
@@ -666,6 +672,7 @@ impl Validator {
             "after",
             "when",
             "on",
+            "gpu",
         ];
         let mut step = RawStep {
             name,
@@ -681,6 +688,7 @@ impl Validator {
             after: Vec::new(),
             when: None,
             finally: None,
+            gpu: None,
             _table: t,
         };
         let place = format!("[steps.{name}]");
@@ -828,6 +836,7 @@ impl Validator {
                         None => {}
                     }
                 }
+                "gpu" => step.gpu = self.gpu_grant(name, value, pipeline_params),
                 _ => self.unknown_key(key, &place, KEYS),
             }
         }
@@ -869,6 +878,72 @@ impl Validator {
             format!("step `{step}`: component {} does not exist", path.display()),
         );
         None
+    }
+
+    /// `gpu = { worker = "...", max_jobs = N, min_free_memory_mib = M }`;
+    /// returns the grant and the worker as written.
+    fn gpu_grant(
+        &mut self,
+        step: &str,
+        value: &Spanned<DeValue<'_>>,
+        params: &BTreeMap<String, String>,
+    ) -> Option<(crate::gpu::Grant, String)> {
+        use crate::gpu;
+        let place = format!("step `{step}` gpu");
+        let t = self.table(value, &place)?;
+        let mut worker = None;
+        let mut worker_seen = false;
+        let mut max_jobs = gpu::MAX_JOBS_DEFAULT;
+        let mut min_free_memory_mib = 0;
+        for (key, v) in t.iter() {
+            let what = format!("{place} `{}`", key.get_ref());
+            match key.get_ref().as_ref() {
+                "worker" => {
+                    worker_seen = true;
+                    let Some(raw) = self.string(v, &what) else {
+                        continue;
+                    };
+                    let raw = raw.to_string();
+                    let Some(resolved) = self.interpolate(&raw, &v.span(), &what, params) else {
+                        continue;
+                    };
+                    if gpu::is_kind_name(&resolved) {
+                        worker = Some((resolved, raw));
+                    } else {
+                        self.error(
+                            &v.span(),
+                            format!("{what}: {resolved:?} is not a worker kind; use {NAME_RULE}"),
+                        );
+                    }
+                }
+                "max_jobs" => match self.integer(v, &what, gpu::MAX_JOBS_CEILING) {
+                    Some(0) => self.error(&v.span(), format!("{what} must be at least 1")),
+                    Some(n) => max_jobs = n as u32,
+                    None => {}
+                },
+                "min_free_memory_mib" => {
+                    if let Some(n) = self.integer(v, &what, gpu::MIN_FREE_MEMORY_MIB_CEILING) {
+                        min_free_memory_mib = n;
+                    }
+                }
+                _ => self.unknown_key(key, &place, gpu::GRANT_KEYS),
+            }
+        }
+        if !worker_seen {
+            self.error(
+                &value.span(),
+                format!("{place}: missing required field `worker`"),
+            );
+        }
+        let (worker, raw) = worker?;
+        Some((
+            gpu::Grant {
+                worker,
+                max_jobs,
+                min_free_memory_mib,
+            },
+            raw,
+        ))
     }
 
     fn limits(&mut self, step: &str, t: &Table<'_>) -> Limits {
@@ -1182,6 +1257,8 @@ impl Validator {
                 deps: step_deps,
                 when: step.when.map(|(text, e, _)| (text, e)),
                 finally: step.finally,
+                gpu_worker_template: step.gpu.as_ref().map(|(_, raw)| raw.clone()),
+                gpu: step.gpu.map(|(grant, _)| grant),
             });
         }
         steps.into_iter().collect()
@@ -1205,18 +1282,22 @@ impl Validator {
             .map(|c| c.keys().map(String::as_str).collect())
             .unwrap_or_default();
         let reads_swept = |step: &Step| {
-            step.param_templates.values().any(|t| {
-                // Does the template change when a swept param does?
-                let mut probe = params.clone();
-                for p in &swept {
-                    probe.insert((*p).to_string(), format!("\u{0}sweep:{p}\u{0}"));
-                }
-                substitute(t, &probe).contains("\u{0}sweep:")
-            }) || step.when.as_ref().is_some_and(|(_, e)| {
-                e.refs()
-                    .iter()
-                    .any(|r| matches!(r, crate::expr::Ref::Param(p) if swept.contains(p.as_str())))
-            })
+            step.param_templates
+                .values()
+                .chain(&step.gpu_worker_template)
+                .any(|t| {
+                    // Does the template change when a swept param does?
+                    let mut probe = params.clone();
+                    for p in &swept {
+                        probe.insert((*p).to_string(), format!("\u{0}sweep:{p}\u{0}"));
+                    }
+                    substitute(t, &probe).contains("\u{0}sweep:")
+                })
+                || step.when.as_ref().is_some_and(|(_, e)| {
+                    e.refs().iter().any(
+                        |r| matches!(r, crate::expr::Ref::Param(p) if swept.contains(p.as_str())),
+                    )
+                })
         };
         let mut affected = vec![false; steps.len()];
         for (i, step) in steps.iter().enumerate() {
@@ -1349,6 +1430,9 @@ impl Validator {
                         .map(|(key, t)| (key.clone(), substitute(t, &combo_params)))
                         .collect();
                     s.sweep = sweep[k].clone();
+                    if let (Some(grant), Some(t)) = (&mut s.gpu, &step.gpu_worker_template) {
+                        grant.worker = substitute(t, &combo_params);
+                    }
                     if let Some((_, e)) = &mut s.when {
                         let renamed = |name: &str| {
                             steps
@@ -1515,6 +1599,51 @@ outputs = ["out"]
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].message, "dependency cycle: a -> b -> c -> a");
         assert_eq!((errors[0].line, errors[0].column), (2, 8));
+    }
+
+    #[test]
+    fn gpu_grants_interpolate_params_and_follow_sweeps() {
+        let p = with_component(
+            r#"name = "p"
+[params]
+worker = "cpu"
+[sweep]
+worker = ["cpu", "torch"]
+[steps.train]
+component = "c.wasm"
+gpu = { worker = "${params.worker}", max_jobs = 3, min_free_memory_mib = 1024 }
+[steps.plain]
+component = "c.wasm"
+"#,
+            &[],
+        )
+        .unwrap();
+        let grants: Vec<(&str, Option<crate::gpu::Grant>)> = p
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.gpu.clone()))
+            .collect();
+        let grant = |worker: &str| {
+            Some(crate::gpu::Grant {
+                worker: worker.into(),
+                max_jobs: 3,
+                min_free_memory_mib: 1024,
+            })
+        };
+        assert_eq!(
+            grants,
+            [
+                ("train[0]", grant("cpu")),
+                ("train[1]", grant("torch")),
+                ("plain", None)
+            ]
+        );
+        let one = with_component(
+            "name = \"p\"\n[steps.t]\ncomponent = \"c.wasm\"\ngpu = { worker = \"cpu\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(one.steps[0].gpu.as_ref().unwrap().max_jobs, 1);
     }
 
     #[test]

@@ -185,24 +185,30 @@ impl Store {
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         fs::create_dir_all(root.join("quarantine")).map_err(io_err(&root))?;
         sweep_orphans(&tmp);
-        let owner = format!(
-            "{}-{}",
-            std::process::id(),
-            &Digest::of(
-                &std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0)
-                    .to_le_bytes()
-            )
-            .hex()[..8]
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            .to_le_bytes()
+            .to_vec();
+        seed.extend_from_slice(
+            &OPENED
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .to_le_bytes(),
         );
+        let owner = format!("{}-{}", std::process::id(), &Digest::of(&seed).hex()[..8]);
+        // The owner file appears under its swept name only once locked: a
+        // concurrent sweep (another store opening) must never find it
+        // unlocked and take it for a dead store's.
         let owner_path = tmp.join(format!("{owner}.owner"));
-        let owner_lock = File::create_new(&owner_path).map_err(io_err(&owner_path))?;
+        let staging = tmp.join(format!("{owner}.owner-new"));
+        let owner_lock = File::create_new(&staging).map_err(io_err(&staging))?;
         owner_lock.try_lock().map_err(|e| StoreError::Io {
-            path: owner_path.clone(),
+            path: staging.clone(),
             source: io::Error::other(e.to_string()),
         })?;
+        fs::rename(&staging, &owner_path).map_err(io_err(&owner_path))?;
         let shared = Arc::new(Shared::default());
         let (tx, rx) = mpsc::channel();
         let worker_shared = shared.clone();

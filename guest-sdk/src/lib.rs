@@ -217,6 +217,30 @@ impl Ctx {
         })
     }
 
+    /// Declares the output `name` to be `artifact`, an output of a GPU job
+    /// this attempt submitted and that succeeded (see [`JobResult::output`]).
+    /// The bytes are already in the engine's store; none cross the sandbox
+    /// boundary. `name` must be a declared output not yet written; anything
+    /// that is not a succeeded job's output is refused (permission denied).
+    ///
+    /// ```no_run
+    /// # fn run(ctx: &mut sluice_guest::Ctx, spec: sluice_guest::JobSpec) -> sluice_guest::Result<()> {
+    /// let result = ctx.gpu().submit(&spec)?.wait();
+    /// let model = result.output("model").ok_or_else(|| sluice_guest::Error::msg("no model"))?;
+    /// ctx.publish("model", model)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn publish(&self, name: &str, artifact: &Artifact) -> Result<Artifact> {
+        let wit = types::Artifact {
+            name: artifact.name.clone(),
+            digest: artifact.digest.clone(),
+            size: artifact.size,
+            media_type: artifact.media_type.clone(),
+        };
+        Ok(artifacts::publish(name, &wit).map_err(host_error)?.into())
+    }
+
     /// The parameter `name`, parsed as `T`; an error names the parameter when
     /// it is missing or does not parse.
     pub fn param<T: FromStr>(&self, name: &str) -> Result<T>
@@ -372,7 +396,57 @@ impl Drop for Output {
 }
 
 /// Re-exported WIT types for GPU jobs.
-pub use wit_gpu::{GpuUsage, JobResult, JobSpec, JobState};
+pub use wit_gpu::{GpuUsage, JobSpec, JobState};
+
+/// The outcome of a GPU job (see [`Job::wait`]).
+#[derive(Clone, Debug)]
+pub struct JobResult {
+    /// The final state.
+    pub state: JobState,
+    /// Output artifacts, verified and already in the engine's store; publish
+    /// one as a step output with [`Ctx::publish`].
+    pub outputs: Vec<Artifact>,
+    /// Metrics the worker reported, as a JSON object.
+    pub metrics_json: String,
+    /// GPU telemetry summary, absent when none is available.
+    pub usage: Option<GpuUsage>,
+    /// Wall time of the job, milliseconds.
+    pub wall_ms: u64,
+    /// Why the job did not succeed, if it did not.
+    pub message: Option<String>,
+}
+
+impl JobResult {
+    /// The output named `name`, if the job produced one.
+    pub fn output(&self, name: &str) -> Option<&Artifact> {
+        self.outputs.iter().find(|a| a.name == name)
+    }
+
+    /// `Ok(self)` if the job succeeded, else an error with its state and message.
+    pub fn succeeded(self) -> Result<Self> {
+        if self.state == JobState::Succeeded {
+            return Ok(self);
+        }
+        Err(Error::msg(format_args!(
+            "gpu job {:?}: {}",
+            self.state,
+            self.message.as_deref().unwrap_or("no message")
+        )))
+    }
+}
+
+impl From<wit_gpu::JobResult> for JobResult {
+    fn from(r: wit_gpu::JobResult) -> Self {
+        JobResult {
+            state: r.state,
+            outputs: r.outputs.into_iter().map(Artifact::from).collect(),
+            metrics_json: r.metrics_json,
+            usage: r.usage,
+            wall_ms: r.wall_ms,
+            message: r.message,
+        }
+    }
+}
 
 /// GPU job submission; see [`Ctx::gpu`].
 pub struct Gpu {
@@ -411,7 +485,7 @@ impl Job {
 
     /// Blocks until the job ends.
     pub fn wait(self) -> JobResult {
-        self.job.wait()
+        self.job.wait().into()
     }
 
     /// Asks the worker to stop.

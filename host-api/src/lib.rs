@@ -281,6 +281,9 @@ pub struct StepHost {
     host_calls: u64,
     /// A fault raised where it could not be returned (a writer's drop).
     deferred_fault: Option<EngineFault>,
+    /// Outputs of this attempt's succeeded gpu jobs by digest: the only
+    /// artifacts `publish` accepts.
+    gpu_outputs: BTreeMap<String, Artifact>,
 }
 
 /// Construction parameters of a [`StepHost`].
@@ -327,6 +330,7 @@ impl StepHost {
             bytes_out: 0,
             host_calls: 0,
             deferred_fault: None,
+            gpu_outputs: BTreeMap::new(),
         }
     }
 
@@ -545,6 +549,67 @@ impl artifacts::Host for StepHost {
         self.writers.insert(name, OpenWriter { media_type, sink });
         Ok(Ok(handle))
     }
+
+    fn publish(
+        &mut self,
+        name: String,
+        artifact: Artifact,
+    ) -> wasmtime::Result<Result<Artifact, WitError>> {
+        self.count_call()?;
+        if !self.declared_outputs.contains(&name) {
+            return Ok(Err(WitError::Invalid(format!(
+                "step `{}` declares no output named {name:?}; its outputs: {}",
+                self.step,
+                list_names(self.declared_outputs.iter())
+            ))));
+        }
+        if self.writers.contains_key(&name) || self.finished.contains_key(&name) {
+            return Ok(Err(WitError::Invalid(format!(
+                "output `{name}` of step `{}` was already written",
+                self.step
+            ))));
+        }
+        // Only the host's own record of a succeeded job counts: the guest's
+        // copy of the artifact is a claim, checked field by field.
+        let Some(job_output) = self
+            .gpu_outputs
+            .get(&artifact.digest)
+            .filter(|o| o.size == artifact.size)
+            .cloned()
+        else {
+            return Ok(Err(WitError::Denied(format!(
+                "step `{}` cannot publish {:?} ({}) as output `{name}`: it is not an output \
+                 of a gpu job of this attempt that succeeded",
+                self.step,
+                truncate(&artifact.name),
+                truncate(&artifact.digest)
+            ))));
+        };
+        let total = self.bytes_out + job_output.size;
+        if total > self.budget.output_bytes_max {
+            return Err(LimitExceeded {
+                kind: LimitKind::Output,
+                detail: format!(
+                    "step `{}` wrote more than {} output bytes (output `{name}`)",
+                    self.step, self.budget.output_bytes_max
+                ),
+            }
+            .into());
+        }
+        self.bytes_out = total;
+        let published = OutputArtifact {
+            digest: job_output.digest.clone(),
+            size: job_output.size,
+            media_type: job_output.media_type.clone(),
+        };
+        self.finished.insert(name.clone(), published);
+        Ok(Ok(Artifact {
+            name,
+            digest: job_output.digest,
+            size: job_output.size,
+            media_type: job_output.media_type,
+        }))
+    }
 }
 
 impl artifacts::HostReader for StepHost {
@@ -723,6 +788,11 @@ impl gpu::HostJob for StepHost {
         let handle = self.table.get_mut(&job)?;
         let result = handle.job.wait().map_err(|e| EngineFault(e.to_string()))?;
         handle.done = true;
+        if result.state == JobState::Succeeded {
+            for out in &result.outputs {
+                self.gpu_outputs.insert(out.digest.clone(), out.clone());
+            }
+        }
         Ok(result)
     }
 

@@ -16,7 +16,11 @@ pub fn repo() -> PathBuf {
 }
 
 /// Step crates the tests use directly as `.wasm` components.
-const CRATES: &[&str] = &["examples/steps/append", "tests/components/hostile"];
+const CRATES: &[&str] = &[
+    "examples/steps/append",
+    "tests/components/hostile",
+    "tests/components/gpu-abuse",
+];
 
 /// Builds the test components once per test process (through the engine's
 /// own builder, so `sluice run` on the crate directories is then a no-op).
@@ -104,11 +108,18 @@ impl Sandbox {
 
     /// `sluice ARGS` exactly as given.
     pub fn sluice_raw(&self, args: &[&str]) -> Run {
+        self.sluice_env(args, &[])
+    }
+
+    /// `sluice ARGS` exactly as given, with extra environment variables.
+    pub fn sluice_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out: Output = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(args)
             .current_dir(self.path())
             .env_remove("SLUICE_HOME")
+            .env_remove("SLUICE_CONFIG")
             .env("SLUICE_COMPILE_CACHE", compile_cache())
+            .envs(env.iter().copied())
             .output()
             .expect("run sluice");
         Run {

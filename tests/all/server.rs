@@ -411,7 +411,8 @@ fn fifty_concurrent_submissions_all_complete() {
     assert_eq!(unique.len(), 50);
     for id in &ids {
         let events = server.events(id, None);
-        assert_eq!(events.last().unwrap().1["status"], "succeeded", "{id}");
+        let run = server.get(&format!("/v1/runs/{id}"), None).json();
+        assert_eq!(events.last().unwrap().1["status"], "succeeded", "{run:#}");
     }
     // Paginated listing: every run exactly once.
     let mut listed = Vec::new();

@@ -596,8 +596,31 @@ fn run_id(id: &str) -> Result<RunId, ApiError> {
     id.parse().map_err(|_| ApiError::not_found("run", id))
 }
 
-async fn replay_run(State(app): Shared, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayQuery {
+    rerun_gpu: Option<String>,
+}
+
+async fn replay_run(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Query<BTreeMap<String, String>>,
+) -> ApiResult {
     let caller = app.caller(&headers, Role::Runner)?;
+    let q: ReplayQuery = serde_json::from_value(json!(query.0))
+        .map_err(|e| ApiError::new(Code::UnknownField, format!("query: {e}")))?;
+    let gpu_mode = match q.rerun_gpu.as_deref() {
+        None | Some("" | "false") => crate::replay::GpuReplay::Recorded,
+        Some("true") => crate::replay::GpuReplay::Rerun(app.gpu.clone()),
+        Some(other) => {
+            return Err(ApiError::new(
+                Code::BadRequest,
+                format!("rerun_gpu {other:?} is not true or false"),
+            ));
+        }
+    };
     blocking(move || {
         let row = owned_row(&app, &caller, &id)?;
         if !row.status.is_terminal() {
@@ -607,9 +630,14 @@ async fn replay_run(State(app): Shared, headers: HeaderMap, Path(id): Path<Strin
             ));
         }
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let report =
-            crate::replay::replay(&app.home, &run_id(&id)?, jobs, app.compile_cache.clone())
-                .map_err(|e| ApiError::new(Code::Conflict, e.to_string()))?;
+        let report = crate::replay::replay(
+            &app.home,
+            &run_id(&id)?,
+            jobs,
+            app.compile_cache.clone(),
+            gpu_mode,
+        )
+        .map_err(|e| ApiError::new(Code::Conflict, e.to_string()))?;
         Ok(axum::Json(report).into_response())
     })
     .await

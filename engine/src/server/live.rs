@@ -440,11 +440,13 @@ fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, trusted: bool
         if let Err(e) = app.index.finished(&id, status, &now(), None, Some(&error)) {
             tracing::error!(error = %e, run_id = %id, "cannot update the index");
         }
-        live.end(status);
+        // Off the live map before `end` is sent: whoever reads the end
+        // then finds the run ended everywhere.
         app.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+        live.end(status);
     };
     if live.cancel.load(Ordering::SeqCst) {
         return fail(
@@ -470,6 +472,7 @@ fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, trusted: bool
         run_id: Some(run_id.clone()),
         cancel: Some(live.cancel.clone()),
         step_slots: Some(app.step_slots.clone()),
+        gpu: Some(app.gpu.clone()),
         ..run::Options::new(app.home.clone())
     };
     let observer = LiveObserver {
@@ -550,11 +553,13 @@ fn finish(app: &App, live: &LiveRun, summary: &RunSummary) {
     ) {
         tracing::error!(error = %e, run_id = %live.id, "cannot update the index");
     }
-    live.end(status);
+    // Off the live map before `end` is sent: whoever reads the end
+    // then finds the run ended everywhere.
     app.live
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&live.id);
+    live.end(status);
 }
 
 /// Restart recovery: every run the index has as queued or running is

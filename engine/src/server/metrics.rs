@@ -215,6 +215,7 @@ pub fn render(app: &App) -> String {
         "Bytes in the content-addressed store.",
     );
     let _ = writeln!(out, "sluice_store_bytes {}", store_bytes(app));
+    gpu_gauges(&mut out);
     header(
         &mut out,
         "sluice_http_rate_limited_total",
@@ -227,4 +228,79 @@ pub fn render(app: &App) -> String {
         m.rate_limited.load(SeqCst)
     );
     out
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// GPU gauges from NVML (cheap calls only); just the availability gauge
+/// when telemetry is unavailable.
+fn gpu_gauges(out: &mut String) {
+    let nvml = crate::gpu::telemetry::nvml();
+    header(
+        out,
+        "sluice_gpu_telemetry_available",
+        "gauge",
+        "1 when NVML telemetry works on this host.",
+    );
+    let _ = writeln!(
+        out,
+        "sluice_gpu_telemetry_available {}",
+        u8::from(nvml.is_ok())
+    );
+    let Ok(nvml) = nvml else { return };
+    let devices = crate::gpu::telemetry::devices();
+    if devices.is_empty() {
+        return;
+    }
+    let series = |d: &crate::gpu::telemetry::DeviceInfo| {
+        format!("{{gpu=\"{}\",name=\"{}\"}}", label(&d.uuid), label(&d.name))
+    };
+    header(
+        out,
+        "sluice_gpu_memory_total_bytes",
+        "gauge",
+        "Framebuffer size.",
+    );
+    for d in &devices {
+        let _ = writeln!(
+            out,
+            "sluice_gpu_memory_total_bytes{} {}",
+            series(d),
+            d.memory_total_bytes
+        );
+    }
+    header(
+        out,
+        "sluice_gpu_memory_used_bytes",
+        "gauge",
+        "Framebuffer in use.",
+    );
+    for d in &devices {
+        let used = d.memory_total_bytes.saturating_sub(d.memory_free_bytes);
+        let _ = writeln!(out, "sluice_gpu_memory_used_bytes{} {used}", series(d));
+    }
+    header(
+        out,
+        "sluice_gpu_utilization_ratio",
+        "gauge",
+        "Fraction of the last sample period a kernel ran.",
+    );
+    for d in &devices {
+        if let Ok(u) = nvml
+            .device_by_index(d.index)
+            .and_then(|dev| dev.utilization_rates())
+        {
+            let _ = writeln!(
+                out,
+                "sluice_gpu_utilization_ratio{} {}",
+                series(d),
+                f64::from(u.gpu) / 100.0
+            );
+        }
+    }
 }

@@ -203,6 +203,10 @@ pub struct App {
     shutdown: tokio::sync::watch::Sender<bool>,
     compile_cache: Option<PathBuf>,
     sandbox: std::sync::OnceLock<Result<crate::sandbox::Sandbox, String>>,
+    /// One warm worker pool for every run the service executes.
+    gpu: Arc<crate::gpu::Dispatcher>,
+    /// The home's store, opened once (reads, uploads).
+    store: crate::store::Store,
 }
 
 impl std::fmt::Debug for App {
@@ -291,8 +295,8 @@ impl App {
         Ok(())
     }
 
-    fn store(&self) -> Result<crate::store::Store, ApiError> {
-        crate::store::Store::open(&self.home).map_err(ApiError::internal)
+    fn store(&self) -> Result<&crate::store::Store, ApiError> {
+        Ok(&self.store)
     }
 
     fn sandbox(&self) -> Result<&crate::sandbox::Sandbox, ApiError> {
@@ -379,6 +383,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .filter_map(|p| root.join(p).canonicalize().ok())
         .collect();
     let index = index::Index::open(&args.home.join("server").join("index.sqlite"))?;
+    let workers = crate::gpu::WorkerConfig::load(config.path.as_deref(), &args.home)?;
+    let gpu = Arc::new(crate::gpu::Dispatcher::new(
+        workers,
+        args.home.join("scratch").join("gpu"),
+    ));
     let (shutdown, _) = tokio::sync::watch::channel(false);
     let app = Arc::new(App {
         run_slots: Arc::new(tokio::sync::Semaphore::new(
@@ -400,6 +409,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown,
         compile_cache: args.compile_cache.clone(),
         sandbox: std::sync::OnceLock::new(),
+        gpu,
+        store: crate::store::Store::open(&args.home)?,
         config,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -121,7 +121,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/v1/runs/{id}/replay",
-        summary: "Replays a finished run and compares every digest.",
+        summary: "Replays a finished run and compares every digest; gpu jobs are answered from the record unless `rerun_gpu=true`.",
         role: Some(Role::Runner),
         produces: JSON,
         consumes: None,

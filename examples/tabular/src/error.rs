@@ -37,6 +37,14 @@ pub enum Error {
     /// The input is well-formed but unusable (no label column, an empty
     /// training set, a bad parameter value, …).
     Invalid(String),
+    /// Training was stopped by its caller (cancelled, or out of time)
+    /// before it finished.
+    Stopped {
+        /// The 0-based epoch it stopped in.
+        epoch: u32,
+        /// The epochs it was to run.
+        epochs: u32,
+    },
     /// The push gate: the evaluation did not bless the model.
     NotBlessed {
         /// The model's evaluation accuracy.
@@ -71,6 +79,9 @@ impl fmt::Display for Error {
             Error::Document { what, message } => write!(f, "{what}: {message}"),
             Error::Limit { what, limit } => write!(f, "too many {what} (limit {limit})"),
             Error::Invalid(message) => f.write_str(message),
+            Error::Stopped { epoch, epochs } => {
+                write!(f, "training stopped in epoch {} of {epochs}", epoch + 1)
+            }
             Error::NotBlessed {
                 accuracy,
                 threshold,

@@ -25,7 +25,7 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Model;
+use crate::model::Classifier;
 use crate::transform::Dataset;
 use crate::{Error, MAX_CLASSES, Result};
 
@@ -64,22 +64,22 @@ pub struct Evaluation {
     pub confusion_matrix: Vec<Vec<u64>>,
 }
 
-/// Scores `model` on `data`.
-pub fn evaluate(model: &Model, data: &Dataset) -> Result<Evaluation> {
+/// Scores `model` (of any kind, see [`crate::model::AnyModel`]) on `data`.
+pub fn evaluate<M: Classifier + ?Sized>(model: &M, data: &Dataset) -> Result<Evaluation> {
     data.check()?;
-    if data.features != model.features {
+    if data.features != model.features() {
         return Err(Error::invalid(format!(
             "evaluation features differ from the model's: {} vs {} features{}",
             data.features.len(),
-            model.features.len(),
-            first_difference(&data.features, &model.features)
+            model.features().len(),
+            first_difference(&data.features, model.features())
         )));
     }
     if data.rows() == 0 {
         return Err(Error::invalid("evaluation dataset has no rows"));
     }
-    let mut classes = model.classes.clone();
-    let known: BTreeSet<&str> = model.classes.iter().map(String::as_str).collect();
+    let mut classes = model.classes().to_vec();
+    let known: BTreeSet<&str> = model.classes().iter().map(String::as_str).collect();
     let unseen: BTreeSet<&str> = data
         .y
         .iter()
@@ -231,7 +231,7 @@ impl Blessing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{HyperParams, MODEL_KIND};
+    use crate::model::{HyperParams, MODEL_KIND, Model};
     use serde_json::json;
 
     /// A model that predicts class `argmax(x)`.

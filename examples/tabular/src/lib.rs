@@ -1,6 +1,7 @@
 //! The data and model logic behind Sluice's example tabular pipeline
 //! (`examples/pipelines/tabular.toml`): CSV ingest, column statistics,
-//! schema validation, feature transform, softmax regression and evaluation;
+//! schema validation, feature transform, softmax regression, a multi-layer
+//! perceptron (trained by the `train-mlp` worker op) and evaluation;
 //! and data drift between two examples files, behind the retraining loop of
 //! `examples/pipelines/drift-retrain.toml`.
 //!
@@ -19,6 +20,7 @@
 //! | `validate`  | [`validation`] | train + eval examples  | schema JSON, anomalies JSON   |
 //! | `transform` | [`transform`]  | train + eval examples  | train / eval *datasets*, transform JSON |
 //! | `train`     | [`model`]      | train dataset          | model JSON                    |
+//! | `train-gpu` | [`mlp`] (in a worker) | train dataset   | MLP model JSON                |
 //! | `evaluate`  | [`evaluation`] | model + eval dataset   | evaluation JSON, blessing JSON |
 //! | `push`      | [`evaluation`] | model + blessing       | the model, if blessed         |
 //! | `drift`     | [`drift`]      | reference + current examples | drift report JSON       |
@@ -32,8 +34,9 @@
 //! - **Datasets** ([`transform`]), JSON Lines: a header
 //!   `{"features":[…],"classes":[…]}` then one `{"x":[…],"y":"label"}` per row.
 //!
-//! Every output is deterministic: no randomness, no hash-map iteration
-//! order, floats formatted by `serde_json`. Every loop over input data is
+//! Every output is deterministic: no randomness outside the seeded
+//! generator of [`mlp`], no hash-map iteration order, floats formatted by
+//! `serde_json`. Every loop over input data is
 //! bounded by one of the limits below.
 
 #![warn(missing_docs)]
@@ -43,6 +46,7 @@ pub mod drift;
 pub mod evaluation;
 pub mod example;
 pub mod ingest;
+pub mod mlp;
 pub mod model;
 pub mod profile;
 pub mod stats;

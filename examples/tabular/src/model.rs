@@ -1,4 +1,6 @@
-//! Multinomial softmax regression, trained by full-batch gradient descent.
+//! Multinomial softmax regression, trained by full-batch gradient descent;
+//! and [`AnyModel`], which reads a model document of any kind (this one or
+//! [`crate::mlp`]) for scoring through the [`Classifier`] trait.
 //!
 //! Deterministic by construction: weights start at zero, rows are visited
 //! in file order, and there is no randomness. The loss is the mean
@@ -12,16 +14,20 @@
 //!  "hyper_params": {"learning_rate": 0.5, "epochs": 300, "l2": 0.0},
 //!  "train_rows": 275, "train_loss": 0.02, "train_accuracy": 0.99}
 //! ```
+//!
+//! A document without `kind` is read as this kind: models written before
+//! there was a second kind lack it.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::mlp::{MLP_KIND, Mlp};
 use crate::transform::Dataset;
 use crate::{Error, MAX_CLASSES, MAX_EPOCHS, MAX_FEATURES, Result};
 
-/// The only model kind, recorded so a reader can tell.
+/// This model's kind, recorded so a reader can tell it from an [`Mlp`].
 pub const MODEL_KIND: &str = "softmax_regression";
 
 /// Largest model document read, in bytes: the largest model the limits
@@ -78,7 +84,8 @@ impl HyperParams {
 /// A trained softmax-regression classifier.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Model {
-    /// Always [`MODEL_KIND`].
+    /// Always [`MODEL_KIND`] (the default when a document lacks it).
+    #[serde(default = "softmax_kind")]
     pub kind: String,
     /// Class names; class `c` is row `c` of `weights`.
     pub classes: Vec<String>,
@@ -96,6 +103,10 @@ pub struct Model {
     pub train_loss: f64,
     /// Accuracy on the training data after the last epoch.
     pub train_accuracy: f64,
+}
+
+fn softmax_kind() -> String {
+    MODEL_KIND.to_owned()
 }
 
 /// Loss and accuracy of a model on a dataset.
@@ -168,7 +179,7 @@ pub fn train(
 }
 
 /// Each row's label as an index into `data.classes`.
-fn class_indices(data: &Dataset) -> Result<Vec<usize>> {
+pub(crate) fn class_indices(data: &Dataset) -> Result<Vec<usize>> {
     let index: BTreeMap<&str, usize> = data
         .classes
         .iter()
@@ -191,15 +202,12 @@ fn class_indices(data: &Dataset) -> Result<Vec<usize>> {
 impl Model {
     /// Reads a model document and checks its shape.
     pub fn read(reader: impl Read) -> Result<Self> {
-        let mut bytes = Vec::new();
-        reader.take(MAX_MODEL_BYTES + 1).read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > MAX_MODEL_BYTES {
-            return Err(document_error(format!(
-                "larger than {MAX_MODEL_BYTES} bytes"
-            )));
-        }
+        Self::from_slice(&read_document(reader)?)
+    }
+
+    fn from_slice(bytes: &[u8]) -> Result<Self> {
         let model: Model =
-            serde_json::from_slice(&bytes).map_err(|e| document_error(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| document_error(e.to_string()))?;
         model.check()?;
         Ok(model)
     }
@@ -311,10 +319,113 @@ fn argmax(values: &[f64]) -> usize {
     best
 }
 
-fn document_error(message: String) -> Error {
+/// A model document's bytes, at most [`MAX_MODEL_BYTES`].
+pub(crate) fn read_document(reader: impl Read) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(MAX_MODEL_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MODEL_BYTES {
+        return Err(document_error(format!(
+            "larger than {MAX_MODEL_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+pub(crate) fn document_error(message: String) -> Error {
     Error::Document {
         what: "model",
         message,
+    }
+}
+
+/// What scoring needs from a trained model: its input and output names and
+/// a prediction per row.
+pub trait Classifier {
+    /// Feature names, in input order.
+    fn features(&self) -> &[String];
+    /// Class names; [`Classifier::predict`] returns an index into them.
+    fn classes(&self) -> &[String];
+    /// The index of the most likely class for features `x` (one value per
+    /// feature).
+    fn predict(&self, x: &[f64]) -> usize;
+}
+
+impl Classifier for Model {
+    fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    fn predict(&self, x: &[f64]) -> usize {
+        Model::predict(self, x)
+    }
+}
+
+/// A model document of either kind, told apart by its `kind` field.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnyModel {
+    /// `"kind": "softmax_regression"`, or no `kind`.
+    Softmax(Model),
+    /// `"kind": "mlp"`.
+    Mlp(Mlp),
+}
+
+impl AnyModel {
+    /// Reads a model document of any known kind and checks its shape; an
+    /// unknown kind is an error naming it.
+    pub fn read(reader: impl Read) -> Result<Self> {
+        /// Only the kind; serde skips every other field.
+        #[derive(Deserialize)]
+        struct Kind {
+            #[serde(default)]
+            kind: Option<String>,
+        }
+        let bytes = read_document(reader)?;
+        // serde would read a struct from an array too, field by field.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(document_error("expected a JSON object".to_owned()));
+        }
+        let Kind { kind } =
+            serde_json::from_slice(&bytes).map_err(|e| document_error(e.to_string()))?;
+        match kind.as_deref() {
+            None | Some(MODEL_KIND) => Ok(AnyModel::Softmax(Model::from_slice(&bytes)?)),
+            Some(MLP_KIND) => Ok(AnyModel::Mlp(Mlp::from_slice(&bytes)?)),
+            Some(other) => Err(document_error(format!(
+                "unknown kind `{other}`; expected `{MODEL_KIND}` or `{MLP_KIND}`"
+            ))),
+        }
+    }
+
+    /// The model's kind.
+    pub fn kind(&self) -> &str {
+        match self {
+            AnyModel::Softmax(_) => MODEL_KIND,
+            AnyModel::Mlp(_) => MLP_KIND,
+        }
+    }
+
+    fn inner(&self) -> &dyn Classifier {
+        match self {
+            AnyModel::Softmax(m) => m,
+            AnyModel::Mlp(m) => m,
+        }
+    }
+}
+
+impl Classifier for AnyModel {
+    fn features(&self) -> &[String] {
+        self.inner().features()
+    }
+
+    fn classes(&self) -> &[String] {
+        self.inner().classes()
+    }
+
+    fn predict(&self, x: &[f64]) -> usize {
+        self.inner().predict(x)
     }
 }
 
@@ -452,6 +563,63 @@ mod tests {
             err.to_string(),
             "dataset has 1 values for 2 rows of 1 features"
         );
+    }
+
+    #[test]
+    fn any_model_reads_either_kind_and_scores_it() {
+        use crate::evaluation::evaluate;
+        use crate::mlp::{self, MlpParams};
+
+        let data = dataset(&[1.0, -1.0], &["a", "b"], 1);
+        let softmax = train(&data, &HyperParams::default(), |_, _| {}).unwrap();
+        let mut doc = Vec::new();
+        softmax.write(&mut doc).unwrap();
+        let any = AnyModel::read(&doc[..]).unwrap();
+        assert_eq!(any, AnyModel::Softmax(softmax.clone()));
+        assert_eq!(any.kind(), "softmax_regression");
+        assert_eq!(evaluate(&any, &data).unwrap().accuracy, 1.0);
+
+        // Written before models had a kind.
+        let mut value: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+        value.as_object_mut().unwrap().remove("kind");
+        let old = serde_json::to_vec(&value).unwrap();
+        assert_eq!(
+            AnyModel::read(&old[..]).unwrap(),
+            AnyModel::Softmax(softmax)
+        );
+
+        let params = MlpParams {
+            hidden_layers: 1,
+            width: 4,
+            learning_rate: 0.05,
+            epochs: 40,
+            batch_size: 2,
+        };
+        let net = mlp::train(&data, &params, 5, |_, _| {}, &|| false).unwrap();
+        let mut doc = Vec::new();
+        net.write(&mut doc).unwrap();
+        let any = AnyModel::read(&doc[..]).unwrap();
+        assert_eq!(any.kind(), "mlp");
+        assert_eq!(any.classes(), ["a", "b"]);
+        assert_eq!(any.features(), ["f0"]);
+        assert_eq!(any, AnyModel::Mlp(net));
+        assert_eq!(evaluate(&any, &data).unwrap().accuracy, 1.0);
+    }
+
+    #[test]
+    fn any_model_names_an_unknown_kind_and_checks_the_shape_of_known_ones() {
+        let err = AnyModel::read(&br#"{"kind":"tree","depth":3}"#[..]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model: unknown kind `tree`; expected `softmax_regression` or `mlp`"
+        );
+        let err = AnyModel::read(&br#"{"kind":"mlp","features":[]}"#[..]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model: missing field `classes` at line 1 column 28"
+        );
+        let err = AnyModel::read(&b"[1]"[..]).unwrap_err();
+        assert_eq!(err.to_string(), "model: expected a JSON object");
     }
 
     #[test]

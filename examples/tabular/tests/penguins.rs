@@ -5,7 +5,8 @@
 use sluice_tabular::evaluation::{Blessing, evaluate};
 use sluice_tabular::example::{ColumnType, Examples, Value};
 use sluice_tabular::ingest::{IngestOptions, ingest};
-use sluice_tabular::model::{HyperParams, Model, train};
+use sluice_tabular::mlp::{self, MlpParams};
+use sluice_tabular::model::{AnyModel, HyperParams, Model, train};
 use sluice_tabular::stats::{Statistics, Summary};
 use sluice_tabular::transform::{Dataset, Transform};
 use sluice_tabular::validation::{AnomalyKind, DataSchema, find_anomalies};
@@ -228,4 +229,35 @@ fn the_pipeline_is_deterministic_byte_for_byte() {
     b.model.write(&mut mb).unwrap();
     assert_eq!(ma, mb);
     assert_eq!(Model::read(&ma[..]).unwrap(), a.model);
+}
+
+#[test]
+fn mlp_learns_the_penguins_and_evaluate_scores_it_through_the_dispatch() {
+    let run = run();
+    let train_data = Dataset::read(&run.train_data[..]).unwrap();
+    let params = MlpParams::default();
+    // 10 features → 32 → 32 → 3 classes.
+    assert_eq!(params.param_count(10, 3), 11 * 32 + 33 * 32 + 33 * 3);
+    let mut losses = Vec::new();
+    let model = mlp::train(
+        &train_data,
+        &params,
+        42,
+        |_, loss| losses.push(loss),
+        &|| false,
+    )
+    .unwrap();
+    assert_eq!(losses.len(), 50);
+    assert!(losses[49] < losses[0] / 4.0, "{losses:?}");
+    assert!(model.train_accuracy >= 0.9, "{}", model.train_accuracy);
+
+    let mut doc = Vec::new();
+    model.write(&mut doc).unwrap();
+    let any = AnyModel::read(&doc[..]).unwrap();
+    assert_eq!(any.kind(), "mlp");
+    let eval = Dataset::read(&run.eval_data[..]).unwrap();
+    let evaluation = evaluate(&any, &eval).unwrap();
+    assert_eq!(evaluation.rows, 67);
+    assert!(evaluation.accuracy >= 0.9, "{}", evaluation.accuracy);
+    assert!(Blessing::new(&evaluation, THRESHOLD).unwrap().blessed);
 }

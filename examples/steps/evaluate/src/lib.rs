@@ -1,8 +1,9 @@
 //! `evaluate`: scores the model on the eval dataset and blesses it when its
 //! accuracy reaches a threshold.
 //!
-//! - **Inputs:** `model` (`application/json`) from `train`; `eval` — a
-//!   dataset (`application/x-ndjson`) from `transform`.
+//! - **Inputs:** `model` (`application/json`) from `train` (softmax
+//!   regression) or `train-gpu` (an MLP) — either kind, told apart by its
+//!   `kind`; `eval` — a dataset (`application/x-ndjson`) from `transform`.
 //! - **Outputs:** `evaluation` (`application/json`) — accuracy, macro F1,
 //!   per-class precision/recall/F1/support and the confusion matrix;
 //!   `blessing` (`application/json`) —
@@ -11,17 +12,18 @@
 //! - **Metrics:** `accuracy`, `macro_f1`, `blessed` (`1` or `0`).
 //!
 //! An unblessed model is not an error here; `push` is the gate. The logic
-//! lives in [`sluice_tabular::evaluation`].
+//! lives in [`sluice_tabular::evaluation`]; the dispatch over model kinds
+//! in [`sluice_tabular::model::AnyModel`].
 
 use sluice_guest::{Ctx, Result};
 use sluice_tabular::JSON_MEDIA_TYPE;
 use sluice_tabular::evaluation::{Blessing, evaluate};
-use sluice_tabular::model::Model;
+use sluice_tabular::model::AnyModel;
 use sluice_tabular::transform::Dataset;
 
 fn run(ctx: &mut Ctx) -> Result<()> {
     let threshold: f64 = ctx.param_or("threshold", 0.8)?;
-    let model = Model::read(ctx.input("model")?)?;
+    let model = AnyModel::read(ctx.input("model")?)?;
     let data = Dataset::read(ctx.input("eval")?)?;
     let evaluation = evaluate(&model, &data)?;
     let blessing = Blessing::new(&evaluation, threshold)?;
