@@ -220,8 +220,24 @@ async function main() {
     fs.mkdirSync(path.dirname(path.resolve(opts.screenshot)), { recursive: true });
     await page.screenshot({ path: opts.screenshot, fullPage: true });
 
+    // A pipeline whose train step hands training to the CPU worker: the
+    // step panel shows the gpu job and says telemetry is unavailable.
+    stage = 'gpu run';
+    const gpuRun = await api('POST', '/v1/runs', { pipeline: 'examples/pipelines/tabular-gpu.toml', params: {} });
+    expect(gpuRun.status === 201, `POST /v1/runs (tabular-gpu) answered ${gpuRun.status}: ${gpuRun.text.slice(0, 300)}`);
+    const id3 = gpuRun.json.id;
+    await page.goto(`${opts.base}/#/runs/${encodeURIComponent(id3)}`);
+    await visible(page, 'svg.dag g.node', 'the gpu run\'s DAG');
+    const statuses3 = await waitForRunEnd(page, id3);
+    expect(statuses3.train === 'succeeded' || statuses3.train === 'cached', `gpu run train step is ${statuses3.train}`);
+    await page.click('svg.dag g.node[data-step="train"]');
+    await visible(page, '#step-panel[data-step="train"] section.gpu .gpu-job[data-job="j1"]', 'the train step\'s gpu job');
+    await visible(page, '#step-panel[data-step="train"] section.gpu .gpu-unavailable', 'the "gpu telemetry unavailable" note');
+    const gpuShot = opts.screenshot.replace(/(\.png)?$/, '-gpu.png');
+    await page.screenshot({ path: gpuShot, fullPage: true });
+
     expect(!pageErrors.length, `the page threw: ${pageErrors.join(' | ')}`);
-    console.log(`ok: runs ${id} and ${id2}: 7-step DAG, train panel, compare view; screenshots ${runShot}, ${opts.screenshot}`);
+    console.log(`ok: runs ${id}, ${id2} and ${id3}: 7-step DAG, train panel, compare view, gpu job; screenshots ${runShot}, ${opts.screenshot}, ${gpuShot}`);
   } catch (err) {
     // Keep what the page looked like when it failed.
     try {

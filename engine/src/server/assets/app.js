@@ -1137,7 +1137,9 @@ function gpuSummary(gpu) {
 function gpuSection(gpu) {
   const sec = h('section', { class: 'gpu', 'aria-label': 'GPU' }, h('h3', {}, 'GPU'));
   if (!gpu.available) {
-    sec.append(h('p', { class: 'muted gpu-unavailable' }, 'gpu telemetry unavailable', gpu.reason ? `: ${gpu.reason}` : ''));
+    const reason = gpu.reason || '';
+    sec.append(h('p', { class: 'muted gpu-unavailable' },
+      reason.startsWith('gpu telemetry unavailable') ? reason : `gpu telemetry unavailable${reason ? `: ${reason}` : ''}`));
   }
   for (const j of gpu.jobs || []) {
     const u = j.usage || {};

@@ -9,8 +9,8 @@
 //! at a time, in the order they arrive) and knows nothing of the engine's
 //! store beyond the input paths and digests a `run` names.
 //!
-//! Start at [`serve`]; the binary `sluice-cpu-worker` (and `sluice worker
-//! cpu`) call it on stdin/stdout:
+//! Start at [`serve`]; the engine's binary runs it on stdin/stdout as
+//! `sluice worker cpu` (the built-in command of worker kind `cpu`):
 //!
 //! ```no_run
 //! use std::io::{self, BufReader};
