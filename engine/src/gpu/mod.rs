@@ -910,8 +910,21 @@ fn run_job(inner: &Inner, shared: &JobShared, req: &JobRequest, submitted: Insta
     let report = match ending {
         Ending::Result(outcome) => {
             report.log = put_log(&req.store, &worker.take_log());
-            inner.pool.release(worker);
-            finish_outcome(report, outcome, &req.store, &out_dir, kind)
+            let claimed = matches!(outcome.status, protocol::ResultStatus::Succeeded);
+            let mut report = finish_outcome(report, outcome, &req.store, &out_dir, kind);
+            if claimed && report.state != State::Succeeded {
+                // It claimed outputs it did not write: not trusted again.
+                worker.kill();
+                inner.pool.discard(kind);
+                if let Some(m) = &mut report.message {
+                    m.push_str(&format!(
+                        "; worker `{kind}` was killed and is respawned for the next job"
+                    ));
+                }
+            } else {
+                inner.pool.release(worker);
+            }
+            report
         }
         Ending::Malformed(m) => {
             let status = worker.kill();
