@@ -665,3 +665,22 @@ fn a_bad_worker_config_is_refused_before_anything_runs() {
     );
     assert!(!g.sb.home().join("runs").exists());
 }
+
+#[test]
+fn a_well_behaved_worker_stays_warm_between_jobs() {
+    let g = Gpu::new("steady", "good");
+    let spec = g.pipeline(
+        r#"{ mode = "submit", worker = "steady", jobs = "2" }"#,
+        Some(r#"{ worker = "steady", max_jobs = 2 }"#),
+        r#"["out"]"#,
+    );
+    let (run, json) = g.run(&spec);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let jobs = jobs(step(&json, "train"));
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{jobs:#?}");
+    assert_eq!(jobs[0]["warm"], false);
+    assert_eq!(jobs[1]["warm"], true);
+    assert_eq!(jobs[0]["worker_instance"], jobs[1]["worker_instance"]);
+    assert_eq!(g.spawns(), 1);
+}
