@@ -301,6 +301,24 @@ pub struct StepHostConfig {
 }
 
 impl StepHost {
+    /// An output may be created (or published) once, and only if declared.
+    fn check_new_output(&self, name: &str, already: &str) -> Result<(), WitError> {
+        if !self.declared_outputs.iter().any(|o| o == name) {
+            return Err(WitError::Invalid(format!(
+                "step `{}` declares no output named {name:?}; its outputs: {}",
+                self.step,
+                list_names(self.declared_outputs.iter())
+            )));
+        }
+        if self.writers.contains_key(name) || self.finished.contains_key(name) {
+            return Err(WitError::Invalid(format!(
+                "output `{name}` of step `{}` was already {already}",
+                self.step
+            )));
+        }
+        Ok(())
+    }
+
     /// A host for one attempt.
     pub fn new(
         config: StepHostConfig,
@@ -523,18 +541,8 @@ impl artifacts::Host for StepHost {
         media_type: String,
     ) -> wasmtime::Result<Result<Resource<WriterHandle>, WitError>> {
         self.count_call()?;
-        if !self.declared_outputs.contains(&name) {
-            return Ok(Err(WitError::Invalid(format!(
-                "step `{}` declares no output named {name:?}; its outputs: {}",
-                self.step,
-                list_names(self.declared_outputs.iter())
-            ))));
-        }
-        if self.writers.contains_key(&name) || self.finished.contains_key(&name) {
-            return Ok(Err(WitError::Invalid(format!(
-                "output `{name}` of step `{}` was already created",
-                self.step
-            ))));
+        if let Err(e) = self.check_new_output(&name, "created") {
+            return Ok(Err(e));
         }
         if media_type.len() > MAX_METRIC_TEXT_BYTES || media_type.contains(char::is_control) {
             return Ok(Err(WitError::Invalid(format!(
@@ -556,18 +564,8 @@ impl artifacts::Host for StepHost {
         artifact: Artifact,
     ) -> wasmtime::Result<Result<Artifact, WitError>> {
         self.count_call()?;
-        if !self.declared_outputs.contains(&name) {
-            return Ok(Err(WitError::Invalid(format!(
-                "step `{}` declares no output named {name:?}; its outputs: {}",
-                self.step,
-                list_names(self.declared_outputs.iter())
-            ))));
-        }
-        if self.writers.contains_key(&name) || self.finished.contains_key(&name) {
-            return Ok(Err(WitError::Invalid(format!(
-                "output `{name}` of step `{}` was already written",
-                self.step
-            ))));
+        if let Err(e) = self.check_new_output(&name, "written") {
+            return Ok(Err(e));
         }
         // Only the host's own record of a succeeded job counts: the guest's
         // copy of the artifact is a claim, checked field by field.

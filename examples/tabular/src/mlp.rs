@@ -700,19 +700,8 @@ impl Classifier for Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::dataset;
     use serde_json::json;
-
-    fn dataset(x: &[f64], y: &[&str], d: usize) -> Dataset {
-        let mut classes: Vec<String> = y.iter().map(|s| s.to_string()).collect();
-        classes.sort();
-        classes.dedup();
-        Dataset {
-            features: (0..d).map(|j| format!("f{j}")).collect(),
-            classes,
-            x: x.to_vec(),
-            y: y.iter().map(|s| s.to_string()).collect(),
-        }
-    }
 
     /// Three separable classes in two features.
     fn blobs() -> Dataset {

@@ -432,18 +432,7 @@ impl Classifier for AnyModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dataset(x: &[f64], y: &[&str], d: usize) -> Dataset {
-        let mut classes: Vec<String> = y.iter().map(|s| s.to_string()).collect();
-        classes.sort();
-        classes.dedup();
-        Dataset {
-            features: (0..d).map(|j| format!("f{j}")).collect(),
-            classes,
-            x: x.to_vec(),
-            y: y.iter().map(|s| s.to_string()).collect(),
-        }
-    }
+    use crate::test_support::dataset;
 
     #[test]
     fn zero_model_loss_is_ln_k_and_first_step_matches_hand_gradient() {
