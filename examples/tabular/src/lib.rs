@@ -55,24 +55,6 @@ pub mod validation;
 
 mod error;
 
-/// Fixtures shared by the unit tests.
-#[cfg(test)]
-mod test_support {
-    use crate::transform::Dataset;
-
-    /// A dataset of `y.len()` rows of `d` features `f0..`, classes sorted.
-    pub fn dataset(x: &[f64], y: &[&str], d: usize) -> Dataset {
-        let mut classes: Vec<String> = y.iter().map(|s| s.to_string()).collect();
-        classes.sort();
-        classes.dedup();
-        Dataset {
-            features: (0..d).map(|j| format!("f{j}")).collect(),
-            classes,
-            x: x.to_vec(),
-            y: y.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-}
 
 pub use error::{Error, Result};
 
@@ -188,5 +170,24 @@ impl<R: std::io::BufRead> LineReader<R> {
             });
         }
         Ok(Some((self.line, &self.buf)))
+    }
+}
+
+/// Fixtures shared by the unit tests.
+#[cfg(test)]
+mod test_support {
+    use crate::transform::Dataset;
+
+    /// A dataset of `y.len()` rows of `d` features `f0..`, classes sorted.
+    pub fn dataset(x: &[f64], y: &[&str], d: usize) -> Dataset {
+        let mut classes: Vec<String> = y.iter().map(|s| s.to_string()).collect();
+        classes.sort();
+        classes.dedup();
+        Dataset {
+            features: (0..d).map(|j| format!("f{j}")).collect(),
+            classes,
+            x: x.to_vec(),
+            y: y.iter().map(|s| s.to_string()).collect(),
+        }
     }
 }
