@@ -55,7 +55,6 @@ pub mod validation;
 
 mod error;
 
-
 pub use error::{Error, Result};
 
 /// Media type of the examples and dataset formats (JSON Lines).
