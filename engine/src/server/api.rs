@@ -190,13 +190,32 @@ fn owned_row(app: &App, caller: &Caller, id: &str) -> Result<Row, ApiError> {
     }
 }
 
-fn summary_of(app: &App, row: &Row) -> Option<RunSummary> {
+/// A finished run's summary. Summaries never change once written, so they
+/// are kept in a small in-memory cache.
+fn summary_of(app: &App, row: &Row) -> Option<Arc<RunSummary>> {
     if !row.status.is_terminal() {
         return None;
     }
+    if let Some(s) = app
+        .summaries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&row.id)
+    {
+        return Some(s.clone());
+    }
     let id: RunId = row.id.parse().ok()?;
-    run::load_summary(&app.home, &id).ok()
+    let summary = Arc::new(run::load_summary(&app.home, &id).ok()?);
+    let mut cache = app.summaries.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= SUMMARY_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(row.id.clone(), summary.clone());
+    Some(summary)
 }
+
+/// Summaries kept in memory at most (the cache is emptied when full).
+const SUMMARY_CACHE_MAX: usize = 512;
 
 /// The list entry of a run.
 fn brief(row: &Row, steps: &[(String, &'static str)]) -> Value {

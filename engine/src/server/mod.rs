@@ -207,6 +207,8 @@ pub struct App {
     gpu: Arc<crate::gpu::Dispatcher>,
     /// The home's store, opened once (reads, uploads).
     store: crate::store::Store,
+    /// Summaries of finished runs by id (they never change).
+    summaries: Mutex<HashMap<String, Arc<crate::run::RunSummary>>>,
 }
 
 impl std::fmt::Debug for App {
@@ -411,6 +413,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sandbox: std::sync::OnceLock::new(),
         gpu,
         store: crate::store::Store::open(&args.home)?,
+        summaries: Mutex::new(HashMap::new()),
         config,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
