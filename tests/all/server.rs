@@ -621,6 +621,28 @@ fn metrics_parse_as_prometheus_text() {
     );
     assert_eq!(value("sluice_run_queue_depth"), 0.0);
     assert!(value("sluice_store_bytes") > 0.0);
+    // No NVML here: the availability gauge says so, and no device gauges.
+    assert_eq!(value("sluice_gpu_telemetry_available"), 0.0);
+    assert!(
+        !samples
+            .iter()
+            .any(|(k, _)| k.starts_with("sluice_gpu_memory"))
+    );
+}
+
+#[test]
+fn without_tokens_the_server_refuses_a_public_address() {
+    let sb = Sandbox::new();
+    let run = sb.sluice(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "refusing to listen on 0.0.0.0:0 without tokens: configure [[tokens]] in the config file, or listen on a loopback address"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
 }
 
 #[test]
