@@ -927,14 +927,16 @@ fn run_job(inner: &Inner, shared: &JobShared, req: &JobRequest, submitted: Insta
             report
         }
         Ending::Malformed(m) => {
-            let status = worker.kill();
+            // Its exit status says nothing: it may see its stdin close and
+            // exit on its own just before the kill lands.
+            worker.kill();
             report.log = put_log(&req.store, &worker.take_final_log());
             inner.pool.discard(kind);
             fail(
                 report,
                 State::Failed,
                 format!(
-                    "worker `{kind}` sent a malformed line during job {id}: {m}; the worker was killed ({status}) and is respawned for the next job"
+                    "worker `{kind}` sent a malformed line during job {id}: {m}; the worker was killed and is respawned for the next job"
                 ),
             )
         }
