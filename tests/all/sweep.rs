@@ -45,7 +45,7 @@ outputs = ["out"]
         ),
     );
     let (run, json) = sb.run_json(&spec, &["--max-parallel", "2"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
     let names: Vec<&str> = json["steps"]
         .as_array()
         .unwrap()
