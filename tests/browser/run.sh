@@ -7,7 +7,8 @@
 # installs playwright-core from the lockfile if needed, runs dashboard.mjs
 # (screenshot: target/browser/dashboard.png), stops the server and exits
 # with the test's status. Env: SLUICE (required), CHROMIUM (default
-# /usr/bin/chromium), SLUICE_TOKEN (passed as --token when set),
+# /usr/bin/chromium), SLUICE_TOKEN (the server's one token, tenant `ci`,
+# role `runner`; random when unset),
 # SERVER_START_TIMEOUT_S (default 60).
 set -euo pipefail
 
@@ -32,8 +33,11 @@ trap cleanup EXIT
 
 # The server's first stdout line names its address. Read it through a FIFO
 # (no polling), then keep draining stdout so the server never blocks on it.
+# An authenticated server: the dashboard must ask for the token and use it.
+SLUICE_TOKEN=${SLUICE_TOKEN:-"browser-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"}
+printf '[[tokens]]\ntoken = "%s"\ntenant = "ci"\nrole = "runner"\n' "$SLUICE_TOKEN" >"$tmp/config.toml"
 mkfifo "$tmp/stdout"
-"$SLUICE" serve --home "$tmp/home" --listen 127.0.0.1:0 >"$tmp/stdout" 2>"$tmp/stderr" &
+"$SLUICE" serve --home "$tmp/home" --config "$tmp/config.toml" --listen 127.0.0.1:0 >"$tmp/stdout" 2>"$tmp/stderr" &
 server_pid=$!
 exec 3<"$tmp/stdout"
 first=""
@@ -58,7 +62,7 @@ fi
 
 mkdir -p target/browser
 args=(--base "$base" --screenshot target/browser/dashboard.png)
-if [ -n "${SLUICE_TOKEN:-}" ]; then args+=(--token "$SLUICE_TOKEN"); fi
+args+=(--token "$SLUICE_TOKEN")
 status=0
 node tests/browser/dashboard.mjs "${args[@]}" || status=$?
 if [ "$status" -ne 0 ]; then
