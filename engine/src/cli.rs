@@ -84,21 +84,6 @@ impl ExecArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serves the HTTP API, the dashboard and `/metrics`.
-    Serve {
-        /// Listen address (default: `[server] listen`, else 127.0.0.1:7878).
-        #[arg(long)]
-        listen: Option<String>,
-        #[command(flatten)]
-        home: HomeArg,
-        /// Config file: server settings, tokens, hooks (default:
-        /// HOME/config.toml when it exists).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Directory for compiled components, shareable between homes.
-        #[arg(long, env = "SLUICE_COMPILE_CACHE")]
-        compile_cache: Option<PathBuf>,
-    },
     /// Runs a pipeline spec.
     Run {
         /// The pipeline spec (TOML).
@@ -142,6 +127,21 @@ enum Command {
         no_cache: bool,
         #[command(flatten)]
         exec: ExecArgs,
+    },
+    /// Serves the HTTP API, the dashboard and `/metrics`.
+    Serve {
+        /// Listen address (default: `[server] listen`, else 127.0.0.1:7878).
+        #[arg(long)]
+        listen: Option<String>,
+        #[command(flatten)]
+        home: HomeArg,
+        /// Config file: server settings, tokens, hooks, workers (default:
+        /// HOME/config.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Directory for compiled components, shareable between homes.
+        #[arg(long, env = "SLUICE_COMPILE_CACHE")]
+        compile_cache: Option<PathBuf>,
     },
     /// Checks a pipeline spec without running it.
     Validate {
