@@ -101,7 +101,7 @@ fn the_tabular_sweep_example_compares_combinations_sorted_by_accuracy() {
     let sb = Sandbox::new();
     let spec = repo().join("examples/pipelines/tabular-sweep.toml");
     let run = sb.sluice(&["run", spec.to_str().unwrap(), "--sort", "accuracy"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
     assert!(
         run.stdout
             .contains("sweep: 6 combinations, sorted by accuracy (highest first)"),
