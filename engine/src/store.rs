@@ -268,7 +268,9 @@ impl Store {
 
     /// Whether the blob exists (not verified).
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.path_of(digest).is_file() || lock(&self.shared.state).pending.contains_key(digest)
+        // Pending first: a blob leaves `pending` only after its rename, so
+        // this order cannot miss one being published meanwhile.
+        lock(&self.shared.state).pending.contains_key(digest) || self.path_of(digest).is_file()
     }
 
     /// Starts writing a new blob.
@@ -331,7 +333,16 @@ impl Store {
             }
             let temp = lock(&self.shared.state).pending.get(digest).cloned();
             let Some(temp) = temp else {
-                return Err(StoreError::NotFound(*digest));
+                // Not pending: absent, or published (renamed, then dropped
+                // from `pending`) since the first look. A published blob
+                // stays, so one more look is the answer.
+                return match File::open(&path) {
+                    Ok(f) => Ok((f, true)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        Err(StoreError::NotFound(*digest))
+                    }
+                    Err(e) => Err(io_err(&path)(e)),
+                };
             };
             match File::open(&temp) {
                 Ok(f) => return Ok((f, false)),
