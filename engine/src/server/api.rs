@@ -171,6 +171,14 @@ async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
     })
 }
 
+/// Reads query parameters into `T`, whose unknown fields are denied.
+fn parse_query<T: serde::de::DeserializeOwned>(
+    query: BTreeMap<String, String>,
+) -> Result<T, ApiError> {
+    serde_json::from_value(json!(query))
+        .map_err(|e| ApiError::new(Code::UnknownField, format!("query: {e}")))
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         let message = e.to_string();
@@ -301,8 +309,7 @@ async fn list_runs(
     query: Query<BTreeMap<String, String>>,
 ) -> ApiResult {
     let caller = app.caller(&headers, Role::Viewer)?;
-    let q: ListQuery = serde_json::from_value(json!(query.0))
-        .map_err(|e| ApiError::new(Code::UnknownField, format!("query: {e}")))?;
+    let q: ListQuery = parse_query(query.0)?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -573,8 +580,7 @@ async fn step_logs(
     query: Query<BTreeMap<String, String>>,
 ) -> ApiResult {
     let caller = app.caller(&headers, Role::Viewer)?;
-    let q: LogQuery = serde_json::from_value(json!(query.0))
-        .map_err(|e| ApiError::new(Code::UnknownField, format!("query: {e}")))?;
+    let q: LogQuery = parse_query(query.0)?;
     let streams: Vec<&str> = match q.stream.as_deref() {
         None | Some("") => vec!["stdout", "stderr"],
         Some(s @ ("stdout" | "stderr")) => vec![if s == "stdout" { "stdout" } else { "stderr" }],
@@ -594,7 +600,7 @@ async fn step_logs(
         let report = &details
             .get(&step)
             .map_or(Value::Null, |d| d["report"].clone());
-        let store = app.store()?;
+        let store = &app.store;
         let mut text = String::new();
         for s in streams {
             let Some(digest) = report[s].as_str().and_then(|d| d.parse::<Digest>().ok()) else {
@@ -628,8 +634,7 @@ async fn replay_run(
     query: Query<BTreeMap<String, String>>,
 ) -> ApiResult {
     let caller = app.caller(&headers, Role::Runner)?;
-    let q: ReplayQuery = serde_json::from_value(json!(query.0))
-        .map_err(|e| ApiError::new(Code::UnknownField, format!("query: {e}")))?;
+    let q: ReplayQuery = parse_query(query.0)?;
     let gpu_mode = match q.rerun_gpu.as_deref() {
         None | Some("" | "false") => crate::replay::GpuReplay::Recorded,
         Some("true") => crate::replay::GpuReplay::Rerun(app.gpu.clone()),
@@ -707,7 +712,7 @@ async fn upload_component(State(app): Shared, headers: HeaderMap, body: Body) ->
                     format!("not a sluice:step component: {}", e.reason),
                 )
             })?;
-        let store = app.store()?;
+        let store = &app.store;
         let (stored, size) = store.put_bytes(&bytes).map_err(ApiError::internal)?;
         store.sync().map_err(ApiError::internal)?;
         app.index
@@ -735,7 +740,7 @@ async fn artifact(State(app): Shared, headers: HeaderMap, Path(digest): Path<Str
         {
             return Err(ApiError::not_found("artifact", &digest));
         }
-        let store = app.store()?;
+        let store = &app.store;
         // Verified in full before the first byte is served.
         let file = store.open_verified(&d).map_err(|e| {
             ApiError::new(
@@ -792,8 +797,7 @@ async fn git_hook(
     query: Query<BTreeMap<String, String>>,
     body: Body,
 ) -> ApiResult {
-    let q: HookQuery = serde_json::from_value(json!(query.0))
-        .map_err(|e| ApiError::new(Code::UnknownField, format!("query: {e}")))?;
+    let q: HookQuery = parse_query(query.0)?;
     app.rate_limit("hooks")?;
     let bytes = read_body(&app, body).await?;
     let hook = match q.hook {

@@ -233,7 +233,6 @@ impl Index {
 
     /// Inserts a queued run; durable when this returns.
     pub fn insert(&self, run: &NewRun<'_>, created_at: &str) -> Result<()> {
-        let json = |v: &dyn erased::Json| v.to_json();
         self.conn().execute(
             "INSERT INTO runs (id, tenant, pipeline, status, trigger, created_at, params, dag, request)
              VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
@@ -360,6 +359,11 @@ impl Index {
 
 const COLUMNS: &str = "seq, id, tenant, pipeline, status, trigger, created_at, started_at, finished_at, wall_ms, params, dag, request, error";
 
+/// A value as stored in a JSON column.
+fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("index values serialize")
+}
+
 fn row(r: &rusqlite::Row<'_>) -> Result<Row> {
     let mut corrupt = Vec::new();
     let status_text: String = r.get(4)?;
@@ -426,17 +430,6 @@ fn row(r: &rusqlite::Row<'_>) -> Result<Row> {
         error,
         corrupt: (!corrupt.is_empty()).then(|| corrupt.join("; ")),
     })
-}
-
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize + ?Sized> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).expect("index values serialize")
-        }
-    }
 }
 
 #[cfg(test)]

@@ -43,7 +43,6 @@ pub struct StepLive {
 #[derive(Debug, Default)]
 struct State {
     events: Vec<LiveEvent>,
-    dropped: u64,
     steps: BTreeMap<String, StepLive>,
     end: Option<Status>,
 }
@@ -95,7 +94,6 @@ impl LiveRun {
     fn push(&self, kind: &'static str, data: Value) {
         let mut s = self.state();
         if s.events.len() >= MAX_EVENTS && kind == "log" {
-            s.dropped += 1;
             return;
         }
         let id = s.events.len() as u64;
@@ -216,20 +214,18 @@ impl LiveObserver {
             tracing::error!(error = %e, "cannot record artifact grants");
         }
         // Logs: captured per attempt, sent as lines when the step ends.
-        if let Ok(store) = self.app.store() {
-            for (stream, digest) in [("stdout", &report.stdout), ("stderr", &report.stderr)] {
-                let Some(d) = digest else { continue };
-                let Ok(bytes) = store.read_bytes(d) else {
-                    continue;
-                };
-                let text =
-                    crate::sandbox::escape_controls(&String::from_utf8_lossy(&bytes), 64 * 1024);
-                for line in text.lines().take(MAX_LOG_LINES) {
-                    self.live.push(
-                        "log",
-                        json!({"step": report.name, "stream": stream, "line": line}),
-                    );
-                }
+        let store = &self.app.store;
+        for (stream, digest) in [("stdout", &report.stdout), ("stderr", &report.stderr)] {
+            let Some(d) = digest else { continue };
+            let Ok(bytes) = store.read_bytes(d) else {
+                continue;
+            };
+            let text = crate::sandbox::escape_controls(&String::from_utf8_lossy(&bytes), 64 * 1024);
+            for line in text.lines().take(MAX_LOG_LINES) {
+                self.live.push(
+                    "log",
+                    json!({"step": report.name, "stream": stream, "line": line}),
+                );
             }
         }
         for (name, value) in &report.metrics {

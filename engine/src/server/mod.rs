@@ -297,10 +297,6 @@ impl App {
         Ok(())
     }
 
-    fn store(&self) -> Result<&crate::store::Store, ApiError> {
-        Ok(&self.store)
-    }
-
     fn sandbox(&self) -> Result<&crate::sandbox::Sandbox, ApiError> {
         self.sandbox
             .get_or_init(|| {
