@@ -1101,16 +1101,22 @@ impl Runner<'_> {
             None => Box::new(NoGpuGrant {
                 step: step.name.clone(),
             }),
-            Some(grant) => Box::new(crate::gpu::AttemptGpu::new(
-                &step.name,
-                grant.clone(),
-                std::time::Duration::from_secs(step.limits.timeout_s),
-                inputs.values().map(|o| o.digest).collect(),
-                self.gpu_backend(),
-                self.store.clone(),
-                self.gpu_jobs.clone(),
-                ledger.clone(),
-            )),
+            Some(grant) => Box::new(
+                crate::gpu::AttemptGpu::new(
+                    &step.name,
+                    grant.clone(),
+                    std::time::Duration::from_secs(step.limits.timeout_s),
+                    inputs.values().map(|o| o.digest).collect(),
+                    self.gpu_backend(),
+                    self.store.clone(),
+                    self.gpu_jobs.clone(),
+                    ledger.clone(),
+                )
+                .bounded_by(
+                    self.options.cancel.clone(),
+                    Instant::now() + std::time::Duration::from_secs(step.limits.timeout_s),
+                ),
+            ),
         }
     }
 
@@ -1448,6 +1454,19 @@ impl scheduler::Executor for Runner<'_> {
                 store: self.store.clone(),
             }),
             self.gpu_port(step, &inputs, &ledger),
+        );
+        // Which native code ran (the compile cache is authenticated, and
+        // the record says what it served) and how long the guest slept in
+        // virtual time.
+        self.log(
+            "attempt-sandbox",
+            json!({
+                "step": step.name,
+                "attempt": attempt,
+                "compiled": prepared.compiled,
+                "compiled_by": prepared.compiled_by.describe(),
+                "slept_ns": result.slept_ns,
+            }),
         );
         report.gpu = self.gpu_report(step, attempt, &ledger);
         report.wall_ms += result.wall_ms;

@@ -95,6 +95,7 @@ impl Failure {
 struct StepData {
     host: StepHost,
     limiter: Limiter,
+    clock: Arc<VirtualMonotonicClock>,
 }
 
 impl WasiView for StepData {
@@ -174,10 +175,39 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// Virtual time an attempt has slept: every `subscribe-duration` or
+/// `subscribe-instant` of the monotonic clock advances it instead of
+/// blocking a host thread, and both virtual clocks include it. A guest's
+/// sleeps are therefore instant, bounded by nothing but its own code (which
+/// the epoch deadline, fuel and cancellation interrupt), and as
+/// reproducible as its clock reads.
+#[derive(Default)]
+struct VirtualSleep {
+    slept_ns: AtomicU64,
+}
+
+impl VirtualSleep {
+    fn advance(&self, ns: u64) {
+        // Saturating: a guest asking to sleep until `u64::MAX` gets there at
+        // once, it does not wrap time backwards.
+        let _ = self
+            .slept_ns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_add(ns))
+            });
+    }
+
+    fn slept_ns(&self) -> u64 {
+        self.slept_ns.load(Ordering::Relaxed)
+    }
+}
+
 /// A virtual wall clock: starts at [`VIRTUAL_EPOCH_S`] and advances by a
-/// fixed step per read, so a step that reads it is reproducible.
+/// fixed step per read and by the attempt's virtual sleeps, so a step that
+/// reads it is reproducible.
 struct VirtualWallClock {
     reads: AtomicU64,
+    sleep: Arc<VirtualSleep>,
 }
 
 impl HostWallClock for VirtualWallClock {
@@ -187,13 +217,29 @@ impl HostWallClock for VirtualWallClock {
 
     fn now(&self) -> Duration {
         let n = self.reads.fetch_add(1, Ordering::Relaxed);
-        Duration::from_secs(VIRTUAL_EPOCH_S) + Duration::from_nanos(n * VIRTUAL_CLOCK_STEP_NS)
+        Duration::from_secs(VIRTUAL_EPOCH_S)
+            .saturating_add(Duration::from_nanos(
+                n.saturating_mul(VIRTUAL_CLOCK_STEP_NS),
+            ))
+            .saturating_add(Duration::from_nanos(self.sleep.slept_ns()))
     }
 }
 
-/// A virtual monotonic clock starting at zero, advancing per read.
+/// A virtual monotonic clock starting at zero, advancing per read and by
+/// the attempt's virtual sleeps.
 struct VirtualMonotonicClock {
     reads: AtomicU64,
+    sleep: Arc<VirtualSleep>,
+}
+
+impl VirtualMonotonicClock {
+    /// The current reading without counting it as a read.
+    fn peek(&self) -> u64 {
+        self.reads
+            .load(Ordering::Relaxed)
+            .saturating_mul(VIRTUAL_CLOCK_STEP_NS)
+            .saturating_add(self.sleep.slept_ns())
+    }
 }
 
 impl HostMonotonicClock for VirtualMonotonicClock {
@@ -202,7 +248,84 @@ impl HostMonotonicClock for VirtualMonotonicClock {
     }
 
     fn now(&self) -> u64 {
-        self.reads.fetch_add(1, Ordering::Relaxed) * VIRTUAL_CLOCK_STEP_NS
+        self.reads
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_mul(VIRTUAL_CLOCK_STEP_NS)
+            .saturating_add(self.sleep.slept_ns())
+    }
+}
+
+/// The WASI context's handle on the attempt's one virtual monotonic clock.
+struct SharedMonotonic(Arc<VirtualMonotonicClock>);
+
+impl HostMonotonicClock for SharedMonotonic {
+    fn resolution(&self) -> u64 {
+        self.0.resolution()
+    }
+
+    fn now(&self) -> u64 {
+        HostMonotonicClock::now(&*self.0)
+    }
+}
+
+/// `wasi:clocks/monotonic-clock` over the virtual clock. It shadows
+/// wasmtime-wasi's own implementation, whose `subscribe-*` arm a real tokio
+/// timer: a guest's `std::thread::sleep` (subscribe + `pollable.block`)
+/// would block the host thread where no epoch deadline or cancellation can
+/// reach it. Here a subscription advances virtual time and returns a
+/// pollable that is already ready.
+struct VirtualClockView<'a> {
+    clock: &'a VirtualMonotonicClock,
+    table: &'a mut ResourceTable,
+}
+
+struct VirtualClocks;
+
+impl wasmtime::component::HasData for VirtualClocks {
+    type Data<'a> = VirtualClockView<'a>;
+}
+
+/// A pollable that is always ready: what a virtual sleep returns.
+struct Elapsed;
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for Elapsed {
+    async fn ready(&mut self) {}
+}
+
+impl VirtualClockView<'_> {
+    fn elapsed(
+        &mut self,
+        ns: u64,
+    ) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+        self.clock.sleep.advance(ns);
+        let elapsed = self.table.push(Elapsed)?;
+        wasmtime_wasi::p2::subscribe(self.table, elapsed)
+    }
+}
+
+impl wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host for VirtualClockView<'_> {
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(HostMonotonicClock::now(self.clock))
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<u64> {
+        Ok(VIRTUAL_CLOCK_STEP_NS)
+    }
+
+    fn subscribe_instant(
+        &mut self,
+        when: u64,
+    ) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+        let now = self.clock.peek();
+        self.elapsed(when.saturating_sub(now))
+    }
+
+    fn subscribe_duration(
+        &mut self,
+        duration: u64,
+    ) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+        self.elapsed(duration)
     }
 }
 
@@ -275,8 +398,38 @@ pub struct Prepared {
     pre: StepPre<StepData>,
     /// Time spent compiling or loading it.
     pub load_ms: u64,
-    /// Whether it came from the on-disk compile cache.
-    pub from_cache: bool,
+    /// Where its native code came from.
+    pub compiled_by: CompiledBy,
+    /// sha256 of the native code (the serialized compiled component) that
+    /// runs: the record names it, so an audit can tell which compiled
+    /// artifact executed, not only which wasm.
+    pub compiled: Digest,
+}
+
+/// Where a prepared component's native code came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompiledBy {
+    /// An authenticated entry of the on-disk compile cache.
+    CacheHit,
+    /// Compiled now; the cache had no entry.
+    Compiled,
+    /// Compiled now because the cache entry failed authentication (or could
+    /// not be loaded): the reason.
+    Recompiled(String),
+    /// Compiled now; the on-disk cache is unusable (its key): the reason.
+    CacheDisabled(String),
+}
+
+impl CompiledBy {
+    /// `cache-hit`, `compiled`, `recompiled: <reason>`, `cache-disabled: <reason>`.
+    pub fn describe(&self) -> String {
+        match self {
+            CompiledBy::CacheHit => "cache-hit".to_string(),
+            CompiledBy::Compiled => "compiled".to_string(),
+            CompiledBy::Recompiled(r) => format!("recompiled: {r}"),
+            CompiledBy::CacheDisabled(r) => format!("cache-disabled: {r}"),
+        }
+    }
 }
 
 /// Why a component could not be prepared; the step fails with class `step`.
@@ -352,14 +505,116 @@ pub struct AttemptResult {
     pub stdout: Vec<u8>,
     /// Captured stderr (capped).
     pub stderr: Vec<u8>,
+    /// Virtual time the guest slept (instant on the host), nanoseconds.
+    pub slept_ns: u64,
 }
 
 /// The process-wide wasm sandbox.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<StepData>,
-    cache_dir: PathBuf,
+    cache: Result<CompileCache, String>,
     _ticker: EpochTicker,
+}
+
+/// The on-disk cache of compiled components, authenticated.
+///
+/// `Component::deserialize` runs whatever native code it is given, so an
+/// entry is used only if its HMAC-SHA256 tag verifies under a secret key
+/// that lives *beside* the cache directory (`<cache>.key`, mode 0600, owned
+/// by this user), never inside it: whoever can write entries into a shared
+/// cache cannot forge a tag, and a forged or swapped entry is recompiled.
+/// The tag binds the entry to the wasm digest and the engine's
+/// compatibility directory, so valid entries cannot be swapped either.
+struct CompileCache {
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+/// Domain separation for compile-cache tags.
+const CWASM_TAG_CONTEXT: &[u8] = b"sluice-cwasm-v1\0";
+
+impl CompileCache {
+    fn tag(&self, digest: &Digest, cwasm: &[u8]) -> hmac::Hmac<Sha256> {
+        use hmac::Mac as _;
+        let mut mac =
+            hmac::Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        mac.update(CWASM_TAG_CONTEXT);
+        mac.update(self.dir.file_name().unwrap_or_default().as_encoded_bytes());
+        mac.update(b"\0");
+        mac.update(digest.to_string().as_bytes());
+        mac.update(b"\0");
+        mac.update(cwasm);
+        mac
+    }
+}
+
+/// The compile cache's key file for the cache directory `root`.
+pub fn compile_cache_key_path(root: &Path) -> PathBuf {
+    let mut name = root.file_name().unwrap_or_default().to_os_string();
+    name.push(".key");
+    root.with_file_name(name)
+}
+
+/// Reads the cache key at `path`, creating it (race-free: the first
+/// creator's key wins) if absent. Refused unless it is a regular file (not a
+/// symlink) owned by this user with no group or other permissions.
+fn load_or_create_cache_key(path: &Path) -> Result<[u8; 32], String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let shown = path.display();
+    if std::fs::symlink_metadata(path).is_err() {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| format!("{shown}: no randomness: {e}"))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| format!("{shown}: no randomness: {e}"))?;
+        let tmp = dir.join(format!(".compile-cache-key.{}.tmp", hex::encode(suffix)));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                f.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
+                f.sync_all()
+            })
+            // A hard link never replaces an existing file: if another
+            // process created the key meanwhile, its key wins (read below).
+            .and_then(|()| match std::fs::hard_link(&tmp, path) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            });
+        let _ = std::fs::remove_file(&tmp);
+        written.map_err(|e| format!("{shown}: {e}"))?;
+        crate::store::sync_dir(dir).map_err(|e| format!("{shown}: {e}"))?;
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(format!("{shown} is not owned by this user"));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{shown} is accessible to others (mode {:o}); it must be 0600",
+            meta.mode() & 0o777
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read as _;
+            f.take(256).read_to_string(&mut text)
+        })
+        .map_err(|e| format!("{shown}: {e}"))?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or_else(|| format!("{shown} does not hold 64 hex digits"))
 }
 
 impl Sandbox {
@@ -391,6 +646,17 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| SandboxError(format!("linking WASI: {e:#}")))?;
+        // Sleeping must advance virtual time, never block a host thread.
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<_, VirtualClocks>(
+            &mut linker,
+            |d: &mut StepData| VirtualClockView {
+                clock: &d.clock,
+                table: &mut d.host.table,
+            },
+        )
+        .map_err(|e| SandboxError(format!("linking the virtual clock: {e:#}")))?;
+        linker.allow_shadowing(false);
         sluice_host_api::add_to_linker(&mut linker, |d: &mut StepData| &mut d.host)
             .map_err(|e| SandboxError(format!("linking sluice:step: {e:#}")))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -402,11 +668,19 @@ impl Sandbox {
         ));
         std::fs::create_dir_all(&cache_dir)
             .map_err(|e| SandboxError(format!("{}: {e}", cache_dir.display())))?;
+        let cache = load_or_create_cache_key(&compile_cache_key_path(compile_cache))
+            .map(|key| CompileCache {
+                dir: cache_dir,
+                key,
+            })
+            .inspect_err(|reason| {
+                tracing::warn!(%reason, "compiled components will not be cached on disk");
+            });
         Ok(Sandbox {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
-            cache_dir,
+            cache,
         })
     }
 
@@ -439,14 +713,10 @@ impl Sandbox {
                 "a core wasm module, not a component; build the step for wasm32-wasip2".to_string(),
             ));
         }
-        let (component, from_cache) = self.load_or_compile(wasm, digest).map_err(err)?;
-        for (name, _) in component.component_type().imports(&self.engine) {
-            if name.starts_with("wasi:sockets/") || name.starts_with("wasi:http/") {
-                return Err(err(format!(
-                    "imports `{name}`; steps have no network access"
-                )));
-            }
-        }
+        // Admission by imports comes before any compilation: a refused
+        // component costs a parse, not seconds of compile time.
+        admit_imports(wasm).map_err(err)?;
+        let (component, compiled_by, compiled) = self.load_or_compile(wasm, digest).map_err(err)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -456,47 +726,82 @@ impl Sandbox {
         Ok(Prepared {
             pre,
             load_ms: started.elapsed().as_millis() as u64,
-            from_cache,
+            compiled_by,
+            compiled,
         })
     }
 
-    fn load_or_compile(&self, wasm: &[u8], digest: &Digest) -> Result<(Component, bool), String> {
-        let cwasm = self.cache_dir.join(format!("{}.cwasm", digest.hex()));
-        let check = self
-            .cache_dir
-            .join(format!("{}.cwasm.sha256", digest.hex()));
-        if let (Ok(bytes), Ok(expected)) = (std::fs::read(&cwasm), std::fs::read_to_string(&check))
-        {
-            if Digest::of(&bytes).to_string() == expected.trim() {
-                // SAFETY: these bytes were produced by `precompile_component`
-                // of an engine with this compatibility hash (it names the
-                // directory) and their sha256 matches the one written next to
-                // them, so they are the artifact we wrote, not tampered bytes.
+    fn load_or_compile(
+        &self,
+        wasm: &[u8],
+        digest: &Digest,
+    ) -> Result<(Component, CompiledBy, Digest), String> {
+        let cache = match &self.cache {
+            Ok(cache) => cache,
+            Err(reason) => {
+                let (component, compiled) = self.compile(wasm)?;
+                return Ok((
+                    component,
+                    CompiledBy::CacheDisabled(reason.clone()),
+                    compiled,
+                ));
+            }
+        };
+        let cwasm = cache.dir.join(format!("{}.cwasm", digest.hex()));
+        let tag_path = cache.dir.join(format!("{}.cwasm.tag", digest.hex()));
+        let mut compiled_by = CompiledBy::Compiled;
+        if let Ok(bytes) = std::fs::read(&cwasm) {
+            let tag = std::fs::read_to_string(&tag_path).unwrap_or_default();
+            let authentic = hex::decode(tag.trim())
+                .is_ok_and(|t| hmac::Mac::verify_slice(cache.tag(digest, &bytes), &t).is_ok());
+            if authentic {
+                // SAFETY: the entry's tag verifies under the cache key, which
+                // only this user can read and which is never inside the cache
+                // directory: these bytes were written by `precompile_component`
+                // of an engine with this compatibility hash (the tag covers the
+                // directory name) for exactly this wasm digest.
                 #[allow(unsafe_code)]
                 let loaded = unsafe { Component::deserialize(&self.engine, &bytes) };
                 match loaded {
-                    Ok(c) => return Ok((c, true)),
+                    Ok(c) => return Ok((c, CompiledBy::CacheHit, Digest::of(&bytes))),
                     Err(e) => {
-                        tracing::warn!(path = %cwasm.display(), error = %e, "discarding unusable compiled component")
+                        tracing::warn!(path = %cwasm.display(), error = %e, "discarding unusable compiled component");
+                        compiled_by =
+                            CompiledBy::Recompiled(format!("the cached entry does not load: {e}"));
                     }
                 }
             } else {
-                tracing::warn!(path = %cwasm.display(), "compiled component does not match its checksum; recompiling");
+                tracing::warn!(path = %cwasm.display(), "compiled component fails authentication; recompiling");
+                compiled_by = CompiledBy::Recompiled(format!(
+                    "the cached entry {} fails authentication",
+                    cwasm.display()
+                ));
             }
         }
+        let (component, compiled_digest, bytes) = self.compile_bytes(wasm)?;
+        // A failed cache write only costs a recompile next time. The tag is
+        // written after the entry, so a reader between the two writes sees
+        // a mismatch and recompiles; it never trusts unauthenticated bytes.
+        let tag = hex::encode(hmac::Mac::finalize(cache.tag(digest, &bytes)).into_bytes());
+        let _ = crate::store::write_atomic(&cwasm, &bytes, false)
+            .and_then(|()| crate::store::write_atomic(&tag_path, tag.as_bytes(), false));
+        Ok((component, compiled_by, compiled_digest))
+    }
+
+    fn compile(&self, wasm: &[u8]) -> Result<(Component, Digest), String> {
+        self.compile_bytes(wasm).map(|(c, d, _)| (c, d))
+    }
+
+    fn compile_bytes(&self, wasm: &[u8]) -> Result<(Component, Digest, Vec<u8>), String> {
         let compiled = self
             .engine
             .precompile_component(wasm)
             .map_err(|e| format!("does not compile: {e:#}"))?;
-        // A failed cache write only costs a recompile next time.
-        let _ = crate::store::write_atomic(&cwasm, &compiled, false).and_then(|()| {
-            crate::store::write_atomic(&check, Digest::of(&compiled).to_string().as_bytes(), false)
-        });
         // SAFETY: `compiled` was just produced by this engine.
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(&self.engine, &compiled) }
             .map_err(|e| format!("does not load: {e:#}"))?;
-        Ok((component, false))
+        Ok((component, Digest::of(&compiled), compiled))
     }
 
     /// Runs one attempt of a step.
@@ -513,16 +818,20 @@ impl Sandbox {
         let stderr = MemoryOutputPipe::new(log_bytes);
         let seed = |purpose| derive_seed(spec.run_seed, &spec.step, purpose);
         let insecure_seed = seed("insecure-seed");
+        let sleep = Arc::new(VirtualSleep::default());
+        let clock = Arc::new(VirtualMonotonicClock {
+            reads: AtomicU64::new(0),
+            sleep: sleep.clone(),
+        });
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .args(&[spec.step.as_str()])
             .wall_clock(VirtualWallClock {
                 reads: AtomicU64::new(0),
+                sleep: sleep.clone(),
             })
-            .monotonic_clock(VirtualMonotonicClock {
-                reads: AtomicU64::new(0),
-            })
+            .monotonic_clock(SharedMonotonic(clock.clone()))
             .secure_random(ChaCha20Rng::from_seed(seed("secure-random")))
             .insecure_random(ChaCha20Rng::from_seed(seed("insecure-random")))
             .insecure_random_seed(u128::from_le_bytes(
@@ -560,6 +869,7 @@ impl Sandbox {
                     memory_peak_bytes: 0,
                     denied: None,
                 },
+                clock,
             },
         );
         store.limiter(|d| &mut d.limiter);
@@ -629,6 +939,7 @@ impl Sandbox {
             instantiate_us,
             stdout: stdout.contents().to_vec(),
             stderr: stderr.contents().to_vec(),
+            slept_ns: sleep.slept_ns(),
         }
     }
 }
@@ -732,6 +1043,42 @@ pub fn escape_controls(text: &str, max_chars: usize) -> String {
     out
 }
 
+/// Interfaces a step may not import: steps have no network access, and a
+/// component that needs it is refused before it is compiled.
+const FORBIDDEN_IMPORT_PREFIXES: &[&str] = &["wasi:sockets/", "wasi:http/"];
+
+/// Refuses a component by its top-level imports, from a parse of its
+/// import sections only (no validation, no compilation): milliseconds even
+/// for a large component.
+fn admit_imports(wasm: &[u8]) -> Result<(), String> {
+    use wasmparser::{Parser, Payload};
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|e| format!("malformed component: {e}"))?;
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(imports) if depth == 0 => {
+                for import in imports {
+                    let import = import.map_err(|e| format!("malformed component: {e}"))?;
+                    let name = import.name.name;
+                    if FORBIDDEN_IMPORT_PREFIXES
+                        .iter()
+                        .any(|p| name.starts_with(p))
+                    {
+                        return Err(format!(
+                            "imports `{}`; steps have no network access",
+                            escape_controls(name, 128)
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A core module has version 1 and layer 0 in its header; a component has
 /// layer 1.
 fn wasmparser_is_core_module(wasm: &[u8]) -> bool {
@@ -780,5 +1127,88 @@ mod tests {
     fn core_modules_and_components_are_told_apart_by_header() {
         assert!(wasmparser_is_core_module(b"\0asm\x01\0\0\0"));
         assert!(!wasmparser_is_core_module(b"\0asm\x0d\0\x01\0"));
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in std::fs::read_dir(dir).unwrap() {
+            let sub = sub.unwrap().path();
+            if sub.is_dir() {
+                for e in std::fs::read_dir(&sub).unwrap() {
+                    out.push(e.unwrap().file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_component_importing_sockets_is_refused_before_it_is_compiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cc");
+        let sandbox = Sandbox::new(&cache, 1).unwrap();
+        let wasm = wat::parse_str(
+            r#"(component
+                 (import "wasi:sockets/tcp@0.2.6" (instance))
+                 (import "wasi:http/outgoing-handler@0.2.6" (instance)))"#,
+        )
+        .unwrap();
+        let err = sandbox
+            .prepare(Path::new("net.wasm"), &wasm, &Digest::of(&wasm))
+            .err()
+            .expect("refused");
+        assert_eq!(
+            err.reason,
+            "imports `wasi:sockets/tcp@0.2.6`; steps have no network access"
+        );
+        // Nothing was compiled: the compile cache holds no entry.
+        assert_eq!(entries(&cache), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_nested_components_imports_are_not_the_steps_imports() {
+        // Only the outer component's imports are what the host must supply.
+        let wasm = wat::parse_str(
+            r#"(component
+                 (component (import "wasi:sockets/tcp@0.2.6" (instance))))"#,
+        )
+        .unwrap();
+        assert_eq!(admit_imports(&wasm), Ok(()));
+    }
+
+    #[test]
+    fn malformed_bytes_are_refused_by_the_import_check_with_a_reason() {
+        let mut wasm = wat::parse_str(r#"(component (import "a" (instance)))"#).unwrap();
+        wasm.truncate(wasm.len() - 3);
+        let err = admit_imports(&wasm).unwrap_err();
+        assert!(err.starts_with("malformed component: "), "{err}");
+    }
+
+    #[test]
+    fn the_compile_cache_key_is_private_and_created_once() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = compile_cache_key_path(&dir.path().join("cc"));
+        assert_eq!(path, dir.path().join("cc.key"));
+        let first = load_or_create_cache_key(&path).unwrap();
+        assert_eq!(load_or_create_cache_key(&path).unwrap(), first);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A key others can read is not a secret: refused, naming the file.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_or_create_cache_key(&path).unwrap_err();
+        assert!(err.contains("is accessible to others (mode 644)"), "{err}");
+        // A symlink planted at the key's name is not followed.
+        let other = dir.path().join("other.key");
+        std::fs::write(&other, hex::encode([7u8; 32])).unwrap();
+        let planted = dir.path().join("planted.key");
+        std::os::unix::fs::symlink(&other, &planted).unwrap();
+        let err = load_or_create_cache_key(&planted).unwrap_err();
+        assert!(err.contains("is not a regular file"), "{err}");
     }
 }

@@ -6,6 +6,7 @@ mod http;
 
 mod architecture;
 mod audit;
+mod blocking;
 mod cli;
 mod crash;
 mod gpu;

@@ -316,3 +316,98 @@ fn non_finite_metrics_become_tags_and_the_run_stays_readable() {
     let show = sb.sluice(&["show", json["run_id"].as_str().unwrap(), "--json"]);
     assert_eq!(show.code, 0, "{}", show.stderr);
 }
+
+/// The `.cwasm` entry and its tag for the component at `wasm` in `cache`.
+fn cache_entry(cache: &Path, wasm: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use sha2::Digest as _;
+    let hex = hex::encode(sha2::Sha256::digest(std::fs::read(wasm).unwrap()));
+    let dir = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .expect("an engine directory in the compile cache");
+    (
+        dir.join(format!("{hex}.cwasm")),
+        dir.join(format!("{hex}.cwasm.tag")),
+    )
+}
+
+/// `attempt-sandbox` events of a run's record.
+fn compiled_by(sb: &Sandbox, json: &Value) -> Vec<String> {
+    let run_id = json["run_id"].as_str().unwrap();
+    std::fs::read_to_string(sb.home().join("runs").join(run_id).join("record.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "attempt-sandbox")
+        .map(|e| e["compiled_by"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_poisoned_compile_cache_entry_is_recompiled_and_the_honest_component_runs() {
+    let sb = Sandbox::new();
+    let cache = sb.path().join("cc");
+    let env = [("SLUICE_COMPILE_CACHE", cache.to_str().unwrap())];
+    sb.write("in.txt", "input\n");
+    let append = component("append");
+    let hostile = component("hostile");
+    let spec = |name: &str, wasm: &Path, params: &str| {
+        sb.write(
+            &format!("{name}.toml"),
+            &format!(
+                "name = \"{name}\"\n[sources]\nt = \"in.txt\"\n[steps.s]\ncomponent = {}\ninputs = {{ in = \"sources.t\" }}\nparams = {params}\noutputs = [\"out\"]\n",
+                toml_path(wasm)
+            ),
+        )
+    };
+    let honest = spec("honest", &append, "{ line = \"honest\" }");
+    let evil = spec("evil", &hostile, "{ mode = \"fail\" }");
+    let run = |spec: &Path| {
+        let home = sb.home();
+        let r = sb.sluice_env(
+            &[
+                "run",
+                spec.to_str().unwrap(),
+                "--json",
+                "--no-cache",
+                "--home",
+                home.to_str().unwrap(),
+            ],
+            &env,
+        );
+        let json = r.json();
+        (r.code, json)
+    };
+    let (code, first) = run(&honest);
+    assert_eq!(code, 0, "{first:#}");
+    assert_eq!(compiled_by(&sb, &first), ["compiled"]);
+    let (code, json) = run(&evil);
+    assert_eq!(code, 1, "{json:#}");
+    let (code, again) = run(&honest);
+    assert_eq!(code, 0, "{again:#}");
+    assert_eq!(compiled_by(&sb, &again), ["cache-hit"]);
+
+    // Someone who can write the cache swaps the honest entry for the evil
+    // one, with the evil entry's (valid) tag and an old-style checksum.
+    let (honest_cwasm, honest_tag) = cache_entry(&cache, &append);
+    let (evil_cwasm, evil_tag) = cache_entry(&cache, &hostile);
+    std::fs::copy(&evil_cwasm, &honest_cwasm).unwrap();
+    std::fs::copy(&evil_tag, &honest_tag).unwrap();
+    let (code, poisoned) = run(&honest);
+    assert_eq!(code, 0, "the evil code ran: {poisoned:#}");
+    assert_eq!(
+        step(&poisoned, "s")["outputs"]["out"]["digest"],
+        step(&first, "s")["outputs"]["out"]["digest"]
+    );
+    let by = compiled_by(&sb, &poisoned);
+    assert_eq!(by.len(), 1);
+    assert!(
+        by[0].starts_with("recompiled: the cached entry ")
+            && by[0].ends_with(" fails authentication"),
+        "{by:?}"
+    );
+    // The entry was rewritten honestly: the next run is a hit again.
+    let (_, healed) = run(&honest);
+    assert_eq!(compiled_by(&sb, &healed), ["cache-hit"]);
+}

@@ -514,6 +514,16 @@ impl JobShared {
             st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
+
+    /// The final report if the job ends within `within`.
+    fn wait_for(&self, within: Duration) -> Option<JobReport> {
+        let st = lock(&self.status);
+        let (st, _) = self
+            .done
+            .wait_timeout_while(st, within, |st| st.report.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        st.report.clone()
+    }
 }
 
 /// What a job needs besides its spec.
@@ -1271,7 +1281,29 @@ pub struct AttemptGpu {
     /// Collects the attempt's jobs.
     pub ledger: Ledger,
     submitted: u32,
+    /// The attempt's cancellation flag and deadline: a guest blocked in
+    /// `job.wait` is released (its job cancelled) when either fires, so a
+    /// wait never holds the attempt past its timeout, a cancel or shutdown.
+    bound: AttemptBound,
 }
+
+/// When an attempt must stop waiting on its jobs.
+#[derive(Clone, Debug)]
+struct AttemptBound {
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    deadline: Option<Instant>,
+}
+
+impl AttemptBound {
+    fn reached(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// How often a guest's `job.wait` looks at its attempt's cancellation flag
+/// and deadline: the epoch tick's order of magnitude.
+const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 impl AttemptGpu {
     /// A port for one attempt.
@@ -1296,7 +1328,25 @@ impl AttemptGpu {
             counter,
             ledger,
             submitted: 0,
+            bound: AttemptBound {
+                stop: None,
+                deadline: None,
+            },
         }
+    }
+
+    /// Releases the guest's job waits when `stop` is set or at `deadline`
+    /// (the attempt's own timeout), cancelling the job waited on.
+    pub fn bounded_by(
+        mut self,
+        stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+        deadline: Instant,
+    ) -> AttemptGpu {
+        self.bound = AttemptBound {
+            stop,
+            deadline: Some(deadline),
+        };
+        self
     }
 }
 
@@ -1304,6 +1354,7 @@ impl AttemptGpu {
 struct PortJob {
     handle: JobHandle,
     done: bool,
+    bound: AttemptBound,
 }
 
 impl GpuJob for PortJob {
@@ -1316,7 +1367,17 @@ impl GpuJob for PortJob {
     }
 
     fn wait(&mut self) -> Result<JobResult, PortError> {
-        let r = self.handle.wait();
+        let r = loop {
+            if let Some(r) = self.handle.shared.wait_for(WAIT_SLICE) {
+                break r;
+            }
+            if self.bound.reached() {
+                // The guest gets the cancelled job's report; the epoch
+                // deadline (or the cancellation) traps it as soon as it runs
+                // wasm again.
+                break self.handle.cancel();
+            }
+        };
         self.done = true;
         Ok(r.to_wit())
     }
@@ -1419,6 +1480,7 @@ impl GpuPort for AttemptGpu {
         Ok(Box::new(PortJob {
             handle,
             done: false,
+            bound: self.bound.clone(),
         }))
     }
 

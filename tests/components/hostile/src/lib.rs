@@ -167,6 +167,39 @@ fn run(ctx: &mut Ctx) -> Result<()> {
             }
             Ok(())
         }
+        // Group 17: sleeps `seconds` through WASI (monotonic-clock
+        // subscribe-duration + pollable.block), then reads stdin, and reports
+        // how far the clocks moved. The engine must not block a host thread.
+        "sleep" => {
+            let seconds: u64 = ctx.param("seconds")?;
+            let wall = || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            };
+            let wall_before = wall();
+            let before = std::time::Instant::now();
+            std::thread::sleep(std::time::Duration::from_secs(seconds));
+            let slept = before.elapsed();
+            let wall_after = wall();
+            let mut stdin = Vec::new();
+            let stdin_read = std::io::stdin().read_to_end(&mut stdin);
+            let mut out = ctx.output("out", "text/plain")?;
+            writeln!(
+                out,
+                "slept_s={} wall_advanced_s={} stdin={:?}",
+                slept.as_secs(),
+                wall_after - wall_before,
+                stdin_read.map_err(|e| e.kind())
+            )?;
+            Ok(())
+        }
+        // Group 17: sleeps a day at a time, forever: only a deadline or a
+        // cancellation can end it.
+        "sleep-forever" => loop {
+            std::thread::sleep(std::time::Duration::from_secs(86_400));
+        },
         // A step that fails on its own terms.
         "fail" => bail!("hostile step failed on purpose"),
         // Reads its input fully (used to check inputs stay intact).
