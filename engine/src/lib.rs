@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod expr;
+pub mod fault;
 pub mod gpu;
 pub mod hook;
 pub mod junit;

@@ -76,9 +76,15 @@ impl Record {
         Ok((record, chain.events, torn))
     }
 
+    /// The record file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Appends one event: `kind` plus the fields of `fields` (an object).
     /// Returns whether this append was a group commit (fsync).
     pub fn append(&mut self, kind: &str, fields: Value) -> io::Result<bool> {
+        crate::fault::point("record")?;
         let mut line = Map::new();
         line.insert("seq".into(), self.seq.into());
         line.insert("prev".into(), self.prev.to_string().into());

@@ -700,6 +700,7 @@ fn execute_in(
         gpu: OnceLock::new(),
         gpu_jobs: Arc::new(AtomicU64::new(0)),
         record: Mutex::new(rec),
+        record_failure: Mutex::new(None),
         reports: Mutex::new(vec![None; pipeline.steps.len()]),
         observer,
     };
@@ -720,11 +721,22 @@ fn execute_in(
     let Runner {
         reports,
         record,
+        record_failure,
         store,
         sources,
         ..
     } = runner;
     store.sync()?;
+    if let Some(failure) = record_failure
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+    {
+        // Not sealed, not acknowledged: `sluice resume` continues it (the
+        // steps that ran are cache hits).
+        return Err(RunError::Record(io::Error::other(format!(
+            "{failure}; the run `{run_id}` is unfinished: `sluice resume {run_id}` continues it"
+        ))));
+    }
     let steps: Vec<StepReport> = reports
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
@@ -1057,12 +1069,23 @@ struct Runner<'a> {
     /// Numbers the run's gpu jobs `j1`, `j2`, ...
     gpu_jobs: Arc<AtomicU64>,
     record: Mutex<Record>,
+    /// The first failed record append: the record is not written to again
+    /// (a torn line can only be its last, which resume truncates), and the
+    /// run ends with this error instead of a seal over a broken record.
+    record_failure: Mutex<Option<String>>,
     reports: Mutex<Vec<Option<StepReport>>>,
     observer: &'a dyn Observer,
 }
 
 impl Runner<'_> {
     fn log(&self, kind: &str, fields: serde_json::Value) {
+        let mut failure = self
+            .record_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failure.is_some() {
+            return;
+        }
         let mut rec = self.record.lock().unwrap_or_else(|p| p.into_inner());
         match rec.append(kind, fields) {
             // Blob renames ride on the record's group commit.
@@ -1072,7 +1095,13 @@ impl Runner<'_> {
                 }
             }
             Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "cannot append to the run record"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot append to the run record");
+                *failure = Some(format!(
+                    "cannot append a `{kind}` event to {}: {e}",
+                    rec.path().display()
+                ));
+            }
         }
     }
 
@@ -1619,8 +1648,8 @@ struct BlobSink {
 
 impl OutputSink for BlobSink {
     fn write(&mut self, bytes: &[u8]) -> Result<(), PortError> {
-        self.writer
-            .write_all(bytes)
+        crate::fault::point("store.output")
+            .and_then(|()| self.writer.write_all(bytes))
             .map_err(|e| PortError::Engine(format!("output `{}`: {e}", self.name)))
     }
 

@@ -467,6 +467,7 @@ fn publish_loop(rx: &mpsc::Receiver<Publish>, shared: &Shared, sha_root: &Path) 
                 if created {
                     fs::create_dir_all(&dir)?;
                 }
+                crate::fault::point("store.publish")?;
                 fs::rename(&job.temp, &job.dest)?;
                 Ok(created)
             });
@@ -596,6 +597,7 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        crate::fault::point("store.blob")?;
         let file = self
             .file
             .as_mut()
@@ -638,6 +640,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), Stor
         std::process::id()
     ));
     let result = (|| {
+        crate::fault::file(path)?;
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         if durable {

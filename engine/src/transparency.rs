@@ -420,8 +420,8 @@ impl Log {
             .write_all_at(&bytes, entries_len)
             .and_then(|()| self.entries.sync_data())
             .map_err(io_err(&self.entries_path))?;
-        self.leaves
-            .write_all_at(&hash, index * HASH_BYTES)
+        crate::fault::point("log")
+            .and_then(|()| self.leaves.write_all_at(&hash, index * HASH_BYTES))
             .and_then(|()| self.leaves.sync_data())
             .map_err(io_err(&self.leaves_path))?;
         Ok(index)

@@ -9,6 +9,7 @@ mod audit;
 mod blocking;
 mod cli;
 mod crash;
+mod faults;
 mod gpu;
 mod language;
 mod pipeline;
