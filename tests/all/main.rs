@@ -6,6 +6,7 @@ mod http;
 
 mod architecture;
 mod audit;
+mod cache;
 mod cli;
 mod crash;
 mod gpu;
