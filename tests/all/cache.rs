@@ -96,22 +96,22 @@ impl Variation {
                 let name = PARAM_NAMES[pick % PARAM_NAMES.len()];
                 match v.params.get(name).copied() {
                     // Remove it, or change its value.
-                    Some(value) if pick % 3 == 0 => {
-                        let _ = value;
+                    Some(_) if pick.is_multiple_of(3) => {
                         v.params.remove(name);
                     }
                     Some(value) => {
                         v.params.insert(name, other(PARAM_VALUES, value, pick));
                     }
                     None => {
-                        v.params.insert(name, PARAM_VALUES[pick % PARAM_VALUES.len()]);
+                        v.params
+                            .insert(name, PARAM_VALUES[pick % PARAM_VALUES.len()]);
                     }
                 }
             }
             Change::Input => {
                 let name = INPUT_NAMES[pick % INPUT_NAMES.len()];
                 match v.inputs.get(name).copied() {
-                    Some(_) if pick % 3 == 0 => {
+                    Some(_) if pick.is_multiple_of(3) => {
                         v.inputs.remove(name);
                     }
                     // Rewired to another source: other bytes, or the same
@@ -178,11 +178,7 @@ fn variation() -> impl Strategy<Value = Variation> {
             prop::sample::select(PARAM_VALUES),
             0..=2,
         ),
-        prop::collection::btree_map(
-            prop::sample::select(INPUT_NAMES),
-            0..SOURCES.len(),
-            0..=2,
-        ),
+        prop::collection::btree_map(prop::sample::select(INPUT_NAMES), 0..SOURCES.len(), 0..=2),
         0..2u64,
         any::<bool>(),
         prop::sample::select(MEMORY_MIB),
@@ -192,7 +188,18 @@ fn variation() -> impl Strategy<Value = Variation> {
         0..2usize,
     )
         .prop_map(
-            |(step, params, inputs, seed, extra_output, memory_mib, fuel, log_kib, timeout_s, component)| {
+            |(
+                step,
+                params,
+                inputs,
+                seed,
+                extra_output,
+                memory_mib,
+                fuel,
+                log_kib,
+                timeout_s,
+                component,
+            )| {
                 Variation {
                     step,
                     params,
@@ -265,9 +272,10 @@ impl World {
 
     fn execute(&mut self, v: &Variation, no_cache: bool) -> Observed {
         self.specs += 1;
-        let spec = self
-            .sb
-            .write(&format!("spec{}.toml", self.specs), &v.spec(&self.components));
+        let spec = self.sb.write(
+            &format!("spec{}.toml", self.specs),
+            &v.spec(&self.components),
+        );
         let pipeline = sluice_engine::spec::load(&spec, &[])
             .unwrap_or_else(|e| panic!("{e:?}\n{}", v.spec(&self.components)));
         let mut options = Options::new(self.sb.home());
@@ -279,7 +287,9 @@ impl World {
         assert_eq!(report.error, None, "{v:?}");
         let digest = report.outputs["observed"].digest;
         Observed {
-            key: report.cache_key.expect("an executed or cached step has a key"),
+            key: report
+                .cache_key
+                .expect("an executed or cached step has a key"),
             cached: report.cached,
             bytes: Store::open(&self.sb.home())
                 .unwrap()
@@ -309,8 +319,7 @@ impl World {
                 executed.key
             );
         }
-        self.seen
-            .insert(executed.key, executed.bytes.clone());
+        self.seen.insert(executed.key, executed.bytes.clone());
         executed
     }
 }

@@ -74,8 +74,7 @@ fn run(ctx: &mut Ctx) -> Result<()> {
     line(
         &mut o,
         "create undeclared output",
-        &ctx
-            .output("no such output", "text/plain")
+        &ctx.output("no such output", "text/plain")
             .err()
             .map(|e| e.to_string()),
     );
@@ -91,9 +90,7 @@ fn run(ctx: &mut Ctx) -> Result<()> {
     let t0 = Instant::now();
     let mono: Vec<u128> = (0..3).map(|_| t0.elapsed().as_nanos()).collect();
     line(&mut o, "monotonic ns since first", &mono);
-    let random: Vec<u64> = (0..3u64)
-        .map(|i| RandomState::new().hash_one(i))
-        .collect();
+    let random: Vec<u64> = (0..3u64).map(|i| RandomState::new().hash_one(i)).collect();
     line(&mut o, "random", &random);
     line(&mut o, "log cap bytes", &probe_log_cap());
     let mut out = ctx.output("observed", "text/plain")?;
