@@ -598,3 +598,302 @@ mod tests {
         assert_eq!(refs, ["a.metrics.x", "params.y", "b.status"]);
     }
 }
+
+/// Property tests: arbitrary text never panics the parser or evaluator, the
+/// length and nesting bounds hold, and generated conditions evaluate as a
+/// reference evaluator (written here, independently) says.
+/// `PROPTEST_CASES=N` runs more cases.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    /// Nesting of `not` and parentheses as the parser counts it is bounded
+    /// by `MAX_DEPTH`; a parsed tree's `Not` chain can be no deeper.
+    fn not_depth(e: &Expr) -> usize {
+        match e {
+            Expr::Not(x) => 1 + not_depth(x),
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, a, b) => not_depth(a).max(not_depth(b)),
+            Expr::Num(_) | Expr::Str(_) | Expr::Bool(_) | Expr::Ref(_) => 0,
+        }
+    }
+
+    fn tree_depth(e: &Expr) -> usize {
+        match e {
+            Expr::Not(x) => 1 + tree_depth(x),
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, a, b) => {
+                1 + tree_depth(a).max(tree_depth(b))
+            }
+            Expr::Num(_) | Expr::Str(_) | Expr::Bool(_) | Expr::Ref(_) => 1,
+        }
+    }
+
+    /// The reference language: literals, comparisons, `and`/`or`/`not`,
+    /// and explicit parentheses.
+    #[derive(Clone, Debug)]
+    enum R {
+        Num(i32),
+        Str(String),
+        Bool(bool),
+        Param(&'static str),
+        Paren(Box<R>),
+        Not(Box<R>),
+        And(Box<R>, Box<R>),
+        Or(Box<R>, Box<R>),
+        Cmp(Cmp, Box<R>, Box<R>),
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    enum RV {
+        Num(f64),
+        Str(String),
+        Bool(bool),
+    }
+
+    /// Params the reference scope holds: a number-like string and a word.
+    const PARAMS: &[(&str, &str)] = &[("n", "2"), ("w", "fast")];
+
+    fn scope() -> BTreeMap<String, Value> {
+        PARAMS
+            .iter()
+            .map(|(k, v)| (format!("params.{k}"), Value::Str(v.to_string())))
+            .collect()
+    }
+
+    /// The semantics, restated: `and`/`or` short-circuit left to right and
+    /// want booleans; numbers compare numerically with numeric strings;
+    /// two strings that are not both numeric compare as text; booleans
+    /// compare with booleans (false < true); anything else is an error.
+    fn reference(r: &R) -> Result<RV, ()> {
+        let boolean = |r: &R| match reference(r)? {
+            RV::Bool(b) => Ok(b),
+            _ => Err(()),
+        };
+        Ok(match r {
+            R::Num(n) => RV::Num(f64::from(*n)),
+            R::Str(s) => RV::Str(s.clone()),
+            R::Bool(b) => RV::Bool(*b),
+            R::Param(p) => RV::Str(
+                PARAMS
+                    .iter()
+                    .find(|(k, _)| k == p)
+                    .map(|(_, v)| v.to_string())
+                    .ok_or(())?,
+            ),
+            R::Paren(x) => reference(x)?,
+            R::Not(x) => RV::Bool(!boolean(x)?),
+            R::And(a, b) => RV::Bool(boolean(a)? && boolean(b)?),
+            R::Or(a, b) => RV::Bool(boolean(a)? || boolean(b)?),
+            R::Cmp(op, a, b) => {
+                let (l, r) = (reference(a)?, reference(b)?);
+                let num = |v: &RV| match v {
+                    RV::Num(n) => Some(*n),
+                    RV::Str(s) => s.trim().parse::<f64>().ok(),
+                    RV::Bool(_) => None,
+                };
+                let o = match (&l, &r) {
+                    (RV::Bool(x), RV::Bool(y)) => x.cmp(y),
+                    (RV::Str(x), RV::Str(y)) if num(&l).is_none() || num(&r).is_none() => x.cmp(y),
+                    _ => match (num(&l), num(&r)) {
+                        (Some(x), Some(y)) => x.partial_cmp(&y).ok_or(())?,
+                        _ => return Err(()),
+                    },
+                };
+                use std::cmp::Ordering::*;
+                RV::Bool(match op {
+                    Cmp::Eq => o == Equal,
+                    Cmp::Ne => o != Equal,
+                    Cmp::Lt => o == Less,
+                    Cmp::Le => o != Greater,
+                    Cmp::Gt => o == Greater,
+                    Cmp::Ge => o != Less,
+                })
+            }
+        })
+    }
+
+    /// Renders with the parentheses precedence requires (or < and < not <
+    /// comparison < value; `and`/`or` are left-associative) plus the
+    /// explicit ones.
+    fn render(r: &R) -> String {
+        let wrap = |x: &R, need: bool| {
+            if need {
+                format!("({})", render(x))
+            } else {
+                render(x)
+            }
+        };
+        let is = |x: &R, or: bool, and: bool, not: bool, cmp: bool| match x {
+            R::Or(..) => or,
+            R::And(..) => and,
+            R::Not(..) => not,
+            R::Cmp(..) => cmp,
+            _ => false,
+        };
+        match r {
+            R::Num(n) => n.to_string(),
+            R::Str(s) => format!("'{s}'"),
+            R::Bool(b) => b.to_string(),
+            R::Param(p) => format!("params.{p}"),
+            R::Paren(x) => format!("({})", render(x)),
+            R::Not(x) => format!("not {}", wrap(x, is(x, true, true, false, false))),
+            R::And(a, b) => format!(
+                "{} and {}",
+                wrap(a, is(a, true, false, false, false)),
+                wrap(b, is(b, true, true, false, false))
+            ),
+            R::Or(a, b) => format!(
+                "{} or {}",
+                render(a),
+                wrap(b, is(b, true, false, false, false))
+            ),
+            R::Cmp(op, a, b) => format!(
+                "{} {} {}",
+                wrap(a, is(a, true, true, true, true)),
+                op.as_str(),
+                wrap(b, is(b, true, true, true, true))
+            ),
+        }
+    }
+
+    /// The parse tree the rendering must give (explicit parentheses vanish).
+    fn expected(r: &R) -> Expr {
+        let b = |x: &R| Box::new(expected(x));
+        match r {
+            R::Num(n) => Expr::Num(f64::from(*n)),
+            R::Str(s) => Expr::Str(s.clone()),
+            R::Bool(v) => Expr::Bool(*v),
+            R::Param(p) => Expr::Ref(Ref::Param(p.to_string())),
+            R::Paren(x) => expected(x),
+            R::Not(x) => Expr::Not(b(x)),
+            R::And(x, y) => Expr::And(b(x), b(y)),
+            R::Or(x, y) => Expr::Or(b(x), b(y)),
+            R::Cmp(op, x, y) => Expr::Cmp(*op, b(x), b(y)),
+        }
+    }
+
+    fn cmp_op() -> impl Strategy<Value = Cmp> {
+        prop::sample::select(vec![Cmp::Eq, Cmp::Ne, Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge])
+    }
+
+    fn arb_r() -> impl Strategy<Value = R> {
+        let leaf = prop_oneof![
+            (-3i32..4).prop_map(R::Num),
+            "[a-z ]{0,4}".prop_map(R::Str),
+            any::<bool>().prop_map(R::Bool),
+            prop::sample::select(vec!["n", "w"]).prop_map(R::Param),
+        ];
+        leaf.prop_recursive(6, 48, 2, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|x| R::Paren(Box::new(x))),
+                inner.clone().prop_map(|x| R::Not(Box::new(x))),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| R::And(Box::new(a), Box::new(b))),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| R::Or(Box::new(a), Box::new(b))),
+                (cmp_op(), inner.clone(), inner).prop_map(|(op, a, b)| R::Cmp(
+                    op,
+                    Box::new(a),
+                    Box::new(b)
+                )),
+            ]
+        })
+    }
+
+    /// Text built from the language's own pieces, so the parser gets deep
+    /// inside before something goes wrong.
+    fn tokenish() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "(",
+            ")",
+            "not ",
+            " and ",
+            " or ",
+            "==",
+            "!=",
+            "<",
+            "<=",
+            ">",
+            ">=",
+            "=",
+            "!",
+            "'",
+            "\"",
+            "1",
+            "-2.5e3",
+            "1e999",
+            ".",
+            "_",
+            "true",
+            "false",
+            "params.x",
+            "a.status",
+            "a.metrics.m",
+            "a.outputs.o.f",
+            "a..b",
+            "é",
+            "\u{0}",
+            " ",
+        ]);
+        prop::collection::vec(piece, 0..200).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(Config { cases: 256, failure_persistence: None, ..Config::default() })]
+
+        #[test]
+        fn arbitrary_text_never_panics_and_bounds_hold(
+            text in prop_oneof![any::<String>(), tokenish(), "[()notandor' 0-9a-z.=<>!]{0,1200}"],
+        ) {
+            match parse(&text) {
+                Ok(e) => {
+                    prop_assert!(text.len() <= MAX_EXPR_BYTES);
+                    prop_assert!(not_depth(&e) <= MAX_DEPTH, "{text:?}");
+                    prop_assert!(tree_depth(&e) <= MAX_EXPR_BYTES, "{text:?}");
+                    // Evaluation never panics; a failure names something.
+                    if let Err(m) = eval(&e, &scope()) {
+                        prop_assert!(!m.is_empty());
+                    }
+                }
+                Err(err) => {
+                    prop_assert!(err.offset <= text.len(), "{err:?} in {text:?}");
+                    prop_assert!(!err.message.is_empty());
+                    if text.len() > MAX_EXPR_BYTES {
+                        prop_assert!(err.message.contains("the limit is"), "{err:?}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn nesting_past_the_bound_is_refused_with_its_offset(depth in 0usize..80, parens in any::<bool>()) {
+            let text = if parens {
+                format!("{}true{}", "(".repeat(depth), ")".repeat(depth))
+            } else {
+                format!("{}true", "not ".repeat(depth))
+            };
+            match parse(&text) {
+                Ok(_) => prop_assert!(depth <= MAX_DEPTH, "depth {depth} accepted"),
+                Err(e) => {
+                    prop_assert!(depth > MAX_DEPTH, "depth {depth} refused: {e:?}");
+                    prop_assert_eq!(e.message, format!("nested deeper than {MAX_DEPTH}"));
+                    let unit = if parens { 1 } else { 4 };
+                    prop_assert_eq!(e.offset, (MAX_DEPTH + 1) * unit);
+                }
+            }
+        }
+
+        #[test]
+        fn generated_conditions_parse_as_written_and_agree_with_the_reference(r in arb_r()) {
+            let text = render(&r);
+            prop_assume!(text.len() <= MAX_EXPR_BYTES);
+            let parsed = parse(&text).map_err(|e| TestCaseError::fail(format!("{text:?}: {e:?}")))?;
+            prop_assert_eq!(&parsed, &expected(&r), "{}", text);
+            let want = match reference(&r) {
+                Ok(RV::Bool(b)) => Ok(b),
+                _ => Err(()),
+            };
+            let got = eval(&parsed, &scope()).map_err(|_| ());
+            prop_assert_eq!(got, want, "{}", text);
+        }
+    }
+}

@@ -1,5 +1,5 @@
-//! Per-step sandbox limits: defaults, the operator's ceilings, and which
-//! limits change results (and so belong in the step cache key).
+//! Per-step sandbox limits: defaults and the operator's ceilings. Which of
+//! them enter the step cache key, and why, is decided in `cache`.
 //!
 //! Invariant: every limit is finite and at most its ceiling.
 
@@ -64,13 +64,6 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The limits that decide deterministically whether a step succeeds:
-    /// memory, fuel and output size. Time is excluded (it depends on the
-    /// machine, and a success under it is the same bytes).
-    pub fn cache_relevant(&self) -> [u64; 3] {
-        [self.memory_mib, self.fuel, self.output_mib]
-    }
-
     /// Memory limit in bytes.
     pub fn memory_bytes(&self) -> u64 {
         self.memory_mib << 20

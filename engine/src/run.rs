@@ -1379,15 +1379,27 @@ impl scheduler::Executor for Runner<'_> {
                 return self.attempt_failed(index, attempt, r);
             }
         };
-        let key = cache::key(
-            resolved.digest,
-            &step.params,
-            &inputs,
-            &step.outputs,
-            &step.limits,
-            self.pipeline.seed,
-            step.gpu.as_ref(),
-        );
+        // The key describes the very spec the sandbox will be handed, so it
+        // covers what the guest can observe and cannot drift from it.
+        let spec = AttemptSpec {
+            step: step.name.clone(),
+            attempt,
+            inputs: inputs
+                .iter()
+                .map(|(name, o)| InputArtifact {
+                    name: name.clone(),
+                    digest: o.digest.to_string(),
+                    size: o.size,
+                    media_type: o.media_type.clone(),
+                })
+                .collect(),
+            outputs: step.outputs.clone(),
+            params: step.params.clone(),
+            limits: step.limits,
+            run_seed: self.pipeline.seed,
+            cancel: self.options.cancel.clone(),
+        };
+        let key = cache::key(resolved.digest, &spec, step.gpu.as_ref());
         report.component = Some(resolved.digest);
         report.cache_key = Some(key);
         self.log(
@@ -1456,24 +1468,6 @@ impl scheduler::Executor for Runner<'_> {
                 );
                 return self.attempt_failed(index, attempt, r);
             }
-        };
-        let spec = AttemptSpec {
-            step: step.name.clone(),
-            attempt,
-            inputs: inputs
-                .iter()
-                .map(|(name, o)| InputArtifact {
-                    name: name.clone(),
-                    digest: o.digest.to_string(),
-                    size: o.size,
-                    media_type: o.media_type.clone(),
-                })
-                .collect(),
-            outputs: step.outputs.clone(),
-            params: step.params.clone(),
-            limits: step.limits,
-            run_seed: self.pipeline.seed,
-            cancel: self.options.cancel.clone(),
         };
         let ledger = crate::gpu::Ledger::default();
         let result = sandbox.run(

@@ -117,8 +117,8 @@ struct Limiter {
 }
 
 /// Table elements per table: far above what a real step needs, far below
-/// what would hurt the host.
-const TABLE_ELEMENTS_MAX: usize = 1_000_000;
+/// what would hurt the host. Part of every cache key.
+pub const TABLE_ELEMENTS_MAX: usize = 1_000_000;
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
@@ -352,10 +352,19 @@ pub fn host_answers(run_seed: u64, step: &str) -> serde_json::Value {
         "wall_clock_start_s": VIRTUAL_EPOCH_S,
         "monotonic_clock_start_ns": 0,
         "clock_step_ns": VIRTUAL_CLOCK_STEP_NS,
+        // Sleeps (monotonic-clock subscriptions) advance both clocks
+        // instantly instead of blocking.
+        "sleep": "virtual",
         "secure_random_seed": hex::encode(derive_seed(run_seed, step, "secure-random")),
         "insecure_random_seed": hex::encode(derive_seed(run_seed, step, "insecure-random")),
         "insecure_random_hash_seed": hex::encode(&derive_seed(run_seed, step, "insecure-seed")[..16]),
     })
+}
+
+/// The guest's `argv`: the step name alone. The cache key uses this same
+/// function, so it covers exactly what the guest is given.
+pub fn guest_args(spec: &AttemptSpec) -> Vec<&str> {
+    vec![spec.step.as_str()]
 }
 
 /// Increments the engine's epoch every [`EPOCH_TICK`] until dropped.
@@ -826,7 +835,7 @@ impl Sandbox {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
-            .args(&[spec.step.as_str()])
+            .args(&guest_args(spec))
             .wall_clock(VirtualWallClock {
                 reads: AtomicU64::new(0),
                 sleep: sleep.clone(),

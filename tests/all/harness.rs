@@ -20,6 +20,7 @@ const CRATES: &[&str] = &[
     "examples/steps/append",
     "tests/components/hostile",
     "tests/components/gpu-abuse",
+    "tests/components/observe",
 ];
 
 /// Builds the test components once per test process (through the engine's
@@ -46,7 +47,7 @@ pub fn component(name: &str) -> PathBuf {
 /// A compile cache shared by all tests (entries are keyed by component
 /// digest and engine hash, so sharing is safe) to avoid recompiling the
 /// same components in every temp home.
-fn compile_cache() -> PathBuf {
+pub fn compile_cache() -> PathBuf {
     repo().join("target").join("sluice-test-compile-cache")
 }
 

@@ -299,3 +299,223 @@ mod tests {
         assert!(is_plain_file_name("..hidden"));
     }
 }
+
+/// Property tests: no line a worker can send panics the parser; every
+/// refusal names its reason from a known set and quotes the line bounded;
+/// well-formed messages round-trip. `PROPTEST_CASES=N` runs more cases.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+    use serde_json::json;
+
+    /// Every reason `parse_line` gives starts with one of these.
+    const REASONS: &[&str] = &[
+        "not a JSON line (",
+        "not a JSON object",
+        "no string field \"type\"",
+        "bad hello (",
+        "progress without a string \"id\"",
+        "bad result (",
+        "result metrics must be a JSON object",
+        "result reports ",
+        "unknown message type ",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            // Quarters round-trip through JSON text exactly.
+            (-4000i32..4000).prop_map(|n| json!(f64::from(n) / 4.0)),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An object with a known `type` and other fields of any type, so the
+    /// typed decoding is reached with wrong types.
+    fn typed_object() -> impl Strategy<Value = Vec<u8>> {
+        let kind = prop::sample::select(vec!["hello", "progress", "result", "run", "HELLO", ""]);
+        let keys = prop::sample::select(vec![
+            "id", "protocol", "worker", "ops", "versions", "device", "status", "outputs",
+            "metrics", "message", "file", "digest", "size",
+        ]);
+        (kind, prop::collection::btree_map(keys, json_value(), 0..6)).prop_map(|(kind, fields)| {
+            let mut map: serde_json::Map<String, Value> = fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            map.insert("type".into(), json!(kind));
+            serde_json::to_vec(&Value::Object(map)).expect("serializes")
+        })
+    }
+
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..300),
+            json_value().prop_map(|v| serde_json::to_vec(&v).expect("serializes")),
+            typed_object(),
+            // Long lines, nearly all one byte, with a few arbitrary bytes in front.
+            (
+                prop::collection::vec(any::<u8>(), 0..8),
+                0usize..(LINE_BYTES_MAX + 16),
+                any::<u8>()
+            )
+                .prop_map(|(head, n, fill)| {
+                    let mut v = head;
+                    v.resize(v.len() + n, fill);
+                    v
+                }),
+            // Deep nesting.
+            (1usize..5000).prop_map(|n| {
+                let mut v = b"[".repeat(n);
+                v.extend(b"]".repeat(n));
+                v
+            }),
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        ".{0,10}"
+    }
+
+    fn hello() -> impl Strategy<Value = Hello> {
+        (
+            any::<u64>(),
+            name(),
+            prop::collection::vec(name(), 0..3),
+            prop::collection::btree_map(name(), name(), 0..3),
+            (name(), name(), prop::option::of(name())),
+        )
+            .prop_map(
+                |(protocol, worker, ops, versions, (kind, dname, uuid))| Hello {
+                    protocol,
+                    worker,
+                    ops,
+                    versions,
+                    device: Device {
+                        kind,
+                        name: dname,
+                        uuid,
+                    },
+                },
+            )
+    }
+
+    fn outcome() -> impl Strategy<Value = JobOutcome> {
+        let output = (
+            name(),
+            name(),
+            prop::option::of(any::<u64>()),
+            prop::option::of(name()),
+        )
+            .prop_map(|(file, digest, size, media_type)| ReportedOutput {
+                file,
+                digest,
+                size,
+                media_type,
+            });
+        let metrics = prop_oneof![
+            Just(Value::Null),
+            prop::collection::btree_map(name(), json_value(), 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ];
+        (
+            name(),
+            prop::sample::select(vec![
+                ResultStatus::Succeeded,
+                ResultStatus::Failed,
+                ResultStatus::Cancelled,
+            ]),
+            prop::collection::btree_map(name(), output, 0..4),
+            metrics,
+            prop::option::of(name()),
+        )
+            .prop_map(|(id, status, outputs, metrics, message)| JobOutcome {
+                id,
+                status,
+                outputs,
+                metrics,
+                message,
+            })
+    }
+
+    fn status_str(s: ResultStatus) -> &'static str {
+        match s {
+            ResultStatus::Succeeded => "succeeded",
+            ResultStatus::Failed => "failed",
+            ResultStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// A worker's line for `m`, written the way PROTOCOL.md describes it.
+    fn encode(m: &FromWorker) -> Vec<u8> {
+        let v = match m {
+            FromWorker::Hello(h) => {
+                let mut v = serde_json::to_value(h).expect("serializes");
+                v["type"] = json!("hello");
+                v
+            }
+            FromWorker::Progress { id, message } => {
+                json!({"type": "progress", "id": id, "message": message})
+            }
+            FromWorker::Result(r) => {
+                let outputs: serde_json::Map<String, Value> = r
+                    .outputs
+                    .iter()
+                    .map(|(k, o)| {
+                        (
+                            k.clone(),
+                            json!({"file": o.file, "digest": o.digest, "size": o.size, "media_type": o.media_type}),
+                        )
+                    })
+                    .collect();
+                json!({"type": "result", "id": r.id, "status": status_str(r.status),
+                       "outputs": outputs, "metrics": r.metrics, "message": r.message})
+            }
+        };
+        serde_json::to_vec(&v).expect("serializes")
+    }
+
+    fn message() -> impl Strategy<Value = FromWorker> {
+        prop_oneof![
+            hello().prop_map(FromWorker::Hello),
+            (name(), prop::option::of(name()))
+                .prop_map(|(id, message)| FromWorker::Progress { id, message }),
+            outcome().prop_map(FromWorker::Result),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(Config { cases: 256, failure_persistence: None, ..Config::default() })]
+
+        #[test]
+        fn no_line_panics_and_every_refusal_names_its_reason(bytes in line()) {
+            if let Err(e) = parse_line(&bytes) {
+                prop_assert!(
+                    REASONS.iter().any(|r| e.reason.starts_with(r)),
+                    "unnamed reason {:?}", e.reason
+                );
+                prop_assert_eq!(&e.line, &quote_line(&bytes));
+                // Escapes may grow a character to `\u{10ffff}`; the quote stays bounded.
+                prop_assert!(e.line.chars().count() <= QUOTE_CHARS_MAX * 10 + 3, "{}", e.line.len());
+                prop_assert!(!e.line.contains('\n'));
+            }
+        }
+
+        #[test]
+        fn well_formed_messages_round_trip(m in message()) {
+            let bytes = encode(&m);
+            prop_assert_eq!(parse_line(&bytes).map_err(|e| e.to_string()), Ok(m));
+        }
+    }
+}
