@@ -16,6 +16,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::limits::{self, Limits};
+use crate::policy::PathPolicy;
 
 /// Most steps a pipeline may declare.
 pub const MAX_STEPS: usize = 10_000;
@@ -39,6 +40,8 @@ pub struct SpecError {
     pub column: usize,
     /// What is wrong, naming the offender.
     pub message: String,
+    /// The [`PathPolicy`] refused a path (the service answers 403, not 422).
+    pub denied: bool,
 }
 
 impl fmt::Display for SpecError {
@@ -167,16 +170,36 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError>
         .parse(expr)
 }
 
-/// Reads and validates the spec at `path`, applying `--param` overrides.
+/// Reads and validates the spec at `path`, applying `--param` overrides,
+/// with no path restriction (every file is the caller's own).
 pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Pipeline, Vec<SpecError>> {
+    load_with(path, overrides, &PathPolicy::anywhere())
+}
+
+/// Like [`load`], but the spec file, its sources and its components must
+/// pass `policy` (checked before anything is read or stat'ed, so a refusal
+/// says nothing about whether the path exists).
+pub fn load_with(
+    path: &Path,
+    overrides: &[(String, String)],
+    policy: &PathPolicy,
+) -> Result<Pipeline, Vec<SpecError>> {
     let at_file = |message: String| {
         vec![SpecError {
             file: path.to_path_buf(),
             line: 1,
             column: 1,
             message,
+            denied: false,
         }]
     };
+    if let Err(e) = policy.check(path) {
+        return Err(vec![SpecError {
+            message: format!("spec {e}"),
+            denied: true,
+            ..at_file(String::new()).remove(0)
+        }]);
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.len() > MAX_SPEC_BYTES => {
             return Err(at_file(format!(
@@ -191,17 +214,28 @@ pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Pipeline, Vec
         Ok(t) => t,
         Err(e) => return Err(at_file(format!("cannot read spec: {e}"))),
     };
-    parse(path, &text, overrides)
+    parse_with(path, &text, overrides, policy)
 }
 
 /// Validates spec `text` as if read from `path` (paths resolve against its
-/// directory).
+/// directory), with no path restriction.
 pub fn parse(
     path: &Path,
     text: &str,
     overrides: &[(String, String)],
 ) -> Result<Pipeline, Vec<SpecError>> {
+    parse_with(path, text, overrides, &PathPolicy::anywhere())
+}
+
+/// Like [`parse`], but sources and components must pass `policy`.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    overrides: &[(String, String)],
+    policy: &PathPolicy,
+) -> Result<Pipeline, Vec<SpecError>> {
     let mut v = Validator {
+        policy: policy.clone(),
         file: path.to_path_buf(),
         dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         lines: LineIndex::new(text),
@@ -272,6 +306,7 @@ struct RawStep<'a, 'i> {
 }
 
 struct Validator {
+    policy: PathPolicy,
     file: PathBuf,
     dir: PathBuf,
     lines: LineIndex,
@@ -296,7 +331,22 @@ impl Validator {
             line,
             column,
             message,
+            denied: false,
         });
+    }
+
+    /// Checks `path` (`rel` as written) against the policy before it is
+    /// stat'ed; a refusal is reported at `span` naming `what` and `rel`
+    /// only (never the resolved path).
+    fn permitted(&mut self, path: &Path, rel: &str, span: &Range<usize>, what: &str) -> bool {
+        let Err(e) = self.policy.check(path) else {
+            return true;
+        };
+        self.error(span, format!("{what} {rel:?} {e}"));
+        if let Some(last) = self.errors.last_mut() {
+            last.denied = true;
+        }
+        false
     }
 
     fn unknown_key(
@@ -599,6 +649,9 @@ impl Validator {
                 continue;
             };
             let path = self.dir.join(&rel);
+            if !self.permitted(&path, &rel, &span, &format!("{what}:")) {
+                continue;
+            }
             if !path.is_file() {
                 self.error(
                     &span,
@@ -857,6 +910,9 @@ impl Validator {
             };
         }
         let path = self.dir.join(rel);
+        if !self.permitted(&path, rel, span, &format!("step `{step}`: component")) {
+            return None;
+        }
         if path.is_file() {
             return Some(ComponentSource::Wasm(path));
         }

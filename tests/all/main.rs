@@ -11,6 +11,7 @@ mod crash;
 mod gpu;
 mod language;
 mod pipeline;
+mod policy;
 mod replay;
 mod sandbox;
 mod server;
