@@ -8,6 +8,7 @@ mod architecture;
 mod audit;
 mod cli;
 mod crash;
+mod expansion;
 mod gpu;
 mod language;
 mod pipeline;
