@@ -314,6 +314,13 @@ mod tests {
         assert_eq!(c.tokens[0].role, Role::Viewer);
         assert_eq!(c.tokens[0].tenant, "alice");
         assert!(!format!("{:?}", c.tokens[0]).contains("0123456789abcdef"));
+        // A literal token is discouraged, by entry, without the token.
+        assert_eq!(
+            c.warnings,
+            [
+                "tokens[0] (tenant alice): the token is written in the config file; prefer `token_env`"
+            ]
+        );
     }
 
     #[test]
