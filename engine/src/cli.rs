@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::policy::PathPolicy;
 use crate::run::{self, Event, Observer, RunId, RunStatus, RunSummary, StepReport, StepStatus};
 use crate::spec;
 use crate::store::{Digest, Store};
@@ -147,6 +148,9 @@ enum Command {
     Validate {
         /// The pipeline spec (TOML).
         pipeline: PathBuf,
+        /// The home whose files the spec may not name (as `run` would).
+        #[command(flatten)]
+        home: HomeArg,
         /// Overrides a pipeline param (repeatable).
         #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
@@ -354,8 +358,9 @@ pub fn run() -> anyhow::Result<u8> {
             sort,
             max_parallel,
         } => {
+            let policy = PathPolicy::local(&home.home, exec.config.as_deref());
             let options = exec.options(home.home, no_cache, max_parallel)?;
-            cmd_run(&pipeline, &options, &params, json, sort.as_deref())
+            cmd_run(&pipeline, &policy, &options, &params, json, sort.as_deref())
         }
         Command::Ci {
             pipeline,
@@ -365,7 +370,8 @@ pub fn run() -> anyhow::Result<u8> {
             no_cache,
             exec,
         } => {
-            let spec = match spec::load(&pipeline, &params) {
+            let policy = PathPolicy::local(&home.home, exec.config.as_deref());
+            let spec = match spec::load_with(&pipeline, &params, &policy) {
                 Ok(p) => p,
                 Err(errors) => return Ok(report_spec_errors(&errors, false)),
             };
@@ -380,9 +386,10 @@ pub fn run() -> anyhow::Result<u8> {
         }
         Command::Validate {
             pipeline,
+            home,
             params,
             json,
-        } => match spec::load(&pipeline, &params) {
+        } => match spec::load_with(&pipeline, &params, &PathPolicy::local(&home.home, None)) {
             Ok(p) => {
                 if json {
                     println!(
@@ -590,7 +597,8 @@ pub fn run() -> anyhow::Result<u8> {
                     Ok(0)
                 }
                 crate::hook::Decision::Run { push, param } => {
-                    let spec = match spec::load(&hook.pipeline, &[param]) {
+                    let policy = PathPolicy::local(&home.home, Some(&config));
+                    let spec = match spec::load_with(&hook.pipeline, &[param], &policy) {
                         Ok(p) => p,
                         Err(errors) => return Ok(report_spec_errors(&errors, false)),
                     };
@@ -674,12 +682,13 @@ fn report_spec_errors(errors: &[spec::SpecError], json: bool) -> u8 {
 
 fn cmd_run(
     path: &Path,
+    policy: &PathPolicy,
     options: &run::Options,
     params: &[(String, String)],
     json: bool,
     sort: Option<&str>,
 ) -> anyhow::Result<u8> {
-    let pipeline = match spec::load(path, params) {
+    let pipeline = match spec::load_with(path, params, policy) {
         Ok(p) => p,
         Err(errors) => return Ok(report_spec_errors(&errors, json)),
     };

@@ -7,6 +7,7 @@
 //! listen = "127.0.0.1:7878"
 //! root = "."                      # request paths resolve against it
 //! allow_paths = ["examples"]      # specs, sources and components must be under these
+//!                                 # (never the home or this file, whatever is listed)
 //! max_body_bytes = 16777216
 //! max_concurrent_runs = 4         # more wait as `queued`
 //! max_running_steps = 4           # attempts in flight across all runs
@@ -16,7 +17,7 @@
 //! max_connections = 1024
 //!
 //! [[tokens]]
-//! token_env = "SLUICE_TOKEN_ALICE"   # or: token = "..."
+//! token_env = "SLUICE_TOKEN_ALICE"   # or: token = "..." (warned about at startup)
 //! tenant = "alice"
 //! role = "runner"                    # viewer | runner | admin
 //! ```
@@ -83,7 +84,9 @@ pub struct ServerConfig {
     /// file; default: the working directory).
     pub root: Option<PathBuf>,
     /// Directories (relative to `root`) that specs, sources and components
-    /// of submitted runs must be inside.
+    /// of submitted, scheduled and hooked runs must be inside. The default
+    /// `["."]` stays: the engine home and the config file are excluded by
+    /// the path policy even when an allowed directory contains them.
     pub allow_paths: Vec<PathBuf>,
     /// Largest request body.
     pub max_body_bytes: usize,
@@ -151,6 +154,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[[tokens]]`.
     pub tokens: Vec<Token>,
+    /// Risky but valid settings, each naming its entry (printed at startup).
+    pub warnings: Vec<String>,
 }
 
 /// A config file that cannot be used.
@@ -220,10 +225,19 @@ impl Config {
             }
         }
         let mut tokens = Vec::new();
+        let mut warnings = Vec::new();
         for (i, t) in raw.tokens.into_iter().enumerate() {
             let label = format!("tokens[{i}]");
             let secret = match (t.token, t.token_env) {
-                (Some(s), None) => s,
+                (Some(s), None) => {
+                    // Whoever can read the file (a backup, a pipeline that
+                    // names it) holds the token; the environment is safer.
+                    warnings.push(format!(
+                        "{label} (tenant {}): the token is written in the config file; prefer `token_env`",
+                        t.tenant
+                    ));
+                    s
+                }
                 (None, Some(var)) => std::env::var(&var)
                     .map_err(|_| bad(format!("{label}: environment variable {var} is not set")))?,
                 _ => {
@@ -262,6 +276,7 @@ impl Config {
             path: Some(path.to_path_buf()),
             server,
             tokens,
+            warnings,
         })
     }
 }
@@ -299,6 +314,13 @@ mod tests {
         assert_eq!(c.tokens[0].role, Role::Viewer);
         assert_eq!(c.tokens[0].tenant, "alice");
         assert!(!format!("{:?}", c.tokens[0]).contains("0123456789abcdef"));
+        // A literal token is discouraged, by entry, without the token.
+        assert_eq!(
+            c.warnings,
+            [
+                "tokens[0] (tenant alice): the token is written in the config file; prefer `token_env`"
+            ]
+        );
     }
 
     #[test]

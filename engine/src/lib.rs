@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod hook;
 pub mod junit;
 pub mod limits;
+pub mod policy;
 pub mod record;
 pub mod replay;
 pub mod run;

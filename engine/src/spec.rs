@@ -16,6 +16,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::limits::{self, Limits};
+use crate::policy::PathPolicy;
 
 /// Most steps a pipeline may declare.
 pub const MAX_STEPS: usize = 10_000;
@@ -23,6 +24,18 @@ pub const MAX_STEPS: usize = 10_000;
 pub const MAX_PORTS_PER_STEP: usize = 256;
 /// Most combinations a `[sweep]` may expand to.
 pub const MAX_SWEEP_COMBINATIONS: usize = 1024;
+/// Most dependency edges plus inputs of the pipeline after sweep expansion
+/// and exit-handler wiring: with steps bounded by [`MAX_STEPS`], this keeps
+/// the graph (a few words per edge) to tens of MB and the scheduler's work
+/// linear in something small.
+pub const EXPANDED_EDGES_MAX: usize = 1_000_000;
+/// Most bytes one interpolated string (`${params.NAME}` resolved) may
+/// have: `"${params.a}"` repeated under a large `a` multiplies the spec.
+pub const INTERPOLATED_BYTES_MAX: usize = 1 << 20;
+/// Most bytes of param values (interpolated, swept and per fanned-out copy)
+/// one pipeline may hold after expansion: bounds memory before anything is
+/// expanded.
+pub const PARAM_BYTES_MAX: usize = 64 << 20;
 /// Most times a step may be retried.
 pub const MAX_RETRIES: u64 = 10;
 /// Largest spec file accepted.
@@ -39,6 +52,8 @@ pub struct SpecError {
     pub column: usize,
     /// What is wrong, naming the offender.
     pub message: String,
+    /// The [`PathPolicy`] refused a path (the service answers 403, not 422).
+    pub denied: bool,
 }
 
 impl fmt::Display for SpecError {
@@ -167,16 +182,36 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError>
         .parse(expr)
 }
 
-/// Reads and validates the spec at `path`, applying `--param` overrides.
+/// Reads and validates the spec at `path`, applying `--param` overrides,
+/// with no path restriction (every file is the caller's own).
 pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Pipeline, Vec<SpecError>> {
+    load_with(path, overrides, &PathPolicy::anywhere())
+}
+
+/// Like [`load`], but the spec file, its sources and its components must
+/// pass `policy` (checked before anything is read or stat'ed, so a refusal
+/// says nothing about whether the path exists).
+pub fn load_with(
+    path: &Path,
+    overrides: &[(String, String)],
+    policy: &PathPolicy,
+) -> Result<Pipeline, Vec<SpecError>> {
     let at_file = |message: String| {
         vec![SpecError {
             file: path.to_path_buf(),
             line: 1,
             column: 1,
             message,
+            denied: false,
         }]
     };
+    if let Err(e) = policy.check(path) {
+        return Err(vec![SpecError {
+            message: format!("spec {e}"),
+            denied: true,
+            ..at_file(String::new()).remove(0)
+        }]);
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.len() > MAX_SPEC_BYTES => {
             return Err(at_file(format!(
@@ -191,17 +226,29 @@ pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Pipeline, Vec
         Ok(t) => t,
         Err(e) => return Err(at_file(format!("cannot read spec: {e}"))),
     };
-    parse(path, &text, overrides)
+    parse_with(path, &text, overrides, policy)
 }
 
 /// Validates spec `text` as if read from `path` (paths resolve against its
-/// directory).
+/// directory), with no path restriction.
 pub fn parse(
     path: &Path,
     text: &str,
     overrides: &[(String, String)],
 ) -> Result<Pipeline, Vec<SpecError>> {
+    parse_with(path, text, overrides, &PathPolicy::anywhere())
+}
+
+/// Like [`parse`], but sources and components must pass `policy`.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    overrides: &[(String, String)],
+    policy: &PathPolicy,
+) -> Result<Pipeline, Vec<SpecError>> {
     let mut v = Validator {
+        policy: policy.clone(),
+        param_bytes: 0,
         file: path.to_path_buf(),
         dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         lines: LineIndex::new(text),
@@ -272,6 +319,9 @@ struct RawStep<'a, 'i> {
 }
 
 struct Validator {
+    policy: PathPolicy,
+    /// Bytes of interpolated strings so far (bounded by [`PARAM_BYTES_MAX`]).
+    param_bytes: usize,
     file: PathBuf,
     dir: PathBuf,
     lines: LineIndex,
@@ -296,7 +346,22 @@ impl Validator {
             line,
             column,
             message,
+            denied: false,
         });
+    }
+
+    /// Checks `path` (`rel` as written) against the policy before it is
+    /// stat'ed; a refusal is reported at `span` naming `what` and `rel`
+    /// only (never the resolved path).
+    fn permitted(&mut self, path: &Path, rel: &str, span: &Range<usize>, what: &str) -> bool {
+        let Err(e) = self.policy.check(path) else {
+            return true;
+        };
+        self.error(span, format!("{what} {rel:?} {e}"));
+        if let Some(last) = self.errors.last_mut() {
+            last.denied = true;
+        }
+        false
     }
 
     fn unknown_key(
@@ -561,33 +626,64 @@ impl Validator {
                 );
             }
         }
-        // The sweep grid, over declared params, in declaration order.
-        let mut sweep: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
-        for (key, values, span) in &raw_sweep {
-            if !params.contains_key(key) {
+        // The sweep grid, over declared params, in declaration order. Its
+        // size (combinations, then bytes) is computed from the axes'
+        // lengths before any combination is built.
+        let mut axes: Vec<&(String, Vec<String>, Range<usize>)> = Vec::new();
+        for axis in &raw_sweep {
+            let (key, _, span) = axis;
+            if params.contains_key(key) {
+                axes.push(axis);
+            } else {
                 self.error(
                     span,
                     format!("sweep `{key}`: the pipeline declares no param `{key}` to sweep"),
                 );
-                continue;
             }
-            if sweep.len() * values.len() > MAX_SWEEP_COMBINATIONS {
-                self.error(
-                    span,
-                    format!("the sweep has more than {MAX_SWEEP_COMBINATIONS} combinations"),
-                );
-                continue;
-            }
-            sweep = sweep
+        }
+        let combinations = axes
+            .iter()
+            .fold(1usize, |n, (_, values, _)| n.saturating_mul(values.len()));
+        // Every combination holds one value per axis: an axis's values
+        // are each repeated `combinations / len` times.
+        let grid_bytes = axes.iter().fold(0usize, |total, (_, values, _)| {
+            let bytes: usize = values.iter().map(|v| v.len()).sum();
+            total.saturating_add((combinations / values.len()).saturating_mul(bytes))
+        });
+        let mut sweep: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
+        let sweep_span = raw_sweep.first().map(|(_, _, span)| span.clone());
+        if combinations > MAX_SWEEP_COMBINATIONS {
+            let shape: Vec<String> = axes
                 .iter()
-                .flat_map(|combo| {
-                    values.iter().map(move |v| {
-                        let mut c = combo.clone();
-                        c.insert(key.clone(), v.clone());
-                        c
-                    })
-                })
+                .map(|(key, values, _)| format!("`{key}` ({} values)", values.len()))
                 .collect();
+            self.error(
+                sweep_span.as_ref().unwrap_or(&(0..0)),
+                format!(
+                    "the [sweep] {} has {combinations} combinations; the limit is {MAX_SWEEP_COMBINATIONS}",
+                    shape.join(" x ")
+                ),
+            );
+        } else if grid_bytes > PARAM_BYTES_MAX {
+            self.error(
+                sweep_span.as_ref().unwrap_or(&(0..0)),
+                format!(
+                    "the [sweep]'s {combinations} combinations hold {grid_bytes} bytes of values; the limit is {PARAM_BYTES_MAX}"
+                ),
+            );
+        } else {
+            for (key, values, _) in &axes {
+                sweep = sweep
+                    .iter()
+                    .flat_map(|combo| {
+                        values.iter().map(move |v| {
+                            let mut c = combo.clone();
+                            c.insert(key.clone(), v.clone());
+                            c
+                        })
+                    })
+                    .collect();
+            }
         }
         if raw_sweep.is_empty() {
             sweep.clear();
@@ -599,6 +695,9 @@ impl Validator {
                 continue;
             };
             let path = self.dir.join(&rel);
+            if !self.permitted(&path, &rel, &span, &format!("{what}:")) {
+                continue;
+            }
             if !path.is_file() {
                 self.error(
                     &span,
@@ -636,9 +735,10 @@ impl Validator {
         if raw.is_empty() && self.errors.is_empty() {
             self.error(&steps_span, "the pipeline declares no steps".to_string());
         }
-        let steps = self
-            .link(raw, &sources, &params)
-            .and_then(|steps| self.expand(steps, &sweep, &params, &steps_span));
+        let steps = self.link(raw, &sources, &params).and_then(|steps| {
+            let at = sweep_span.clone().unwrap_or(0..0);
+            self.expand(steps, &sweep, &params, &steps_span, &at)
+        });
         Some(Pipeline {
             name: name.unwrap_or_default(),
             description,
@@ -857,6 +957,9 @@ impl Validator {
             };
         }
         let path = self.dir.join(rel);
+        if !self.permitted(&path, rel, span, &format!("step `{step}`: component")) {
+            return None;
+        }
         if path.is_file() {
             return Some(ComponentSource::Wasm(path));
         }
@@ -991,7 +1094,23 @@ impl Validator {
         params: &BTreeMap<String, String>,
     ) -> Option<String> {
         match interpolate(raw, params) {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                let before = self.param_bytes;
+                self.param_bytes = before.saturating_add(s.len());
+                if self.param_bytes > PARAM_BYTES_MAX {
+                    // Reported once, where the budget ran out.
+                    if before <= PARAM_BYTES_MAX {
+                        self.error(
+                            span,
+                            format!(
+                                "{what}: the spec's interpolated values exceed {PARAM_BYTES_MAX} bytes in total"
+                            ),
+                        );
+                    }
+                    return None;
+                }
+                Some(s)
+            }
             Err(errors) => {
                 for e in errors {
                     self.error(span, format!("{what}: {e}"));
@@ -1179,6 +1298,24 @@ impl Validator {
                 }
             }
         }
+        // Each exit handler waits for every regular step: bound the
+        // product before building it.
+        let handler_count = handlers.iter().filter(|h| **h).count();
+        let handler_edges = handler_count.saturating_mul(raw.len() - handler_count);
+        if handler_edges > EXPANDED_EDGES_MAX {
+            let first = raw
+                .iter()
+                .find(|s| s.finally.is_some())
+                .map(|s| s.span.clone());
+            self.error(
+                first.as_ref().unwrap_or(&(0..0)),
+                format!(
+                    "{handler_count} exit handlers each waiting for {} steps make {handler_edges} dependencies; the limit is {EXPANDED_EDGES_MAX}",
+                    raw.len() - handler_count
+                ),
+            );
+            return None;
+        }
         for i in 0..raw.len() {
             if handlers[i] {
                 deps[i].extend((0..raw.len()).filter(|&j| !handlers[j]));
@@ -1276,23 +1413,19 @@ impl Validator {
         sweep: &[BTreeMap<String, String>],
         params: &BTreeMap<String, String>,
         span: &Range<usize>,
+        sweep_span: &Range<usize>,
     ) -> Option<Vec<Step>> {
         let swept: BTreeSet<&str> = sweep
             .first()
             .map(|c| c.keys().map(String::as_str).collect())
             .unwrap_or_default();
+        // Does a template change when a swept param does? Read from its
+        // references, without resolving it (values may be large).
         let reads_swept = |step: &Step| {
             step.param_templates
                 .values()
                 .chain(&step.gpu_worker_template)
-                .any(|t| {
-                    // Does the template change when a swept param does?
-                    let mut probe = params.clone();
-                    for p in &swept {
-                        probe.insert((*p).to_string(), format!("\u{0}sweep:{p}\u{0}"));
-                    }
-                    substitute(t, &probe).contains("\u{0}sweep:")
-                })
+                .any(|t| param_refs(t).any(|p| swept.contains(p)))
                 || step.when.as_ref().is_some_and(|(_, e)| {
                     e.refs().iter().any(
                         |r| matches!(r, crate::expr::Ref::Param(p) if swept.contains(p.as_str())),
@@ -1347,6 +1480,84 @@ impl Validator {
         }
         if sweep.is_empty() {
             return Some(steps);
+        }
+        // The expansion's size from counts alone, before anything is
+        // cloned: steps, edges (inputs + dependencies) and param bytes.
+        let copies = |i: usize| if affected[i] { sweep.len() } else { 1 };
+        let total_steps = (0..steps.len()).fold(0usize, |n, i| n.saturating_add(copies(i)));
+        let fanned = affected.iter().filter(|a| **a).count();
+        if total_steps > MAX_STEPS {
+            self.error(
+                sweep_span,
+                format!(
+                    "the [sweep]'s {} combinations fan out {fanned} steps into {total_steps} steps; the limit is {MAX_STEPS}",
+                    sweep.len()
+                ),
+            );
+            return None;
+        }
+        let regular_copies = (0..steps.len())
+            .filter(|&i| steps[i].finally.is_none())
+            .fold(0usize, |n, i| n.saturating_add(copies(i)));
+        let value_bytes_max = params
+            .values()
+            .chain(sweep.iter().flat_map(BTreeMap::values))
+            .map(String::len)
+            .max()
+            .unwrap_or(0);
+        let combo_bytes_max = sweep
+            .iter()
+            .map(|c| c.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        let mut edges = 0usize;
+        let mut param_bytes = 0usize;
+        for (i, step) in steps.iter().enumerate() {
+            let inputs = step.inputs.values().fold(0usize, |n, r| match r {
+                InputRef::Collection { step: j, .. } => n.saturating_add(copies(*j)),
+                _ => n.saturating_add(1),
+            });
+            let deps = if step.finally.is_some() {
+                regular_copies
+            } else {
+                step.deps
+                    .iter()
+                    .fold(0usize, |n, &d| n.saturating_add(copies(d)))
+            };
+            edges = edges.saturating_add(copies(i).saturating_mul(inputs.saturating_add(deps)));
+            if affected[i] {
+                // Each copy holds its templates, their resolutions and its
+                // combination.
+                let per_copy = step
+                    .param_templates
+                    .values()
+                    .chain(&step.gpu_worker_template)
+                    .fold(combo_bytes_max, |n, t| {
+                        n.saturating_add(t.len())
+                            .saturating_add(resolved_bytes_max(t, value_bytes_max))
+                    });
+                param_bytes = param_bytes.saturating_add(copies(i).saturating_mul(per_copy));
+            }
+        }
+        if edges > EXPANDED_EDGES_MAX {
+            self.error(
+                sweep_span,
+                format!(
+                    "the [sweep]'s {} combinations expand the pipeline to {edges} inputs and dependencies; the limit is {EXPANDED_EDGES_MAX}",
+                    sweep.len()
+                ),
+            );
+            return None;
+        }
+        if self.param_bytes.saturating_add(param_bytes) > PARAM_BYTES_MAX {
+            self.error(
+                sweep_span,
+                format!(
+                    "the [sweep]'s {} combinations expand the params to more than {PARAM_BYTES_MAX} bytes",
+                    sweep.len()
+                ),
+            );
+            return None;
         }
         // New indices: one per unaffected step, one per combination otherwise.
         let mut map: Vec<Vec<usize>> = Vec::with_capacity(steps.len());
@@ -1422,16 +1633,14 @@ impl Validator {
                 s.deps = deps.into_iter().collect();
                 if let Some(k) = k {
                     s.name = format!("{}[{k}]", step.name);
-                    let mut combo_params = params.clone();
-                    combo_params.extend(sweep[k].clone());
                     s.params = step
                         .param_templates
                         .iter()
-                        .map(|(key, t)| (key.clone(), substitute(t, &combo_params)))
+                        .map(|(key, t)| (key.clone(), substitute_over(t, &sweep[k], params)))
                         .collect();
                     s.sweep = sweep[k].clone();
                     if let (Some(grant), Some(t)) = (&mut s.gpu, &step.gpu_worker_template) {
-                        grant.worker = substitute(t, &combo_params);
+                        grant.worker = substitute_over(t, &sweep[k], params);
                     }
                     if let Some((_, e)) = &mut s.when {
                         let renamed = |name: &str| {
@@ -1451,11 +1660,24 @@ impl Validator {
     }
 }
 
-/// Resolves `${params.NAME}` in `raw`, or lists every problem.
+/// Resolves `${params.NAME}` in `raw`, or lists every problem. The
+/// result is at most [`INTERPOLATED_BYTES_MAX`] bytes: it is refused before
+/// it grows past that.
 fn interpolate(raw: &str, params: &BTreeMap<String, String>) -> Result<String, Vec<String>> {
+    interpolate_over(raw, &BTreeMap::new(), params)
+}
+
+/// [`interpolate`] where `overlay` (a sweep combination) shadows `params`,
+/// so a fanned-out copy needs no merged copy of all params.
+fn interpolate_over(
+    raw: &str,
+    overlay: &BTreeMap<String, String>,
+    params: &BTreeMap<String, String>,
+) -> Result<String, Vec<String>> {
     let mut out = String::new();
     let mut rest = raw;
     let mut errors = Vec::new();
+    let too_long = || format!("expands to more than {INTERPOLATED_BYTES_MAX} bytes");
     while let Some(i) = rest.find("${") {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
@@ -1464,9 +1686,18 @@ fn interpolate(raw: &str, params: &BTreeMap<String, String>) -> Result<String, V
             return Err(errors);
         };
         let expr = after[..end].trim();
-        match expr.strip_prefix("params.") {
-            Some(p) if params.contains_key(p) => out.push_str(&params[p]),
-            Some(p) => {
+        let value = expr
+            .strip_prefix("params.")
+            .map(|p| (p, overlay.get(p).or_else(|| params.get(p))));
+        match value {
+            Some((_, Some(v))) => {
+                if out.len().saturating_add(v.len()) > INTERPOLATED_BYTES_MAX {
+                    errors.push(too_long());
+                    return Err(errors);
+                }
+                out.push_str(v);
+            }
+            Some((p, None)) => {
                 let declared: Vec<&str> = params.keys().map(String::as_str).collect();
                 errors.push(format!(
                     "`${{{expr}}}` names unknown param `{p}`; declared: {}",
@@ -1483,6 +1714,10 @@ fn interpolate(raw: &str, params: &BTreeMap<String, String>) -> Result<String, V
         }
         rest = &after[end + 1..];
     }
+    if out.len().saturating_add(rest.len()) > INTERPOLATED_BYTES_MAX {
+        errors.push(too_long());
+        return Err(errors);
+    }
     out.push_str(rest);
     if errors.is_empty() {
         Ok(out)
@@ -1492,9 +1727,32 @@ fn interpolate(raw: &str, params: &BTreeMap<String, String>) -> Result<String, V
 }
 
 /// `${params.NAME}` substitution of a template already validated against
-/// these params.
-fn substitute(template: &str, params: &BTreeMap<String, String>) -> String {
-    interpolate(template, params).unwrap_or_else(|_| template.to_string())
+/// these params, with a sweep combination shadowing them.
+fn substitute_over(
+    template: &str,
+    overlay: &BTreeMap<String, String>,
+    params: &BTreeMap<String, String>,
+) -> String {
+    interpolate_over(template, overlay, params).unwrap_or_else(|_| template.to_string())
+}
+
+/// The param names a template references (`${params.NAME}`, trimmed).
+fn param_refs(template: &str) -> impl Iterator<Item = &str> {
+    template.split("${").skip(1).filter_map(|part| {
+        part.split_once('}')
+            .and_then(|(expr, _)| expr.trim().strip_prefix("params."))
+    })
+}
+
+/// An upper bound of the bytes `template` resolves to when each reference
+/// is replaced by a value of at most `value_bytes_max` bytes (computed
+/// without resolving it).
+fn resolved_bytes_max(template: &str, value_bytes_max: usize) -> usize {
+    let refs = template.matches("${").count();
+    template
+        .len()
+        .saturating_add(refs.saturating_mul(value_bytes_max))
+        .min(INTERPOLATED_BYTES_MAX)
 }
 
 /// A cycle among the nodes Kahn's algorithm could not order.
@@ -1656,6 +1914,85 @@ component = "c.wasm"
         assert!(
             errors[0].message.starts_with("invalid step name \"../x\""),
             "{errors:?}"
+        );
+    }
+
+    /// `[sweep] p = [0, ..., n-1]` over a declared `p`.
+    fn sweep_of(n: usize) -> String {
+        let values: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        format!("[sweep]\np = [{}]\n", values.join(", "))
+    }
+
+    fn messages(result: Result<Pipeline, Vec<SpecError>>) -> Vec<String> {
+        result
+            .unwrap_err()
+            .iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn fan_in_beyond_the_edge_budget_is_refused_before_expansion() {
+        let mut text = format!("name = \"p\"\n[params]\np = \"0\"\n{}", sweep_of(1024));
+        text.push_str("[steps.t]\ncomponent = \"c.wasm\"\nparams = { v = \"${params.p}\" }\noutputs = [\"o\"]\n");
+        for i in 0..1000 {
+            text.push_str(&format!(
+                "[steps.c{i}]\ncomponent = \"c.wasm\"\ninputs = {{ all = \"t[*].o\" }}\n"
+            ));
+        }
+        assert_eq!(
+            messages(with_component(&text, &[])),
+            [
+                "5:1: the [sweep]'s 1024 combinations expand the pipeline to 2048000 inputs and dependencies; the limit is 1000000"
+            ]
+        );
+    }
+
+    #[test]
+    fn interpolation_is_bounded_per_string_and_in_total() {
+        let big = "x".repeat(100_000);
+        let refs = "${params.a}".repeat(11);
+        let text = format!(
+            "name = \"p\"\n[params]\na = \"{big}\"\n[steps.s]\ncomponent = \"c.wasm\"\nparams = {{ v = \"{refs}\" }}\n"
+        );
+        assert_eq!(
+            messages(with_component(&text, &[])),
+            ["6:16: step `s` param `v`: expands to more than 1048576 bytes"]
+        );
+        // 1 MB each is fine; 700 of them are not.
+        let refs = "${params.a}".repeat(10);
+        let mut text = format!(
+            "name = \"p\"\n[params]\na = \"{big}\"\n[steps.s]\ncomponent = \"c.wasm\"\n[steps.s.params]\n"
+        );
+        for i in 0..700 {
+            text.push_str(&format!("v{i} = \"{refs}\"\n"));
+        }
+        let errors = messages(with_component(&text, &[]));
+        assert_eq!(
+            errors,
+            [
+                "74:7: step `s` param `v67`: the spec's interpolated values exceed 67108864 bytes in total"
+            ]
+        );
+    }
+
+    #[test]
+    fn exit_handlers_times_steps_is_bounded() {
+        let mut text = "name = \"p\"\n".to_string();
+        for i in 0..1001 {
+            text.push_str(&format!("[steps.s{i}]\ncomponent = \"c.wasm\"\n"));
+        }
+        for i in 0..1000 {
+            text.push_str(&format!(
+                "[steps.h{i}]\ncomponent = \"c.wasm\"\non = \"always\"\n"
+            ));
+        }
+        let errors = messages(with_component(&text, &[]));
+        assert_eq!(
+            errors,
+            [
+                "2004:8: 1000 exit handlers each waiting for 1001 steps make 1001000 dependencies; the limit is 1000000"
+            ]
         );
     }
 }

@@ -192,6 +192,11 @@ impl Server {
         }
     }
 
+    /// Every stderr line printed so far and not yet consumed (no waiting).
+    pub fn stderr_so_far(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().try_iter().collect()
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

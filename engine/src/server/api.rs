@@ -417,7 +417,7 @@ async fn submit_run(State(app): Shared, headers: HeaderMap, body: Body) -> ApiRe
         let handle = tokio::runtime::Handle::current();
         blocking(move || {
             let _guard = handle.enter();
-            live::submit(&app, &caller.tenant, request, "api", false)
+            live::submit(&app, &caller.tenant, request, "api")
         })
         .await?
     };
@@ -850,13 +850,7 @@ async fn git_hook(
                     pipeline: hook.pipeline.display().to_string(),
                     params: BTreeMap::from([param]),
                 };
-                let id = live::submit(
-                    &app,
-                    &hook.tenant,
-                    request,
-                    &format!("hook:{}", hook.name),
-                    true,
-                )?;
+                let id = live::submit(&app, &hook.tenant, request, &format!("hook:{}", hook.name))?;
                 Ok((
                     StatusCode::CREATED,
                     axum::Json(json!({"id": id, "commit": push.commit, "branch": push.branch})),

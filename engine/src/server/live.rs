@@ -243,15 +243,23 @@ impl LiveObserver {
     }
 }
 
-/// Reads and validates the pipeline of `request`. `trusted` requests
-/// (hooks and schedules from the operator's config) skip the path policy.
-pub fn load_pipeline(app: &App, request: &Request, trusted: bool) -> Result<Pipeline, ApiError> {
+/// Reads and validates the pipeline of `request`. Every request, the
+/// operator's schedules and hooks included, goes through the server's one
+/// [`PathPolicy`](crate::policy::PathPolicy): the spec, its sources and its
+/// components must lie inside `allow_paths` and never in the engine home or
+/// the config file. A refused path answers 403 whether or not it exists
+/// (the policy is consulted before the path is stat'ed).
+pub fn load_pipeline(app: &App, request: &Request) -> Result<Pipeline, ApiError> {
     let overrides = |params: &BTreeMap<String, String>| -> Vec<(String, String)> {
         params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     };
-    let invalid = |errors: Vec<crate::spec::SpecError>| {
+    let refused = |errors: Vec<crate::spec::SpecError>| {
+        let denied = errors.iter().any(|e| e.denied);
         let shown: Vec<String> = errors
             .iter()
+            // A refusal is reported alone: other errors about the same
+            // spec could describe the refused file.
+            .filter(|e| e.denied || !denied)
             .take(20)
             .map(|e| {
                 let mut e = e.clone();
@@ -262,54 +270,35 @@ pub fn load_pipeline(app: &App, request: &Request, trusted: bool) -> Result<Pipe
                 e.to_string()
             })
             .collect();
-        ApiError::new(Code::Invalid, shown.join("\n"))
+        let code = if denied {
+            Code::PathNotAllowed
+        } else {
+            Code::Invalid
+        };
+        ApiError::new(code, shown.join("\n"))
     };
     let pipeline = match request {
         Request::Path { pipeline, params } => {
             let path = app.root.join(pipeline);
-            if !trusted && !app.allowed(&path) {
+            if let Err(e) = app.policy.check(&path) {
                 return Err(ApiError::new(
                     Code::PathNotAllowed,
-                    format!("pipeline {pipeline:?} is not inside the server's allowed paths"),
+                    format!("pipeline {pipeline:?} {e}"),
                 ));
             }
-            crate::spec::load(&path, &overrides(params)).map_err(invalid)?
+            crate::spec::load_with(&path, &overrides(params), &app.policy).map_err(refused)?
         }
         Request::Inline { spec, params } => {
             // An inline spec's relative paths resolve against the root.
-            crate::spec::parse(&app.root.join("inline.toml"), spec, &overrides(params))
-                .map_err(invalid)?
+            crate::spec::parse_with(
+                &app.root.join("inline.toml"),
+                spec,
+                &overrides(params),
+                &app.policy,
+            )
+            .map_err(refused)?
         }
     };
-    if !trusted {
-        for (name, path) in &pipeline.sources {
-            if !app.allowed(path) {
-                return Err(ApiError::new(
-                    Code::PathNotAllowed,
-                    format!(
-                        "source `{name}` ({}) is not inside the server's allowed paths",
-                        app.shown(path)
-                    ),
-                ));
-            }
-        }
-        for step in &pipeline.steps {
-            let path = match &step.component {
-                ComponentSource::Wasm(p) | ComponentSource::Crate(p) => p,
-                ComponentSource::Stored(_) => continue,
-            };
-            if !app.allowed(path) {
-                return Err(ApiError::new(
-                    Code::PathNotAllowed,
-                    format!(
-                        "step `{}`: component {} is not inside the server's allowed paths",
-                        step.name,
-                        app.shown(path)
-                    ),
-                ));
-            }
-        }
-    }
     Ok(pipeline)
 }
 
@@ -358,7 +347,6 @@ pub fn submit(
     tenant: &str,
     request: Request,
     trigger: &str,
-    trusted: bool,
 ) -> Result<String, ApiError> {
     if app.shutting_down.load(Ordering::SeqCst) {
         return Err(ApiError::new(
@@ -366,7 +354,7 @@ pub fn submit(
             "the server is shutting down",
         ));
     }
-    let pipeline = load_pipeline(app, &request, trusted)?;
+    let pipeline = load_pipeline(app, &request)?;
     check_components(app, &pipeline, tenant)?;
     let id = RunId::generate().to_string();
     let dag = dag_of(&pipeline);
@@ -385,7 +373,7 @@ pub fn submit(
         )
         .map_err(ApiError::internal)?;
     app.metrics.submitted.fetch_add(1, Ordering::Relaxed);
-    enqueue(app, &id, tenant, &dag, request, trusted, false);
+    enqueue(app, &id, tenant, &dag, request, false);
     Ok(id)
 }
 
@@ -396,7 +384,6 @@ fn enqueue(
     tenant: &str,
     dag: &[DagStep],
     request: Request,
-    trusted: bool,
     resume: bool,
 ) {
     let live = Arc::new(LiveRun::new(id, tenant, dag));
@@ -413,7 +400,7 @@ fn enqueue(
         let app2 = app.clone();
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            execute(&app2, &live, &request, trusted, resume);
+            execute(&app2, &live, &request, resume);
         })
         .await;
         if let Err(e) = result {
@@ -425,7 +412,7 @@ fn enqueue(
     });
 }
 
-fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, trusted: bool, resume: bool) {
+fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, resume: bool) {
     let id = live.id.clone();
     let now = crate::record::rfc3339_now;
     let fail = |status: Status, code: &str, message: String| {
@@ -477,12 +464,13 @@ fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, trusted: bool
     };
     let result: Result<RunSummary, String> = if resume {
         let loader = |_: &std::path::Path, _: &[(String, String)]| {
-            load_pipeline(app, request, trusted).map_err(|e| {
+            load_pipeline(app, request).map_err(|e| {
                 vec![crate::spec::SpecError {
                     file: PathBuf::from("request"),
                     line: 1,
                     column: 1,
                     message: e.message,
+                    denied: e.code == Code::PathNotAllowed,
                 }]
             })
         };
@@ -493,7 +481,7 @@ fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, trusted: bool
             other => other.map_err(|e| format!("resuming after a restart: {e}")),
         }
     } else {
-        match load_pipeline(app, request, trusted) {
+        match load_pipeline(app, request) {
             Ok(pipeline) => run::execute(&pipeline, &options, &observer).map_err(|e| e.to_string()),
             Err(e) => Err(e.message),
         }
@@ -603,16 +591,7 @@ pub fn recover(app: &Arc<App>) {
             row.status.as_str(),
             if resume { "resuming" } else { "starting" }
         );
-        let trusted = row.trigger != "api";
-        enqueue(
-            app,
-            &row.id,
-            &row.tenant,
-            &row.dag,
-            request,
-            trusted,
-            resume,
-        );
+        enqueue(app, &row.id, &row.tenant, &row.dag, request, resume);
     }
 }
 

@@ -187,7 +187,9 @@ pub struct ServeArgs {
 pub struct App {
     home: PathBuf,
     root: PathBuf,
-    allowed: Vec<PathBuf>,
+    /// Where specs, sources and components may come from: inside
+    /// `allow_paths`, never in the home or the config file.
+    policy: crate::policy::PathPolicy,
     config: Config,
     hooks: BTreeMap<String, crate::hook::Hook>,
     index: index::Index,
@@ -310,14 +312,6 @@ impl App {
             .map_err(|e| ApiError::new(Code::Internal, e.clone()))
     }
 
-    /// Whether `path` (absolute) lies inside an allowed directory.
-    fn allowed(&self, path: &Path) -> bool {
-        let Ok(canonical) = path.canonicalize() else {
-            return false;
-        };
-        self.allowed.iter().any(|root| canonical.starts_with(root))
-    }
-
     /// `path` relative to the root for messages, so they do not reveal the
     /// server's layout.
     fn shown(&self, path: &Path) -> String {
@@ -374,12 +368,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => std::env::current_dir()?,
     }
     .canonicalize()?;
-    let allowed = config
+    let allowed: Vec<PathBuf> = config
         .server
         .allow_paths
         .iter()
-        .filter_map(|p| root.join(p).canonicalize().ok())
+        .map(|p| root.join(p))
         .collect();
+    // Even with `allow_paths = ["."]` and the home under the root, the home
+    // and the config file stay unreadable (the policy excludes them).
+    let policy = crate::policy::PathPolicy::confined(&args.home, config.path.as_deref(), &allowed);
+    for warning in &config.warnings {
+        eprintln!("sluice: warning: {warning}");
+    }
     let index = index::Index::open(&args.home.join("server").join("index.sqlite"))?;
     let workers = crate::gpu::WorkerConfig::load(config.path.as_deref(), &args.home)?;
     let gpu = Arc::new(crate::gpu::Dispatcher::new(
@@ -394,7 +394,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         step_slots: Arc::new(StepSlots::new(config.server.max_running_steps)),
         home: args.home.clone(),
         root,
-        allowed,
+        policy,
         hooks,
         index,
         live: Mutex::new(HashMap::new()),

@@ -7,12 +7,16 @@ use std::sync::Arc;
 use super::App;
 use super::index::Request;
 
-/// Starts one timer task per scheduled spec. A spec that cannot be read or
-/// has no `[schedule]` is reported and skipped; the others still fire.
+/// Starts one timer task per scheduled spec. A spec that cannot be read,
+/// names a path the server's policy refuses, or has no `[schedule]` is
+/// reported and skipped; the others still fire.
 pub fn start(app: &Arc<App>) {
     for path in &app.config.server.scheduled {
         let full = app.root.join(path);
-        let pipeline = match crate::spec::load(&full, &[]) {
+        // The operator's schedules get the tenants' path policy: a scheduled
+        // spec is often edited by others (a repository), and never needs the
+        // home.
+        let pipeline = match crate::spec::load_with(&full, &[], &app.policy) {
             Ok(p) => p,
             Err(errors) => {
                 eprintln!(
@@ -58,13 +62,7 @@ pub fn start(app: &Arc<App>) {
                     pipeline: pipeline_path.clone(),
                     params: Default::default(),
                 };
-                match super::live::submit(
-                    &app,
-                    "default",
-                    request,
-                    &format!("schedule:{shown}"),
-                    true,
-                ) {
+                match super::live::submit(&app, "default", request, &format!("schedule:{shown}")) {
                     Ok(id) => eprintln!("sluice: schedule {shown} fired at {next}: run {id}"),
                     Err(e) => eprintln!("sluice: schedule {shown} fired at {next}: {}", e.message),
                 }
