@@ -311,6 +311,12 @@ fn the_hook_checks_its_headers_before_reading_a_body() {
     };
     let msg = ask("/v1/hooks/git?hook=nope", "").error(404, "not_found");
     assert_eq!(msg, "no hook `nope`");
+    let bare = Sandbox::new();
+    let no_hooks = Server::start(&bare.home(), Some(&config(&bare, "")), bare.path());
+    let msg = no_hooks
+        .request("POST", "/v1/hooks/git", None, Some(b"{}"))
+        .error(404, "not_found");
+    assert_eq!(msg, "no hooks are configured on this server");
     let msg = ask("/v1/hooks/git", "X-GitHub-Delivery: d\r\n").error(401, "unauthorized");
     assert_eq!(msg, "hook `main`: no X-Hub-Signature-256 header");
     let msg = ask(

@@ -902,7 +902,10 @@ async fn git_hook(
             .ok_or_else(|| ApiError::not_found("hook", &name))?,
         None if app.hooks.len() == 1 => app.hooks.values().next().expect("one hook"),
         None if app.hooks.is_empty() => {
-            return Err(ApiError::not_found("hook", ""));
+            return Err(ApiError::new(
+                Code::NotFound,
+                "no hooks are configured on this server",
+            ));
         }
         None => {
             return Err(ApiError::new(
