@@ -582,10 +582,10 @@ pub fn run() -> anyhow::Result<u8> {
             let decision =
                 crate::hook::handle(&home.home, hook, &bytes, signature.as_deref(), &delivery)?;
             match decision {
-                crate::hook::Decision::Duplicate => {
+                crate::hook::Decision::Duplicate { first_delivery } => {
                     println!(
                         "{}",
-                        serde_json::json!({"status": "duplicate", "delivery": delivery})
+                        serde_json::json!({"status": "duplicate", "delivery": delivery, "first_delivery": first_delivery})
                     );
                     Ok(0)
                 }

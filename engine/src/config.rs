@@ -15,6 +15,11 @@
 //! scheduled = ["examples/pipelines/nightly.toml"]   # specs with a [schedule]
 //! header_read_timeout_ms = 10000  # slow clients are dropped
 //! max_connections = 1024
+//! max_connections_per_peer = 64   # per client IP, so one client cannot take them all
+//! body_read_timeout_ms = 30000    # a whole request body must arrive within this
+//! body_idle_timeout_ms = 10000    # ... with no gap between bytes longer than this
+//! auth_failures_per_minute = 30   # failed authentications per client IP, then 429
+//! max_concurrent_uploads = 2      # component uploads read and compiled at once
 //!
 //! [[tokens]]
 //! token_env = "SLUICE_TOKEN_ALICE"   # or: token = "..." (warned about at startup)
@@ -107,6 +112,19 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// Open connections at most; more wait to be accepted.
     pub max_connections: usize,
+    /// Open connections per client IP at most; one more is answered `429`
+    /// and closed, so a single client cannot hold every connection.
+    pub max_connections_per_peer: usize,
+    /// A request body must be read completely within this (slow bodies are
+    /// answered `408` and the connection closed).
+    pub body_read_timeout_ms: u64,
+    /// Longest gap between two pieces of a request body.
+    pub body_idle_timeout_ms: u64,
+    /// Failed authentications (`401`) per client IP and minute; past it the
+    /// client gets `429` with `Retry-After` on every route.
+    pub auth_failures_per_minute: u32,
+    /// Component uploads read and compiled at once; more get `503 busy`.
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +142,20 @@ impl Default for ServerConfig {
             scheduled: Vec::new(),
             header_read_timeout_ms: 10_000,
             max_connections: 1024,
+            // A browser opens ~6 connections plus one per event stream; 64
+            // leaves room for a CI runner behind one address while 16
+            // clients still cannot exhaust `max_connections`.
+            max_connections_per_peer: 64,
+            // A 16 MiB body at a slow 1 MiB/s fits; a client trickling a
+            // byte now and then is cut off after at most 30 s.
+            body_read_timeout_ms: 30_000,
+            body_idle_timeout_ms: 10_000,
+            // Tokens are at least 16 characters: 30 guesses a minute make
+            // guessing hopeless while forgiving a misconfigured client.
+            auth_failures_per_minute: 30,
+            // Compiling a component is CPU- and memory-heavy; two at once
+            // keep uploads from starving runs on a small machine.
+            max_concurrent_uploads: 2,
         }
     }
 }
@@ -215,6 +247,14 @@ impl Config {
             ("max_running_steps", server.max_running_steps),
             ("max_body_bytes", server.max_body_bytes),
             ("max_connections", server.max_connections),
+            ("max_connections_per_peer", server.max_connections_per_peer),
+            ("max_concurrent_uploads", server.max_concurrent_uploads),
+            ("body_read_timeout_ms", server.body_read_timeout_ms as usize),
+            ("body_idle_timeout_ms", server.body_idle_timeout_ms as usize),
+            (
+                "auth_failures_per_minute",
+                server.auth_failures_per_minute as usize,
+            ),
             (
                 "header_read_timeout_ms",
                 server.header_read_timeout_ms as usize,

@@ -3,10 +3,18 @@
 //! a pipeline run with the pushed commit as a param.
 //!
 //! Invariant: nothing is claimed or run unless the signature verifies
-//! (constant-time compare); a delivery id starts at most one run per home,
-//! even across processes (claimed with `create_new`).
-//! Boundary: parses payloads and config, claims delivery ids; running the
-//! pipeline is the caller's (CLI now, `sluice serve` later).
+//! (constant-time compare); a signed payload starts at most one run per hook
+//! and home within [`CLAIM_WINDOW_SECS`], even across processes and whatever
+//! delivery id accompanies it. Claims are keyed by what the HMAC covers — the
+//! body's sha256 — because the delivery header is not signed: keying on it let
+//! a captured body replay under a fresh id. Claims are files under
+//! `<home>/hooks/claims/` created with `create_new`; claims older than the
+//! window are pruned, and a payload carrying a signed push time
+//! (`repository.pushed_at`, GitHub) older than the window is refused, so
+//! pruning reopens nothing for such senders. A sender whose payloads carry
+//! no push time can be replayed once the window has passed.
+//! Boundary: parses payloads and config, claims payloads; running the
+//! pipeline is the caller's (`sluice hook`, `sluice serve`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,8 +22,17 @@ use std::path::{Path, PathBuf};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// Largest webhook body accepted.
+/// Largest webhook body accepted: a git push payload is a few KiB (GitHub
+/// caps deliveries at 25 MB but trims commit lists; 1 MiB leaves room for
+/// large pushes while bounding what an unauthenticated sender can make the
+/// service buffer before the signature is checked).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// How long a claimed payload is remembered (30 days): deliveries are
+/// retried by senders within hours, so a month covers every honest repeat;
+/// older claims are pruned so the claim directory stays bounded by the push
+/// rate.
+pub const CLAIM_WINDOW_SECS: u64 = 30 * 24 * 3600;
 
 /// Why a delivery was refused.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +71,9 @@ pub enum HookError {
     },
 }
 
-/// One configured hook (`[hooks.NAME]` in the config file).
-#[derive(Clone, Debug)]
+/// One configured hook (`[hooks.NAME]` in the config file). Its `Debug`
+/// omits the secret.
+#[derive(Clone)]
 pub struct Hook {
     /// Its name.
     pub name: String,
@@ -69,6 +87,18 @@ pub struct Hook {
     pub branches: Vec<String>,
     /// The service tenant its runs belong to (default `default`).
     pub tenant: String,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hook")
+            .field("name", &self.name)
+            .field("pipeline", &self.pipeline)
+            .field("commit_param", &self.commit_param)
+            .field("branches", &self.branches)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads the hooks of a config file:
@@ -206,6 +236,10 @@ pub struct Push {
     pub branch: String,
     /// `owner/name`.
     pub repository: String,
+    /// When the push happened (unix seconds), if the payload says
+    /// (`repository.pushed_at`, GitHub); signed like the rest of the body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed_at: Option<u64>,
 }
 
 /// Parses a GitHub or Gitea push payload.
@@ -240,11 +274,13 @@ pub fn parse_push(hook: &Hook, body: &[u8]) -> Result<Push, HookError> {
             .as_str()
             .unwrap_or("")
             .to_string(),
+        pushed_at: v["repository"]["pushed_at"].as_u64(),
     })
 }
 
-/// Claims `delivery` in `home`; `false` if it was claimed before.
-pub fn claim_delivery(home: &Path, hook: &Hook, delivery: &str) -> Result<bool, HookError> {
+/// Checks the shape of a delivery id (it names nothing on disk, but is
+/// echoed in claims and answers).
+pub fn check_delivery(hook: &Hook, delivery: &str) -> Result<(), HookError> {
     if delivery.is_empty()
         || delivery.len() > 128
         || !delivery
@@ -256,27 +292,94 @@ pub fn claim_delivery(home: &Path, hook: &Hook, delivery: &str) -> Result<bool, 
             reason: format!("delivery id {delivery:?} must be 1-128 characters of [A-Za-z0-9_-]"),
         });
     }
-    let dir = home.join("hooks").join("deliveries");
+    Ok(())
+}
+
+/// The outcome of claiming a payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// First time this hook sees this payload (within the window).
+    New,
+    /// Claimed before by the delivery `first_delivery`.
+    Seen {
+        /// The delivery id that first carried the payload.
+        first_delivery: String,
+    },
+}
+
+/// Claims the signed `body` for `hook` in `home`: the claim is named by
+/// sha256(hook name, body), so a repeat of the same payload under any
+/// delivery id finds it. Prunes claims older than [`CLAIM_WINDOW_SECS`].
+pub fn claim_payload(
+    home: &Path,
+    hook: &Hook,
+    body: &[u8],
+    delivery: &str,
+) -> Result<Claim, HookError> {
+    use sha2::Digest as _;
+    check_delivery(hook, delivery)?;
+    let dir = home.join("hooks").join("claims");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| HookError::Io { path, source }
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let path = dir.join(delivery);
+    prune_claims(&dir, std::time::SystemTime::now());
+    // The name is hashed in with a separator so two hooks sharing a secret
+    // still claim independently, and no hook name reaches the file system.
+    let mut h = Sha256::new();
+    h.update((hook.name.len() as u64).to_le_bytes());
+    h.update(hook.name.as_bytes());
+    h.update(body);
+    let path = dir.join(hex::encode(h.finalize()));
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
     {
-        Ok(_) => {
+        Ok(mut f) => {
+            use std::io::Write;
+            f.write_all(delivery.as_bytes()).map_err(io(&path))?;
+            f.sync_all().map_err(io(&path))?;
             crate::store::sync_dir(&dir).map_err(|e| HookError::Io {
                 path: dir.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            Ok(true)
+            Ok(Claim::New)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // A claim being written right now may still be empty.
+            let first = std::fs::read_to_string(&path).unwrap_or_default();
+            Ok(Claim::Seen {
+                first_delivery: if first.is_empty() {
+                    "another delivery".to_string()
+                } else {
+                    first
+                },
+            })
+        }
         Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Removes claims last modified more than [`CLAIM_WINDOW_SECS`] before
+/// `now`. Best effort: a claim that cannot be read or removed stays (it only
+/// keeps refusing its payload).
+fn prune_claims(dir: &Path, now: std::time::SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let window = std::time::Duration::from_secs(CLAIM_WINDOW_SECS);
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > window);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -290,8 +393,11 @@ pub enum Decision {
         /// `(commit_param, commit)`.
         param: (String, String),
     },
-    /// Seen before: do nothing.
-    Duplicate,
+    /// This signed payload was delivered before: do nothing.
+    Duplicate {
+        /// The delivery id that first carried it.
+        first_delivery: String,
+    },
     /// A push to a branch the hook does not watch.
     Ignored(String),
 }
@@ -305,7 +411,22 @@ pub fn handle(
     delivery: &str,
 ) -> Result<Decision, HookError> {
     verify_signature(hook, body, signature)?;
+    check_delivery(hook, delivery)?;
     let push = parse_push(hook, body)?;
+    if let Some(pushed_at) = push.pushed_at {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if now.saturating_sub(pushed_at) > CLAIM_WINDOW_SECS {
+            return Err(HookError::BadPayload {
+                hook: hook.name.clone(),
+                reason: format!(
+                    "the push is from {pushed_at} (unix seconds), older than the {} day replay window",
+                    CLAIM_WINDOW_SECS / 86_400
+                ),
+            });
+        }
+    }
     if !hook.branches.is_empty() && !hook.branches.contains(&push.branch) {
         return Ok(Decision::Ignored(format!(
             "push to `{}`; hook `{}` watches {}",
@@ -314,8 +435,8 @@ pub fn handle(
             hook.branches.join(", ")
         )));
     }
-    if !claim_delivery(home, hook, delivery)? {
-        return Ok(Decision::Duplicate);
+    if let Claim::Seen { first_delivery } = claim_payload(home, hook, body, delivery)? {
+        return Ok(Decision::Duplicate { first_delivery });
     }
     let param = (hook.commit_param.clone(), push.commit.clone());
     Ok(Decision::Run { push, param })
@@ -369,7 +490,8 @@ mod tests {
                 push: Push {
                     commit: "0123456789abcdef0123456789abcdef01234567".into(),
                     branch: "main".into(),
-                    repository: "ml/penguins".into()
+                    repository: "ml/penguins".into(),
+                    pushed_at: None,
                 },
                 param: (
                     "commit".into(),
@@ -379,7 +501,9 @@ mod tests {
         );
         assert_eq!(
             handle(dir.path(), &h, body, Some(&sig), "delivery-1").unwrap(),
-            Decision::Duplicate
+            Decision::Duplicate {
+                first_delivery: "delivery-1".into()
+            }
         );
         let dev = br#"{"ref":"refs/heads/dev","after":"0123456789abcdef0123456789abcdef01234567"}"#;
         let d = handle(
@@ -398,5 +522,85 @@ mod tests {
         assert!(err.to_string().contains("no `after` commit id"), "{err}");
         let err = handle(dir.path(), &h, body, Some(&sig), "../escape").unwrap_err();
         assert!(err.to_string().contains("delivery id"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let h = hook("hunter2-very-secret");
+        let shown = format!("{h:?}");
+        assert!(!shown.contains("hunter2-very-secret"), "{shown}");
+        // Nor its bytes, as `Vec<u8>`'s Debug would print them.
+        assert!(!shown.contains("104, 117, 110"), "{shown}");
+        assert!(shown.contains("name: \"h\""), "{shown}");
+    }
+
+    #[test]
+    fn a_signed_body_replayed_under_a_new_delivery_id_is_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook("s3cret");
+        let body =
+            br#"{"ref":"refs/heads/main","after":"0123456789abcdef0123456789abcdef01234567"}"#;
+        let sig = sign(&h.secret, body);
+        assert!(matches!(
+            handle(dir.path(), &h, body, Some(&sig), "first").unwrap(),
+            Decision::Run { .. }
+        ));
+        assert_eq!(
+            handle(dir.path(), &h, body, Some(&sig), "fresh-id").unwrap(),
+            Decision::Duplicate {
+                first_delivery: "first".into()
+            }
+        );
+        // Another hook with the same secret claims independently.
+        let other = Hook {
+            name: "other".into(),
+            ..h.clone()
+        };
+        assert!(matches!(
+            handle(dir.path(), &other, body, Some(&sig), "x").unwrap(),
+            Decision::Run { .. }
+        ));
+        // A different body is a different push.
+        let body2 =
+            br#"{"ref":"refs/heads/main","after":"1123456789abcdef0123456789abcdef01234567"}"#;
+        assert!(matches!(
+            handle(dir.path(), &h, body2, Some(&sign(&h.secret, body2)), "y").unwrap(),
+            Decision::Run { .. }
+        ));
+    }
+
+    #[test]
+    fn claims_older_than_the_window_are_pruned_and_stale_pushes_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hook("s3cret");
+        let body =
+            br#"{"ref":"refs/heads/main","after":"0123456789abcdef0123456789abcdef01234567"}"#;
+        assert_eq!(
+            claim_payload(dir.path(), &h, body, "a").unwrap(),
+            Claim::New
+        );
+        let claims = dir.path().join("hooks").join("claims");
+        let file = std::fs::read_dir(&claims).unwrap().next().unwrap().unwrap();
+        let old =
+            std::time::SystemTime::now() - std::time::Duration::from_secs(CLAIM_WINDOW_SECS + 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(file.path())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // The expired claim is pruned by the next claim: the payload is new again.
+        assert_eq!(
+            claim_payload(dir.path(), &h, body, "b").unwrap(),
+            Claim::New
+        );
+        assert_eq!(std::fs::read_dir(&claims).unwrap().count(), 1);
+        // A push that says it is older than the window is refused outright.
+        let stale = br#"{"ref":"refs/heads/main","after":"0123456789abcdef0123456789abcdef01234567","repository":{"pushed_at":1000}}"#;
+        let err = handle(dir.path(), &h, stale, Some(&sign(&h.secret, stale)), "c").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "hook `h`: bad payload: the push is from 1000 (unix seconds), older than the 30 day replay window"
+        );
     }
 }

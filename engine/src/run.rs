@@ -392,8 +392,19 @@ impl StepSlots {
         *used += 1;
         Some(SlotGuard(self))
     }
+
+    /// Holds one slot for work outside a run's scheduler (a replay over
+    /// HTTP), waiting like an attempt; `None` when `cancelled` became true.
+    pub fn hold(&self, cancelled: &dyn Fn() -> bool) -> Option<HeldStepSlot<'_>> {
+        self.acquire(cancelled).map(HeldStepSlot)
+    }
 }
 
+/// A step slot held by [`StepSlots::hold`]; dropping it frees the slot.
+#[derive(Debug)]
+pub struct HeldStepSlot<'a>(#[allow(dead_code)] SlotGuard<'a>);
+
+#[derive(Debug)]
 struct SlotGuard<'a>(&'a StepSlots);
 
 impl Drop for SlotGuard<'_> {

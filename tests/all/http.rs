@@ -82,7 +82,19 @@ impl Server {
         body: Option<&[u8]>,
         headers: &[(&str, &str)],
     ) -> Response {
-        let mut s = self.connect();
+        self.request_via(self.connect(), method, path, token, body, headers)
+    }
+
+    /// One request over the connection `s` (e.g. from [`Server::connect_from`]).
+    pub fn request_via(
+        &self,
+        mut s: TcpStream,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Response {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.addr
@@ -108,6 +120,26 @@ impl Server {
     pub fn connect(&self) -> TcpStream {
         let s = TcpStream::connect(&self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
+        s
+    }
+
+    /// A connection whose source address is `ip` (any of 127.0.0.0/8 on
+    /// Linux): a distinct client to the server's per-address limits.
+    pub fn connect_from(&self, ip: &str) -> TcpStream {
+        let source: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+        let target: std::net::SocketAddr = self.addr.parse().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let s = runtime.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(source).unwrap();
+            socket.connect(target).await.unwrap()
+        });
+        let s = s.into_std().unwrap();
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         s
     }
 
@@ -296,7 +328,7 @@ fn read_chunk(r: &mut impl BufRead) -> Option<Vec<u8>> {
     Some(chunk)
 }
 
-fn read_response(mut r: impl BufRead) -> Response {
+pub fn read_response(mut r: impl BufRead) -> Response {
     let (status, headers) = read_head(&mut r);
     let body = if header(&headers, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         let mut body = Vec::new();

@@ -676,7 +676,7 @@ fn git_hook_route_verifies_signatures_and_dedupes_deliveries() {
     let started = post(Some(&good), "d1");
     assert_eq!(started.status, 201, "{}", started.text());
     let id = started.json()["id"].as_str().unwrap().to_string();
-    assert_eq!(post(Some(&good), "d1").json()["duplicate"], true);
+    post(Some(&good), "d1").error(409, "conflict");
     server.events(&id, None);
     let runs = server.get("/v1/runs", None).json();
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
@@ -920,3 +920,6 @@ fn runs_beyond_the_concurrency_limit_wait_queued() {
         );
     }
 }
+
+#[path = "server_hardening.rs"]
+mod hardening;

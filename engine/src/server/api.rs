@@ -48,6 +48,10 @@ pub fn router(app: Arc<App>) -> Router {
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            super::auth_guard,
+        ))
         .with_state(app)
 }
 
@@ -162,13 +166,64 @@ async fn blocking<T: Send + 'static>(
 
 /// Reads a body of at most `max_body_bytes`.
 async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
-    let limit = app.config.server.max_body_bytes;
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
+    read_body_limited(app, body, app.config.server.max_body_bytes).await
+}
+
+/// Reads a body of at most `limit` bytes, within `body_read_timeout_ms`
+/// in all and with no gap longer than `body_idle_timeout_ms`. Every handler
+/// that reads a body reads it here, so no route waits on a slow client
+/// without bound; on a timeout the unread rest makes hyper close the
+/// connection after the `408`.
+async fn read_body_limited(app: &App, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let total_ms = app.config.server.body_read_timeout_ms;
+    let idle_ms = app.config.server.body_idle_timeout_ms;
+    let too_large = || {
         ApiError::new(
             Code::TooLarge,
             format!("the request body is over the limit of {limit} bytes"),
         )
-    })
+    };
+    // Refuse a declared oversize body before reading any of it.
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(total_ms);
+    let idle = std::time::Duration::from_millis(idle_ms);
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    loop {
+        let until = deadline.min(tokio::time::Instant::now() + idle);
+        let next = match tokio::time::timeout_at(until, stream.next()).await {
+            Ok(next) => next,
+            Err(_) if until == deadline => {
+                return Err(ApiError::new(
+                    Code::Timeout,
+                    format!("the request body did not arrive within {total_ms} ms"),
+                ));
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    Code::Timeout,
+                    format!("no request body bytes arrived for {idle_ms} ms"),
+                ));
+            }
+        };
+        match next {
+            None => return Ok(Bytes::from(bytes)),
+            Some(Err(e)) => {
+                return Err(ApiError::new(
+                    Code::BadRequest,
+                    format!("reading the request body: {e}"),
+                ));
+            }
+            Some(Ok(chunk)) => {
+                if bytes.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+    }
 }
 
 /// Reads query parameters into `T`, whose unknown fields are denied.
@@ -653,11 +708,33 @@ async fn replay_run(
                 format!("run `{id}` has not finished"),
             ));
         }
-        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // A replay executes steps like a run, so it takes a run slot and
+        // one step slot. It answers in the response, so it does not queue
+        // behind runs (an open request per waiting replay): with every run
+        // slot taken it is refused. It runs its steps one at a time on its
+        // one step slot, waiting for that slot like any attempt.
+        let _run_slot = app.run_slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                Code::Busy,
+                format!(
+                    "all {} run slots are taken; replay run `{id}` later",
+                    app.config.server.max_concurrent_runs
+                ),
+            )
+        })?;
+        let Some(_step_slot) = app
+            .step_slots
+            .hold(&|| app.shutting_down.load(std::sync::atomic::Ordering::SeqCst))
+        else {
+            return Err(ApiError::new(
+                Code::Unavailable,
+                "the server is shutting down",
+            ));
+        };
         let report = crate::replay::replay(
             &app.home,
             &run_id(&id)?,
-            jobs,
+            1,
             app.compile_cache.clone(),
             gpu_mode,
         )
@@ -700,8 +777,20 @@ async fn provenance(State(app): Shared, headers: HeaderMap, Path(id): Path<Strin
 
 async fn upload_component(State(app): Shared, headers: HeaderMap, body: Body) -> ApiResult {
     let caller = app.caller(&headers, Role::Runner)?;
+    // Held while the body is read and the component compiled: compiling is
+    // the heavy part, and parallel uploads must not starve runs.
+    let permit = app.uploads.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            Code::Busy,
+            format!(
+                "{} component uploads are in progress, the most this server takes at once; retry later",
+                app.config.server.max_concurrent_uploads
+            ),
+        )
+    })?;
     let bytes = read_body(&app, body).await?;
     blocking(move || {
+        let _permit = permit;
         let digest = Digest::of(&bytes);
         let sandbox = app.sandbox()?;
         sandbox
@@ -791,21 +880,33 @@ struct HookQuery {
     hook: Option<String>,
 }
 
+/// `POST /v1/hooks/git`: unauthenticated by token, authenticated by the
+/// hook's HMAC. Everything checkable without the body (hook name, signature
+/// and delivery headers, declared length) is checked before a byte of it
+/// is read, and the body is capped at [`crate::hook::MAX_BODY_BYTES`].
 async fn git_hook(
     State(app): Shared,
+    axum::Extension(peer): axum::Extension<super::Peer>,
     headers: HeaderMap,
     query: Query<BTreeMap<String, String>>,
     body: Body,
 ) -> ApiResult {
     let q: HookQuery = parse_query(query.0)?;
-    app.rate_limit("hooks")?;
-    let bytes = read_body(&app, body).await?;
+    // Per sender address, so junk from one client cannot use up the
+    // budget of the real git server.
+    app.rate_limit(&format!("hooks:{}", peer.0))?;
     let hook = match q.hook {
         Some(name) => app
             .hooks
             .get(&name)
             .ok_or_else(|| ApiError::not_found("hook", &name))?,
         None if app.hooks.len() == 1 => app.hooks.values().next().expect("one hook"),
+        None if app.hooks.is_empty() => {
+            return Err(ApiError::new(
+                Code::NotFound,
+                "no hooks are configured on this server",
+            ));
+        }
         None => {
             return Err(ApiError::new(
                 Code::BadRequest,
@@ -824,6 +925,27 @@ async fn git_hook(
             .map(str::to_string)
     };
     let signature = header("x-hub-signature-256");
+    // The shape of the signature, before reading: the HMAC itself needs
+    // the body.
+    let well_formed = signature.as_deref().is_some_and(|s| {
+        s.trim()
+            .strip_prefix("sha256=")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if !well_formed {
+        return Err(ApiError::new(
+            Code::Unauthorized,
+            format!(
+                "hook `{}`: {}",
+                hook.name,
+                if signature.is_none() {
+                    "no X-Hub-Signature-256 header"
+                } else {
+                    "signature must be `sha256=<64 hex digits>`"
+                }
+            ),
+        ));
+    }
     let delivery = header("x-github-delivery")
         .or_else(|| header("x-gitea-delivery"))
         .ok_or_else(|| {
@@ -832,6 +954,9 @@ async fn git_hook(
                 "missing X-GitHub-Delivery or X-Gitea-Delivery header",
             )
         })?;
+    crate::hook::check_delivery(&hook, &delivery)
+        .map_err(|e| ApiError::new(Code::BadRequest, e.to_string()))?;
+    let bytes = read_body_limited(&app, body, crate::hook::MAX_BODY_BYTES).await?;
     let handle = tokio::runtime::Handle::current();
     blocking(move || {
         use crate::hook::{Decision, HookError};
@@ -841,7 +966,8 @@ async fn git_hook(
                     HookError::Unauthorized { .. } => {
                         ApiError::new(Code::Unauthorized, e.to_string())
                     }
-                    _ => ApiError::new(Code::BadRequest, e.to_string()),
+                    HookError::Io { .. } | HookError::Config { .. } => ApiError::internal(e),
+                    HookError::BadPayload { .. } => ApiError::new(Code::BadRequest, e.to_string()),
                 })?;
         match decision {
             Decision::Run { push, param } => {
@@ -857,9 +983,13 @@ async fn git_hook(
                 )
                     .into_response())
             }
-            Decision::Duplicate => {
-                Ok(axum::Json(json!({"duplicate": true, "delivery": delivery})).into_response())
-            }
+            Decision::Duplicate { first_delivery } => Err(ApiError::new(
+                Code::Conflict,
+                format!(
+                    "hook `{}`: this signed payload was already delivered (first as `{first_delivery}`); a repeated payload starts no run, whatever its delivery id",
+                    hook.name
+                ),
+            )),
             Decision::Ignored(reason) => {
                 Ok((StatusCode::ACCEPTED, axum::Json(json!({"ignored": reason}))).into_response())
             }

@@ -13,7 +13,11 @@ use super::{ApiError, App, Code};
 use crate::run::{self, Event, Observer, RunId, RunSummary, StepReport, StepStatus};
 use crate::spec::{ComponentSource, Pipeline};
 
-/// Most events kept per live run (log lines are the bulk).
+/// Most events kept per live run before `log` and `metric` events are
+/// dropped (they are the bulk: a step may report 100 000 metrics). `run`,
+/// `step` and `end` events are always kept — at most two per attempt plus
+/// two — so a stream always shows every state change; the first drop adds
+/// one `dropped` event saying so (the run's summary keeps every metric).
 const MAX_EVENTS: usize = 20_000;
 /// Log lines per step and stream sent as events.
 const MAX_LOG_LINES: usize = 200;
@@ -23,7 +27,7 @@ const MAX_LOG_LINES: usize = 200;
 pub struct LiveEvent {
     /// Sequential id (for `Last-Event-ID`).
     pub id: u64,
-    /// `run`, `step`, `log`, `metric` or `end`.
+    /// `run`, `step`, `log`, `metric`, `dropped` or `end`.
     pub kind: &'static str,
     /// JSON data.
     pub data: Value,
@@ -43,6 +47,8 @@ pub struct StepLive {
 #[derive(Debug, Default)]
 struct State {
     events: Vec<LiveEvent>,
+    /// Whether `log`/`metric` events were dropped past [`MAX_EVENTS`].
+    dropped: bool,
     steps: BTreeMap<String, StepLive>,
     end: Option<Status>,
 }
@@ -93,7 +99,20 @@ impl LiveRun {
 
     fn push(&self, kind: &'static str, data: Value) {
         let mut s = self.state();
-        if s.events.len() >= MAX_EVENTS && kind == "log" {
+        if s.events.len() >= MAX_EVENTS && matches!(kind, "log" | "metric") {
+            if !s.dropped {
+                s.dropped = true;
+                let id = s.events.len() as u64;
+                s.events.push(LiveEvent {
+                    id,
+                    kind: "dropped",
+                    data: json!({"message": format!(
+                        "this run has over {MAX_EVENTS} events: further log and metric events are not streamed (the run's summary has every metric)"
+                    )}),
+                });
+                drop(s);
+                self.changed.notify_waiters();
+            }
             return;
         }
         let id = s.events.len() as u64;
@@ -630,8 +649,25 @@ pub fn replayed_events(summary: &RunSummary, status: Status) -> Vec<LiveEvent> {
         let id = events.len() as u64;
         events.push(LiveEvent { id, kind, data });
     };
+    // The same bound as a live run's backlog: a request for a finished
+    // run's stream must not build 100 000 events.
+    let mut metrics_sent = 0;
+    let mut dropped = false;
     for s in &summary.steps {
         for (name, value) in &s.metrics {
+            if metrics_sent == MAX_EVENTS {
+                if !dropped {
+                    dropped = true;
+                    push(
+                        "dropped",
+                        json!({"message": format!(
+                            "this run has over {MAX_EVENTS} metric events: the rest are not streamed (the run's summary has every metric)"
+                        )}),
+                    );
+                }
+                break;
+            }
+            metrics_sent += 1;
             push(
                 "metric",
                 json!({"step": s.name, "name": name, "value": value}),
@@ -644,4 +680,36 @@ pub fn replayed_events(summary: &RunSummary, status: Status) -> Vec<LiveEvent> {
     }
     push("end", json!({"status": status}));
     events
+}
+
+#[cfg(test)]
+mod backlog_tests {
+    use super::*;
+
+    #[test]
+    fn metric_floods_are_bounded_and_state_changes_kept() {
+        let live = LiveRun::new("r", "t", &[]);
+        live.push("run", json!({"status": "running"}));
+        for i in 0..MAX_EVENTS + 5_000 {
+            live.push(
+                "metric",
+                json!({"step": "s", "name": format!("m{i}"), "value": 1}),
+            );
+        }
+        live.push("step", json!({"name": "s", "status": "succeeded"}));
+        live.end(Status::Succeeded);
+        let (events, ended) = live.events_from(0);
+        assert!(ended);
+        // The backlog stops at the cap, plus the notice and the state changes.
+        assert_eq!(events.len(), MAX_EVENTS + 3);
+        let kinds: Vec<&str> = events[MAX_EVENTS - 1..].iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["metric", "dropped", "step", "end"]);
+        assert_eq!(
+            events.iter().filter(|e| e.kind == "dropped").count(),
+            1,
+            "one notice"
+        );
+        // Ids stay dense, so `Last-Event-ID` resumes exactly.
+        assert!(events.iter().enumerate().all(|(i, e)| e.id == i as u64));
+    }
 }

@@ -210,6 +210,17 @@ pub fn render(app: &App) -> String {
     let _ = writeln!(out, "sluice_steps_waiting {}", app.step_slots.waiting());
     header(
         &mut out,
+        "sluice_uploads_in_progress",
+        "gauge",
+        "Component uploads being read or compiled now.",
+    );
+    let _ = writeln!(
+        out,
+        "sluice_uploads_in_progress {}",
+        app.config.server.max_concurrent_uploads - app.uploads.available_permits()
+    );
+    header(
+        &mut out,
         "sluice_store_bytes",
         "gauge",
         "Bytes in the content-addressed store.",

@@ -10,6 +10,12 @@
 //!   marked failed with the reason.
 //! - Errors have one shape, `{"error": {"code", "message"}}`, with the
 //!   stable codes of [`Code`].
+//! - No client holds the service without bound: the request head has
+//!   `header_read_timeout_ms`, every body read has a total and an idle
+//!   timeout (`api::read_body_limited`), one client IP holds at most
+//!   `max_connections_per_peer` connections and gets at most
+//!   `auth_failures_per_minute` 401s, and `/healthz` needs nothing but a
+//!   free connection.
 //!
 //! Boundary: HTTP and tenancy live here; runs execute through
 //! [`crate::run`] on blocking threads, one per run.
@@ -22,7 +28,7 @@ mod openapi;
 mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,8 +69,13 @@ pub enum Code {
     Invalid,
     /// 403: a path outside the operator's allowed directories.
     PathNotAllowed,
-    /// 429: over the token's rate limit.
+    /// 408: the request body did not arrive in time.
+    Timeout,
+    /// 429: over the token's rate limit, the per-address failed
+    /// authentication limit or the per-address connection cap.
     RateLimited,
+    /// 503: every slot for this kind of work is taken; retry later.
+    Busy,
     /// 500: the server failed.
     Internal,
     /// 503: shutting down.
@@ -86,7 +97,9 @@ impl Code {
             Code::TooLarge => "too_large",
             Code::Invalid => "invalid",
             Code::PathNotAllowed => "path_not_allowed",
+            Code::Timeout => "timeout",
             Code::RateLimited => "rate_limited",
+            Code::Busy => "busy",
             Code::Internal => "internal",
             Code::Unavailable => "unavailable",
         }
@@ -102,7 +115,9 @@ impl Code {
             Code::Conflict => StatusCode::CONFLICT,
             Code::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::Timeout => StatusCode::REQUEST_TIMEOUT,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -114,6 +129,8 @@ impl Code {
 pub struct ApiError {
     code: Code,
     message: String,
+    /// `Retry-After` seconds of a `429`/`503` (1 when not set).
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -121,7 +138,13 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after_s: None,
         }
+    }
+
+    fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after_s = Some(seconds.max(1));
+        self
     }
 
     fn not_found(what: &str, id: &str) -> ApiError {
@@ -144,10 +167,11 @@ impl IntoResponse for ApiError {
             axum::Json(json!({"error": {"code": self.code.as_str(), "message": self.message}})),
         )
             .into_response();
-        if self.code == Code::RateLimited {
-            response
-                .headers_mut()
-                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        if matches!(self.code, Code::RateLimited | Code::Busy) {
+            response.headers_mut().insert(
+                "retry-after",
+                axum::http::HeaderValue::from(self.retry_after_s.unwrap_or(1)),
+            );
         }
         if self.code == Code::Unauthorized {
             response.headers_mut().insert(
@@ -211,6 +235,10 @@ pub struct App {
     store: crate::store::Store,
     /// Summaries of finished runs by id (they never change).
     summaries: Mutex<HashMap<String, Arc<crate::run::RunSummary>>>,
+    /// Failed authentications per client address.
+    auth_failures: AuthFailures,
+    /// Component uploads being read or compiled (`max_concurrent_uploads`).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for App {
@@ -272,8 +300,9 @@ impl App {
         Ok(caller)
     }
 
-    /// A token bucket per caller key: `rate_limit_per_minute` capacity,
-    /// refilled continuously.
+    /// A token bucket per caller key (a token's label, `anonymous`, or
+    /// `hooks:<client IP>`): `rate_limit_per_minute` capacity, refilled
+    /// continuously.
     fn rate_limit(&self, key: &str) -> Result<(), ApiError> {
         let per_minute = f64::from(self.config.server.rate_limit_per_minute);
         if per_minute <= 0.0 {
@@ -281,6 +310,16 @@ impl App {
         }
         let now = Instant::now();
         let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        // Hook senders are keyed by address: forget recovered buckets
+        // before the map outgrows the per-address bound.
+        if rate.len() >= MAX_TRACKED_PEERS && !rate.contains_key(key) {
+            rate.retain(|_, (t, at)| {
+                *t + now.duration_since(*at).as_secs_f64() * per_minute / 60.0 < per_minute
+            });
+            if rate.len() >= MAX_TRACKED_PEERS {
+                rate.clear();
+            }
+        }
         let (tokens, at) = rate.entry(key.to_string()).or_insert((per_minute, now));
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * per_minute / 60.0).min(per_minute);
@@ -320,6 +359,157 @@ impl App {
             .display()
             .to_string()
     }
+}
+
+/// The client address of a request, inserted by the accept loop.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub IpAddr);
+
+/// Addresses tracked at most by the per-address limits; past it, entries
+/// that have recovered are forgotten first, then all (a flood from that
+/// many addresses is beyond what a per-address limit can answer anyway).
+const MAX_TRACKED_PEERS: usize = 4096;
+
+/// A token bucket of failed authentications per client address: capacity
+/// `auth_failures_per_minute`, refilled continuously. A request is refused
+/// while its address's bucket is empty; every `401` takes one token.
+#[derive(Debug)]
+struct AuthFailures {
+    per_minute: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl AuthFailures {
+    fn new(per_minute: u32) -> AuthFailures {
+        AuthFailures {
+            per_minute: f64::from(per_minute),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refill(&self, bucket: &mut (f64, Instant), now: Instant) {
+        bucket.0 = (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * self.per_minute / 60.0)
+            .min(self.per_minute);
+        bucket.1 = now;
+    }
+
+    /// `Err` (429) while `peer` has no failures left.
+    fn check(&self, peer: IpAddr) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(bucket) = buckets.get_mut(&peer) else {
+            return Ok(());
+        };
+        self.refill(bucket, now);
+        if bucket.0 >= 1.0 {
+            return Ok(());
+        }
+        let wait_s = ((1.0 - bucket.0) * 60.0 / self.per_minute).ceil() as u64;
+        Err(ApiError::new(
+            Code::RateLimited,
+            format!(
+                "too many failed authentications from {peer}: at most {} per minute",
+                self.per_minute
+            ),
+        )
+        .retry_after(wait_s))
+    }
+
+    /// Takes one token from `peer`'s bucket.
+    fn failed(&self, peer: IpAddr) {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED_PEERS && !buckets.contains_key(&peer) {
+            let full = self.per_minute;
+            buckets.retain(|_, b| b.0 + now.duration_since(b.1).as_secs_f64() * full / 60.0 < full);
+            if buckets.len() >= MAX_TRACKED_PEERS {
+                buckets.clear();
+            }
+        }
+        let bucket = buckets.entry(peer).or_insert((self.per_minute, now));
+        self.refill(bucket, now);
+        bucket.0 -= 1.0;
+    }
+}
+
+/// Middleware on every route: refuses a client address that used up its
+/// failed authentications, and counts each `401` it gets. Tokens are
+/// checked in the handlers; this only sees the outcome.
+async fn auth_guard(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request.extensions().get::<Peer>().map(|p| p.0);
+    if let Some(ip) = peer
+        && let Err(e) = app.auth_failures.check(ip)
+    {
+        app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return e.into_response();
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED
+        && let Some(ip) = peer
+    {
+        app.auth_failures.failed(ip);
+    }
+    response
+}
+
+/// Open connections per client address, capped at `max`.
+#[derive(Debug)]
+struct PeerConnections {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection of a peer; dropping it frees the place.
+struct PeerSlot {
+    peers: Arc<PeerConnections>,
+    ip: IpAddr,
+}
+
+impl PeerConnections {
+    /// A place for one more connection of `ip`, or `None` at the cap.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Answers a connection over the per-address cap with `429` and closes it,
+/// without reading from it. Best effort: a full socket buffer just closes.
+fn refuse_connection(stream: &tokio::net::TcpStream, ip: IpAddr, max: usize) {
+    let body = json!({"error": {
+        "code": Code::RateLimited.as_str(),
+        "message": format!("too many connections from {ip}: at most {max} per address"),
+    }})
+    .to_string();
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -410,6 +600,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         gpu,
         store: crate::store::Store::open(&args.home)?,
         summaries: Mutex::new(HashMap::new()),
+        auth_failures: AuthFailures::new(config.server.auth_failures_per_minute),
+        uploads: Arc::new(tokio::sync::Semaphore::new(
+            config.server.max_concurrent_uploads,
+        )),
         config,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -443,13 +637,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Serves connections until a shutdown signal, then drains them. Each
 /// connection must send its request head within `header_read_timeout_ms`
-/// (slow clients are dropped); at most `max_connections` are open at once.
+/// (slow clients are dropped); at most `max_connections` are open at once,
+/// at most `max_connections_per_peer` of them from one address (one more is
+/// answered `429` and closed). Body reads are bounded in the handlers
+/// (`api::read_body`). Every request carries its client's [`Peer`].
 async fn accept_loop(listener: tokio::net::TcpListener, router: axum::Router, app: &Arc<App>) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(
         app.config.server.max_connections,
     ));
+    let peers = Arc::new(PeerConnections {
+        max: app.config.server.max_connections_per_peer,
+        open: Mutex::new(HashMap::new()),
+    });
     let header_timeout = std::time::Duration::from_millis(app.config.server.header_read_timeout_ms);
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -458,7 +659,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, router: axum::Router, ap
             p = connections.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             _ = &mut signal => break,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -468,8 +669,19 @@ async fn accept_loop(listener: tokio::net::TcpListener, router: axum::Router, ap
             },
             _ = &mut signal => break,
         };
+        let ip = addr.ip();
+        let Some(peer_slot) = peers.enter(ip) else {
+            refuse_connection(&stream, ip, peers.max);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let inner = hyper_util::service::TowerToHyperService::new(router.clone());
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(Peer(ip));
+                hyper::service::Service::call(&inner, request)
+            },
+        );
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -481,6 +693,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, router: axum::Router, ap
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(peer_slot);
             drop(permit);
         });
     }

@@ -166,7 +166,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/v1/hooks/git",
-        summary: "A GitHub/Gitea push webhook (HMAC `X-Hub-Signature-256`); starts the hook's pipeline.",
+        summary: "A GitHub/Gitea push webhook (HMAC `X-Hub-Signature-256`, body at most 1 MiB); starts the hook's pipeline. A signed payload delivered before, under any delivery id, answers 409.",
         role: None,
         produces: JSON,
         consumes: Some(JSON),
