@@ -59,8 +59,8 @@ fn an_untouched_run_verifies_intact() {
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["verdict"], "intact");
     assert_eq!(
-        report["lines"], 8,
-        "run-started, 3 × (started, finished), run-finished"
+        report["lines"], 11,
+        "run-started, 3 × (started, attempt-sandbox, finished), run-finished"
     );
     assert!(report["log_index"].is_u64());
 }
@@ -70,9 +70,9 @@ fn one_edited_byte_in_a_middle_line_is_named() {
     let sb = Sandbox::new();
     let id = sealed_run(&sb);
     let mut lines = record_lines(&sb, &id);
-    lines[3] = lines[3].replacen("\"s1\"", "\"s9\"", 1);
+    lines[4] = lines[4].replacen("\"s1\"", "\"s9\"", 1);
     write_lines(&sb, &id, &lines);
-    assert_rejected(&sb, &id, Some(4), "edited");
+    assert_rejected(&sb, &id, Some(5), "edited");
 }
 
 #[test]
@@ -114,9 +114,9 @@ fn an_edited_last_line_is_caught_by_the_seal() {
     let sb = Sandbox::new();
     let id = sealed_run(&sb);
     let mut lines = record_lines(&sb, &id);
-    lines[7] = lines[7].replacen("\"succeeded\"", "\"failed\"", 1);
+    lines[10] = lines[10].replacen("\"succeeded\"", "\"failed\"", 1);
     write_lines(&sb, &id, &lines);
-    assert_rejected(&sb, &id, Some(8), "edited");
+    assert_rejected(&sb, &id, Some(11), "edited");
 }
 
 fn envelope_path(sb: &Sandbox, id: &str) -> PathBuf {
