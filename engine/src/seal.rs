@@ -15,10 +15,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -373,32 +372,11 @@ fn create_key(dir: &Path) -> Result<Signer, SealError> {
     }
 }
 
-static SECRET_TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Like [`store::write_atomic`] (durable), but the temp file is created with
-/// mode 0600 so the secret is never readable by others, not even briefly.
+/// Like [`store::write_atomic`] (durable, random `O_EXCL` temp name), but
+/// the temp file is created with mode 0600 so the secret is never readable
+/// by others, not even briefly.
 fn write_secret_atomic(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("key");
-    let n = SECRET_TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(SECRET_KEY_MODE)
-            .open(&tmp)?;
-        // The umask can only clear bits; make the mode exact regardless.
-        f.set_permissions(fs::Permissions::from_mode(SECRET_KEY_MODE))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
-    }
-    store::sync_dir(dir)?;
+    store::write_atomic_mode(path, bytes, true, SECRET_KEY_MODE)?;
     Ok(())
 }
 
