@@ -195,8 +195,9 @@ enum Command {
         #[command(flatten)]
         exec: ExecArgs,
     },
-    /// Checks a run's record chain, signature and log inclusion; exit 0 if
-    /// intact, 1 naming the first bad line and the reason otherwise.
+    /// Checks a run's record chain, signature, run id, summary and log
+    /// inclusion (against signed tree heads); exit 0 if intact, 1 naming
+    /// the first bad line and the reason otherwise.
     Verify {
         /// The run id.
         run_id: String,
@@ -205,7 +206,9 @@ enum Command {
         /// Prints the report as JSON.
         #[arg(long)]
         json: bool,
-        /// The trusted public key (default: the home's own key).
+        /// The trusted public key (default: the home's key named by
+        /// `keys/active`; pass a copy kept outside the home to also guard
+        /// against someone who can write to the home).
         #[arg(long)]
         pubkey: Option<PathBuf>,
     },
@@ -445,10 +448,12 @@ pub fn run() -> anyhow::Result<u8> {
                 );
             } else {
                 println!(
-                    "run {id}: intact ({} record lines, signed by {}, log index {})",
+                    "run {id}: intact ({} record lines, signed by {}, log index {} in a signed tree of {} leaves, consistent with the log's signed head of {})",
                     report.lines,
                     report.keyid.as_deref().unwrap_or("?"),
-                    report.log_index.unwrap_or(0)
+                    report.log_index.unwrap_or(0),
+                    report.tree_size.unwrap_or(0),
+                    report.log_size.unwrap_or(0)
                 );
             }
             Ok(if report.reason.is_none() {

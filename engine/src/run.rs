@@ -805,7 +805,8 @@ pub const SEAL_FILE: &str = "seal.json";
 
 /// Seals a finished run: an in-toto statement over its outputs, signed
 /// with the home's Ed25519 key in a DSSE envelope, appended to the local
-/// Merkle log.
+/// Merkle log; `seal.json` keeps the leaf index and the signed tree head
+/// of the log just after the append.
 fn seal_run(
     home: &Path,
     run_dir: &Path,
@@ -867,10 +868,19 @@ fn seal_run(
     let envelope_bytes = serde_json::to_vec_pretty(&envelope).expect("envelopes serialize");
     crate::store::write_atomic(&run_dir.join(PROVENANCE_FILE), &envelope_bytes, true)?;
     let log = crate::transparency::Log::open(home).map_err(|e| seal_err(e.to_string()))?;
-    let index = log
-        .append(&envelope_bytes)
+    // The tree head of the log right after this append, signed: `verify`
+    // checks the run's inclusion against it and its consistency with the
+    // log's newest signed head, so a log rewritten later is detected.
+    let (index, tree_size, checkpoint) = log
+        .append_signed(&envelope_bytes, |size, root| {
+            let cp = crate::seal::Checkpoint { size, root: *root };
+            serde_json::to_vec(&crate::seal::sign_checkpoint(&signer, cp))
+                .expect("envelopes serialize")
+        })
         .map_err(|e| seal_err(e.to_string()))?;
-    let seal = json!({"log_index": index, "keyid": signer.keyid(), "record_lines": record_lines, "record_head": record_head});
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&checkpoint).expect("a checkpoint we just serialized parses");
+    let seal = json!({"log_index": index, "tree_size": tree_size, "checkpoint": checkpoint, "keyid": signer.keyid(), "record_lines": record_lines, "record_head": record_head});
     crate::store::write_atomic(
         &run_dir.join(SEAL_FILE),
         &serde_json::to_vec_pretty(&seal).expect("seals serialize"),

@@ -1,18 +1,38 @@
-//! `sluice verify`: is a run's record exactly what was sealed?
+//! `sluice verify`: is a run's record exactly what was sealed, for this
+//! run, and is the seal in an untampered log?
 //!
 //! Invariant: `intact` only when the hash chain holds line by line, the
-//! DSSE signature verifies with the trusted key (the home's own, or the
-//! `--pubkey` given), the sealed statement covers exactly this record
-//! (line count and last-line digest), and the envelope is included in the
-//! local Merkle log under its current root.
-//! Boundary: reads files; writes nothing.
+//! DSSE signature verifies with the trusted key (the one the home's
+//! `keys/active` pins, or the `--pubkey` given), the sealed statement covers
+//! exactly this record (line count and last-line digest), the statement's
+//! invocation id and the record's run-started event both name the run id it
+//! is verified under, the envelope is leaf `log_index` of the local Merkle
+//! log with an inclusion proof against the tree head signed at sealing
+//! (`seal.json`), that head is consistent (RFC 6962) with the log's newest
+//! signed head and the log's leaves hash to that head, no later log entry
+//! re-seals the same run id, and `summary.json`, if present, says what the
+//! sealed record says. Otherwise it names the first bad line (or field) and
+//! the reason. Never panics on any file content.
+//! Boundary: reads files (the log is opened, which cuts a torn tail, as
+//! every log open does); writes nothing else.
+//!
+//! What this does not prove: that the signing key was not stolen (whoever
+//! holds `keys/<id>.key` can seal anything), that the home's pin was not
+//! rewritten by someone with write access to the home (verify with
+//! `--pubkey` and a key kept elsewhere for that), or anything about leaves
+//! appended after the log's newest signed head. Metrics, series, tags and
+//! gpu telemetry in `summary.json` are not in the record, so not checked.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::record;
-use crate::run::{PROVENANCE_FILE, RunId};
+use crate::run::{PROVENANCE_FILE, RunId, SEAL_FILE};
+
+/// The run's summary, written after the seal.
+const SUMMARY_FILE: &str = "summary.json";
 use crate::seal;
 use crate::store::Digest;
 use crate::transparency;
@@ -35,6 +55,17 @@ pub enum Reason {
     NotInLog,
     /// The run was never sealed (no envelope).
     Unsealed,
+    /// The seal or record is of another run than the id verified (a run
+    /// directory copied or renamed).
+    WrongRun,
+    /// The transparency log's leaves no longer hash to a tree head signed
+    /// earlier, or its heads are missing or inconsistent.
+    LogRewritten,
+    /// The log holds the same run id again (a replayed append, or a later
+    /// seal this directory does not hold).
+    SealedTwice,
+    /// `summary.json` says something the sealed record does not.
+    SummaryMismatch,
 }
 
 impl Reason {
@@ -48,6 +79,10 @@ impl Reason {
             Reason::BadSignature => "bad signature",
             Reason::NotInLog => "not in log",
             Reason::Unsealed => "not sealed",
+            Reason::WrongRun => "wrong run",
+            Reason::LogRewritten => "log rewritten",
+            Reason::SealedTwice => "sealed twice",
+            Reason::SummaryMismatch => "summary mismatch",
         }
     }
 }
@@ -82,6 +117,10 @@ pub struct VerifyReport {
     pub keyid: Option<String>,
     /// The envelope's index in the log.
     pub log_index: Option<u64>,
+    /// Leaves in the log's tree head signed when the run was sealed.
+    pub tree_size: Option<u64>,
+    /// Leaves in the log's newest signed tree head.
+    pub log_size: Option<u64>,
 }
 
 /// Errors that prevent verification from reaching a verdict.
@@ -129,6 +168,8 @@ pub fn verify(
         lines: 0,
         keyid: None,
         log_index: None,
+        tree_size: None,
+        log_size: None,
     };
     let fail = |mut r: VerifyReport, line: Option<u64>, reason: Reason, detail: String| {
         r.line = line;
@@ -156,7 +197,7 @@ pub fn verify(
     };
     let key = match pubkey {
         Some(p) => seal::read_public_key(p).map_err(|e| VerifyError::Key(e.to_string()))?,
-        None => home_public_key(home)?,
+        None => seal::trusted_public_key(home).map_err(|e| VerifyError::Key(e.to_string()))?,
     };
     let envelope: seal::Envelope = match serde_json::from_slice(&envelope_bytes) {
         Ok(e) => e,
@@ -206,56 +247,381 @@ pub fn verify(
             "the last line is not the one the seal covers".into(),
         );
     }
-    let log_err = |e: transparency::LogError| VerifyError::Log(e.to_string());
-    let log = transparency::Log::open(home).map_err(log_err)?;
-    let leaf = transparency::leaf_hash(&envelope_bytes);
-    let Some(index) = log.find(&leaf).map_err(log_err)? else {
+    // Bind the run to the id it is verified under: the signed statement and
+    // the (sealed) record both name their run.
+    let sealed_id = statement["predicate"]["runDetails"]["metadata"]["invocationId"]
+        .as_str()
+        .unwrap_or("(none)");
+    if sealed_id != run.as_str() {
+        return fail(
+            report,
+            None,
+            Reason::WrongRun,
+            format!(
+                "the seal is of run {sealed_id}, verified as run {run}: the run directory was copied or renamed"
+            ),
+        );
+    }
+    let recorded_id = chain
+        .events
+        .first()
+        .filter(|e| e["type"] == "run-started")
+        .and_then(|e| e["run_id"].as_str())
+        .unwrap_or("(none)");
+    if recorded_id != run.as_str() {
+        return fail(
+            report,
+            Some(1),
+            Reason::WrongRun,
+            format!(
+                "the record's run-started event is of run {recorded_id}, verified as run {run}"
+            ),
+        );
+    }
+
+    let seal_bytes = match read(SEAL_FILE) {
+        Ok(b) => b,
+        Err(VerifyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return fail(
+                report,
+                None,
+                Reason::NotInLog,
+                format!("the run has no {SEAL_FILE} (its log position)"),
+            );
+        }
+        Err(e) => return Err(e),
+    };
+    let seal_json: serde_json::Value = match serde_json::from_slice(&seal_bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(
+                report,
+                None,
+                Reason::NotInLog,
+                format!("{SEAL_FILE} does not parse: {e}"),
+            );
+        }
+    };
+    let Some(index) = seal_json["log_index"].as_u64() else {
         return fail(
             report,
             None,
             Reason::NotInLog,
-            "the envelope's leaf is not in the log".into(),
+            format!("{SEAL_FILE} has no log_index"),
         );
     };
-    let size = log.size().map_err(log_err)?;
-    let proof = log.inclusion_proof(index, size).map_err(log_err)?;
-    let root = log.root(size).map_err(log_err)?;
-    let included = transparency::verify_inclusion(&leaf, index, size, &proof, &root);
-    if !included {
+    let Ok(sealed_head) = serde_json::from_value::<seal::Envelope>(seal_json["checkpoint"].clone())
+    else {
         return fail(
             report,
             None,
             Reason::NotInLog,
-            "the inclusion proof does not verify".into(),
+            format!(
+                "{SEAL_FILE} records no signed tree head (sealed by an older engine): log inclusion cannot be proven"
+            ),
+        );
+    };
+    let sealed_head = match seal::verify_checkpoint(&sealed_head, &key) {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                report,
+                None,
+                Reason::LogRewritten,
+                format!("the tree head in {SEAL_FILE}: {e}"),
+            );
+        }
+    };
+    report.tree_size = Some(sealed_head.size);
+
+    let log_err = |e: transparency::LogError| VerifyError::Log(e.to_string());
+    let log = transparency::Log::open(home).map_err(log_err)?;
+    // The head first: leaves are only appended, so every leaf it covers is
+    // there when they are read next.
+    let newest = match log.head().map_err(log_err)? {
+        None => {
+            return fail(
+                report,
+                None,
+                Reason::LogRewritten,
+                "the log has no signed tree head: it was removed or replaced".into(),
+            );
+        }
+        Some(bytes) => match serde_json::from_slice::<seal::Envelope>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|env| seal::verify_checkpoint(&env, &key).map_err(|e| e.to_string()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                return fail(
+                    report,
+                    None,
+                    Reason::LogRewritten,
+                    format!("the log's signed tree head: {e}"),
+                );
+            }
+        },
+    };
+    report.log_size = Some(newest.size);
+    let log_size = log.size().map_err(log_err)?;
+    if newest.size > log_size {
+        return fail(
+            report,
+            None,
+            Reason::LogRewritten,
+            format!(
+                "the log has {log_size} leaves, fewer than the {} its signed head covers: leaves were removed",
+                newest.size
+            ),
+        );
+    }
+    if sealed_head.size > newest.size {
+        return fail(
+            report,
+            None,
+            Reason::LogRewritten,
+            format!(
+                "the run was sealed into a log of {} leaves, but the log's signed head covers only {}: the head was rolled back",
+                sealed_head.size, newest.size
+            ),
+        );
+    }
+    let leaves = log.leaf_hashes(newest.size).map_err(log_err)?;
+    if transparency::root_of(&leaves) != newest.root {
+        return fail(
+            report,
+            None,
+            Reason::LogRewritten,
+            format!(
+                "the log's first {} leaves do not hash to its signed head: leaves were changed",
+                newest.size
+            ),
+        );
+    }
+    let leaf = transparency::leaf_hash(&envelope_bytes);
+    let at = usize::try_from(index).ok();
+    if index >= sealed_head.size || at.and_then(|i| leaves.get(i)) != Some(&leaf) {
+        return fail(
+            report,
+            None,
+            Reason::NotInLog,
+            format!("log leaf {index} is not this run's envelope"),
+        );
+    }
+    // `sealed_head.size <= newest.size = leaves.len()`, checked above.
+    let sealed_leaves = &leaves[..sealed_head.size as usize];
+    let proof = transparency::inclusion_path(sealed_leaves, index).unwrap_or_default();
+    if !transparency::verify_inclusion(&leaf, index, sealed_head.size, &proof, &sealed_head.root) {
+        return fail(
+            report,
+            None,
+            Reason::LogRewritten,
+            format!(
+                "the inclusion proof of leaf {index} does not verify against the tree head signed at sealing ({} leaves): the log was rewritten",
+                sealed_head.size
+            ),
+        );
+    }
+    let consistency = transparency::consistency_path(&leaves, sealed_head.size).unwrap_or_default();
+    if !transparency::verify_consistency(
+        sealed_head.size,
+        newest.size,
+        &sealed_head.root,
+        &newest.root,
+        &consistency,
+    ) {
+        return fail(
+            report,
+            None,
+            Reason::LogRewritten,
+            format!(
+                "the log's signed head ({} leaves) is not consistent with the head signed at sealing ({} leaves): the log was rewritten",
+                newest.size, sealed_head.size
+            ),
         );
     }
     report.log_index = Some(index);
+
+    // The same run id elsewhere in the (authenticated part of the) log. An
+    // earlier, different seal is a run resumed after a crash between its
+    // seal and its summary: superseded by this one, not a fault.
+    let mut again: Option<(u64, bool)> = None;
+    log.authentic_entries(&leaves, |i, entry| {
+        if again.is_none() && i != index && invocation_id(entry).as_deref() == Some(run.as_str()) {
+            let same = entry == envelope_bytes.as_slice();
+            if same || i > index {
+                again = Some((i, same));
+            }
+        }
+    })
+    .map_err(log_err)?;
+    match again {
+        Some((i, true)) => {
+            return fail(
+                report,
+                None,
+                Reason::SealedTwice,
+                format!("this run's envelope is in the log again at index {i}: a replayed append"),
+            );
+        }
+        Some((i, false)) => {
+            return fail(
+                report,
+                None,
+                Reason::SealedTwice,
+                format!(
+                    "run {run} was sealed again at log index {i}, after the seal at index {index} this directory holds: the directory was rolled back or replaced"
+                ),
+            );
+        }
+        None => {}
+    }
+
+    match read(SUMMARY_FILE) {
+        Ok(bytes) => {
+            if let Err(detail) = check_summary(&bytes, run, &statement, &chain.events) {
+                return fail(report, None, Reason::SummaryMismatch, detail);
+            }
+        }
+        // Sealed but not acknowledged (a crash just before the summary):
+        // nothing shows it, so there is nothing to contradict the record.
+        Err(VerifyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     report.verdict = "intact";
     Ok(report)
 }
 
-/// The home's own public key (the first `keys/*.pub`, as `seal` picks the
-/// first key); verifying never creates a key.
-fn home_public_key(home: &Path) -> Result<seal::PublicKey, VerifyError> {
-    let dir = home.join("keys");
-    let mut pubs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|_| {
-            VerifyError::Key(format!(
-                "no signing key in {}; pass --pubkey",
-                dir.display()
-            ))
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
-        .collect();
-    pubs.sort();
-    let first = pubs.first().ok_or_else(|| {
-        VerifyError::Key(format!(
-            "no signing key in {}; pass --pubkey",
-            dir.display()
-        ))
-    })?;
-    seal::read_public_key(first).map_err(|e| VerifyError::Key(e.to_string()))
+/// The invocation id of a log entry that is an in-toto envelope, if any.
+fn invocation_id(entry: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    let env: seal::Envelope = serde_json::from_slice(entry).ok()?;
+    if env.payload_type != seal::IN_TOTO_PAYLOAD_TYPE {
+        return None;
+    }
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(&env.payload)
+        .ok()?;
+    let statement: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    statement["predicate"]["runDetails"]["metadata"]["invocationId"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The step fields `summary.json` shows that the record's `step-finished`
+/// event also carries.
+const RECORDED_STEP_FIELDS: [&str; 12] = [
+    "status",
+    "cached",
+    "attempts",
+    "cache_key",
+    "component",
+    "outputs",
+    "fuel_used",
+    "memory_peak_bytes",
+    "wall_ms",
+    "stdout",
+    "stderr",
+    "error",
+];
+
+/// Whether `summary.json` says what the sealed record and statement say.
+///
+/// The summary is written after the seal (it is the acknowledgement), so it
+/// cannot be inside it; instead every field it shares with the sealed
+/// record is recomputed from the record and compared. Returns the first
+/// difference, naming the field.
+pub fn check_summary(
+    bytes: &[u8],
+    run: &RunId,
+    statement: &serde_json::Value,
+    events: &[serde_json::Value],
+) -> Result<(), String> {
+    use serde_json::Value;
+    let summary: Value = serde_json::from_slice(bytes)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| format!("{SUMMARY_FILE} is not a JSON object"))?;
+    let null = Value::Null;
+    let differ = |field: &str, shown: &Value, sealed: &Value| {
+        format!("{SUMMARY_FILE} `{field}` is {shown}; the sealed record says {sealed}")
+    };
+    let same = |field: &str, sealed: &Value| -> Result<(), String> {
+        let shown = summary.get(field).unwrap_or(&null);
+        if shown == sealed {
+            Ok(())
+        } else {
+            Err(differ(field, shown, sealed))
+        }
+    };
+    same("run_id", &Value::from(run.as_str()))?;
+    let started = events
+        .first()
+        .filter(|e| e["type"] == "run-started")
+        .unwrap_or(&null);
+    for field in ["pipeline", "spec_path", "spec_digest", "params", "seed"] {
+        same(field, started.get(field).unwrap_or(&null))?;
+    }
+    let meta = &statement["predicate"]["runDetails"]["metadata"];
+    same("started_at", meta.get("startedOn").unwrap_or(&null))?;
+    same("finished_at", meta.get("finishedOn").unwrap_or(&null))?;
+    let finished = events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "run-finished")
+        .unwrap_or(&null);
+    same("status", finished.get("status").unwrap_or(&null))?;
+    same("wall_ms", finished.get("wall_ms").unwrap_or(&null))?;
+    // The last `step-finished` of each step is its final report.
+    let mut recorded: BTreeMap<&str, &Value> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["type"] == "step-finished") {
+        if let Some(step) = e["step"].as_str() {
+            recorded.insert(step, e);
+        }
+    }
+    let steps = summary
+        .get("steps")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{SUMMARY_FILE} has no `steps` array"))?;
+    let mut shown = BTreeSet::new();
+    for (i, step) in steps.iter().enumerate() {
+        let name = step["name"].as_str().unwrap_or("");
+        shown.insert(name);
+        match recorded.get(name) {
+            Some(event) => {
+                for field in RECORDED_STEP_FIELDS {
+                    let s = step.get(field).unwrap_or(&null);
+                    let r = event.get(field).unwrap_or(&null);
+                    if s != r {
+                        return Err(differ(&format!("steps[{i}].{field}"), s, r));
+                    }
+                }
+            }
+            // A step that never finished (skipped before it started) has no
+            // event: it can only be shown as skipped, with no outputs.
+            None => {
+                let status = step.get("status").unwrap_or(&null);
+                if status != "skipped" {
+                    return Err(differ(
+                        &format!("steps[{i}].status"),
+                        status,
+                        &Value::from("skipped"),
+                    ));
+                }
+                if step["outputs"].as_object().is_some_and(|o| !o.is_empty()) {
+                    return Err(format!(
+                        "{SUMMARY_FILE} `steps[{i}].outputs` lists outputs of step {name}, which the sealed record never finished"
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(missing) = recorded.keys().find(|name| !shown.contains(*name)) {
+        return Err(format!(
+            "{SUMMARY_FILE} does not show step {missing}, which the sealed record finished"
+        ));
+    }
+    Ok(())
 }
 
 /// The record line count and last-line digest the statement covers.
