@@ -759,7 +759,8 @@ fn execute_in(
     seal_run(
         &options.home,
         &run_dir,
-        pipeline,
+        &pipeline.params,
+        pipeline.seed,
         &sources,
         &summary,
         record_lines,
@@ -807,10 +808,11 @@ pub const SEAL_FILE: &str = "seal.json";
 /// with the home's Ed25519 key in a DSSE envelope, appended to the local
 /// Merkle log; `seal.json` keeps the leaf index and the signed tree head
 /// of the log just after the append.
-fn seal_run(
+pub(crate) fn seal_run(
     home: &Path,
     run_dir: &Path,
-    pipeline: &Pipeline,
+    params: &BTreeMap<String, String>,
+    seed: u64,
     sources: &BTreeMap<String, OutputRef>,
     summary: &RunSummary,
     record_lines: u64,
@@ -849,8 +851,8 @@ fn seal_run(
         pipeline: &summary.pipeline,
         spec_path: &summary.spec_path,
         spec_digest: summary.spec_digest,
-        params: &pipeline.params,
-        seed: pipeline.seed,
+        params,
+        seed,
         engine_version: env!("CARGO_PKG_VERSION"),
         wasmtime_version: sandbox::wasmtime_version(),
         determinism: cache::DETERMINISM,

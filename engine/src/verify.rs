@@ -637,3 +637,276 @@ fn sealed_record(statement: &serde_json::Value) -> (Option<u64>, Option<Digest>)
         .and_then(|h| format!("sha256:{h}").parse().ok());
     (lines, head)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Record;
+    use crate::run::RunSummary;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Seals a two-step run through the engine's own record and seal code
+    /// (no components: the record's events are written as the runner
+    /// writes them), with its summary, as `run::execute` leaves it.
+    fn sealed_run(home: &Path, id: &str) -> RunId {
+        let run: RunId = id.parse().unwrap();
+        let dir = home.join("runs").join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = |s: &str| json!({"digest": Digest::of(s.as_bytes()), "size": s.len(), "media_type": "text/plain"});
+        let step = |name: &str| {
+            json!({
+                "name": name, "status": "succeeded", "cached": false, "attempts": 1,
+                "wall_ms": 3, "fuel_used": 1000, "memory_peak_bytes": 65536,
+                "bytes_in": 1, "bytes_out": 2, "outputs": {"out": out(name)},
+                "metrics": {"loss": 0.5}, "error": null,
+                "component": Digest::of(b"wasm"), "cache_key": Digest::of(name.as_bytes()),
+                "stdout": Digest::of(b""),
+            })
+        };
+        let summary: RunSummary = serde_json::from_value(json!({
+            "run_id": id, "status": "succeeded", "pipeline": "p", "spec_path": "p.toml",
+            "spec_digest": Digest::of(b"spec"), "params": {"lr": "0.1"}, "seed": 7,
+            "started_at": "2026-01-01T00:00:00.000Z", "finished_at": "2026-01-01T00:00:01.000Z",
+            "wall_ms": 9, "steps": [step("a"), step("b")],
+        }))
+        .unwrap();
+        let mut rec = Record::create(&dir.join("record.jsonl")).unwrap();
+        rec.append(
+            "run-started",
+            json!({"run_id": id, "pipeline": "p", "spec_path": "p.toml",
+                   "spec_digest": summary.spec_digest, "params": summary.params, "seed": 7}),
+        )
+        .unwrap();
+        for r in &summary.steps {
+            rec.append("step-started", json!({"step": r.name, "attempt": 1}))
+                .unwrap();
+            rec.append(
+                "step-finished",
+                json!({
+                    "step": r.name, "status": r.status, "cached": r.cached,
+                    "attempts": r.attempts, "cache_key": r.cache_key,
+                    "component": r.component, "outputs": r.outputs,
+                    "fuel_used": r.fuel_used, "memory_peak_bytes": r.memory_peak_bytes,
+                    "wall_ms": r.wall_ms, "stdout": r.stdout, "stderr": r.stderr,
+                    "error": r.error,
+                }),
+            )
+            .unwrap();
+        }
+        rec.append(
+            "run-finished",
+            json!({"status": summary.status, "wall_ms": summary.wall_ms}),
+        )
+        .unwrap();
+        let (lines, head) = rec.close().unwrap();
+        crate::run::seal_run(
+            home,
+            &dir,
+            &summary.params,
+            summary.seed,
+            &BTreeMap::new(),
+            &summary,
+            lines,
+            head,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(SUMMARY_FILE),
+            serde_json::to_vec_pretty(&summary).unwrap(),
+        )
+        .unwrap();
+        run
+    }
+
+    fn check(home: &Path, run: &RunId) -> VerifyReport {
+        verify(home, run, None).unwrap()
+    }
+
+    #[test]
+    fn a_library_sealed_run_verifies_intact() {
+        let home = tempfile::tempdir().unwrap();
+        let a = sealed_run(home.path(), "run-a");
+        let b = sealed_run(home.path(), "run-b");
+        let r = check(home.path(), &a);
+        assert_eq!((r.verdict, r.reason, r.lines), ("intact", None, 6));
+        assert_eq!(
+            (r.log_index, r.tree_size, r.log_size),
+            (Some(0), Some(1), Some(2))
+        );
+        let r = check(home.path(), &b);
+        assert_eq!(
+            (r.verdict, r.log_index, r.tree_size),
+            ("intact", Some(1), Some(2))
+        );
+    }
+
+    #[test]
+    fn a_run_verified_under_another_id_is_wrong_run_naming_both() {
+        let home = tempfile::tempdir().unwrap();
+        let a = sealed_run(home.path(), "run-a");
+        let runs = home.path().join("runs");
+        std::fs::create_dir_all(runs.join("run-b")).unwrap();
+        for f in ["record.jsonl", PROVENANCE_FILE, SEAL_FILE, SUMMARY_FILE] {
+            std::fs::copy(runs.join("run-a").join(f), runs.join("run-b").join(f)).unwrap();
+        }
+        let b: RunId = "run-b".parse().unwrap();
+        let r = check(home.path(), &b);
+        assert_eq!(
+            (r.verdict, r.reason, r.line),
+            ("tampered", Some(Reason::WrongRun), None)
+        );
+        assert_eq!(
+            r.detail.as_deref(),
+            Some(
+                "the seal is of run run-a, verified as run run-b: the run directory was copied or renamed"
+            )
+        );
+        assert_eq!(check(home.path(), &a).verdict, "intact");
+    }
+
+    #[test]
+    fn summary_fields_are_compared_with_the_sealed_record() {
+        let run: RunId = "r".parse().unwrap();
+        let statement = json!({"predicate": {"runDetails": {"metadata": {
+            "startedOn": "t0", "finishedOn": "t1"}}}});
+        let events = vec![
+            json!({"type": "run-started", "pipeline": "p", "spec_path": "s", "spec_digest": "d", "params": {}, "seed": 1}),
+            json!({"type": "step-finished", "step": "a", "status": "succeeded", "cached": false, "outputs": {}}),
+            json!({"type": "run-finished", "status": "succeeded", "wall_ms": 5}),
+        ];
+        let good = json!({"run_id": "r", "pipeline": "p", "spec_path": "s", "spec_digest": "d",
+        "params": {}, "seed": 1, "started_at": "t0", "finished_at": "t1", "status": "succeeded",
+        "wall_ms": 5, "steps": [
+            {"name": "a", "status": "succeeded", "cached": false, "outputs": {}, "metrics": {"x": 1.0}},
+            {"name": "b", "status": "skipped", "outputs": {}},
+        ]});
+        let bytes = |v: &serde_json::Value| serde_json::to_vec(v).unwrap();
+        assert_eq!(
+            check_summary(&bytes(&good), &run, &statement, &events),
+            Ok(())
+        );
+        let mut v = good.clone();
+        v["seed"] = json!(2);
+        assert_eq!(
+            check_summary(&bytes(&v), &run, &statement, &events).unwrap_err(),
+            "summary.json `seed` is 2; the sealed record says 1"
+        );
+        let mut v = good.clone();
+        v["steps"][0]["cached"] = json!(true);
+        assert_eq!(
+            check_summary(&bytes(&v), &run, &statement, &events).unwrap_err(),
+            "summary.json `steps[0].cached` is true; the sealed record says false"
+        );
+        let mut v = good.clone();
+        v["steps"][1]["status"] = json!("succeeded");
+        assert_eq!(
+            check_summary(&bytes(&v), &run, &statement, &events).unwrap_err(),
+            "summary.json `steps[1].status` is \"succeeded\"; the sealed record says \"skipped\""
+        );
+        assert_eq!(
+            check_summary(b"[1,2", &run, &statement, &events).unwrap_err(),
+            "summary.json is not a JSON object"
+        );
+    }
+
+    /// One way to damage a file of a sealed run.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Flip(prop::sample::Index, u8),
+        Truncate(prop::sample::Index),
+        SwapLines(prop::sample::Index, prop::sample::Index),
+        DeleteLine(prop::sample::Index),
+        DuplicateLine(prop::sample::Index, prop::sample::Index),
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        let ix = any::<prop::sample::Index>;
+        prop_oneof![
+            (ix(), 1u8..=255).prop_map(|(i, x)| Damage::Flip(i, x)),
+            ix().prop_map(Damage::Truncate),
+            (ix(), ix()).prop_map(|(a, b)| Damage::SwapLines(a, b)),
+            ix().prop_map(Damage::DeleteLine),
+            (ix(), ix()).prop_map(|(a, b)| Damage::DuplicateLine(a, b)),
+        ]
+    }
+
+    /// `bytes` damaged, or `None` when the damage changes nothing (swapping
+    /// a line with itself or with an identical one).
+    fn apply(bytes: &[u8], d: &Damage) -> Option<Vec<u8>> {
+        let mut lines: Vec<Vec<u8>> = bytes
+            .split_inclusive(|b| *b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect();
+        let out = match d {
+            Damage::Flip(i, x) => {
+                let mut v = bytes.to_vec();
+                let at = i.index(v.len());
+                v[at] ^= x;
+                v
+            }
+            Damage::Truncate(i) => bytes[..i.index(bytes.len())].to_vec(),
+            Damage::SwapLines(a, b) => {
+                let (a, b) = (a.index(lines.len()), b.index(lines.len()));
+                lines.swap(a, b);
+                lines.concat()
+            }
+            Damage::DeleteLine(a) => {
+                lines.remove(a.index(lines.len()));
+                lines.concat()
+            }
+            Damage::DuplicateLine(a, at) => {
+                let line = lines[a.index(lines.len())].clone();
+                lines.insert(at.index(lines.len() + 1), line);
+                lines.concat()
+            }
+        };
+        (out != bytes).then_some(out)
+    }
+
+    /// Random damage to the record, the envelope or the log's signed head
+    /// of a real sealed run is never `intact`, and verify never panics or
+    /// errors (every damage is a verdict). Cases: `PROPTEST_CASES`
+    /// (default 256).
+    #[test]
+    fn damaged_record_envelope_or_log_head_is_never_intact() {
+        let home = tempfile::tempdir().unwrap();
+        let run = sealed_run(home.path(), "run-a");
+        let dir = home.path().join("runs").join("run-a");
+        let files = [
+            dir.join("record.jsonl"),
+            dir.join(PROVENANCE_FILE),
+            home.path().join("log").join("head"),
+        ];
+        let originals: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+        assert_eq!(check(home.path(), &run).verdict, "intact");
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::default());
+        runner
+            .run(&(0..files.len(), damage()), |(f, d)| {
+                let Some(damaged) = apply(&originals[f], &d) else {
+                    return Ok(());
+                };
+                std::fs::write(&files[f], &damaged).unwrap();
+                let report = verify(home.path(), &run, None);
+                std::fs::write(&files[f], &originals[f]).unwrap();
+                let report = report.map_err(|e| {
+                    TestCaseError::fail(format!(
+                        "{}: {d:?}: error instead of a verdict: {e}",
+                        files[f].display()
+                    ))
+                })?;
+                prop_assert_eq!(
+                    report.verdict,
+                    "tampered",
+                    "{}: {:?}: {:?}",
+                    files[f].display(),
+                    d,
+                    report
+                );
+                prop_assert!(report.reason.is_some() && report.detail.is_some());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(check(home.path(), &run).verdict, "intact");
+    }
+}
