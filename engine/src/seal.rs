@@ -6,7 +6,12 @@
 //! `keyid` is the first [`KEYID_HEX_CHARS`] hex digits of sha256 of the raw
 //! public key; a `.key` file becomes visible only complete (temp file and
 //! rename), and at most one key is ever created per home (creation runs under
-//! an exclusive lock). [`verify`] hands back payload bytes only when a
+//! an exclusive lock). `<home>/keys/active` pins the home's key id, written
+//! once after the key; signing and the home's trust use only the pinned key,
+//! so a key file planted later (say `0000….pub`, sorting first) changes
+//! nothing. The pin guards against planted files, not against someone who
+//! can rewrite the pin itself: an auditor who needs that passes a public key
+//! kept elsewhere (`verify --pubkey`). [`verify`] hands back payload bytes only when a
 //! signature over the DSSE pre-authentication encoding (PAE) verifies.
 //! Boundary: knows keys, bytes and JSON shapes; not runs, records or the CLI.
 //! The caller gathers the facts for [`ProvenanceInput`] and decides what a
