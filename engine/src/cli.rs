@@ -814,6 +814,10 @@ fn cmd_runs(home: &Path, json: bool) -> anyhow::Result<u8> {
                 "status": "unfinished",
                 "hint": format!("sluice resume {id}"),
             }),
+            // An edited summary is flagged, never shown as the run's.
+            Err(e @ run::LoadError::Mismatch { .. }) => {
+                serde_json::json!({"run_id": id, "status": "tampered", "error": e.to_string()})
+            }
             // A corrupt summary quarantines that run only.
             Err(e) => {
                 serde_json::json!({"run_id": id, "status": "unreadable", "error": e.to_string()})

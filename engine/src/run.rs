@@ -1627,7 +1627,8 @@ impl OutputSink for BlobSink {
     }
 }
 
-/// Loads the summary of a finished run.
+/// Loads the summary of a finished run, after checking it against the
+/// run's sealed record ([`crate::verify::summary_agrees`]).
 pub fn load_summary(home: &Path, run_id: &RunId) -> Result<RunSummary, LoadError> {
     let path = home.join("runs").join(run_id.as_str()).join("summary.json");
     let bytes = match fs::read(&path) {
@@ -1641,10 +1642,17 @@ pub fn load_summary(home: &Path, run_id: &RunId) -> Result<RunSummary, LoadError
         }
         Err(e) => return Err(LoadError::Io { path, source: e }),
     };
-    serde_json::from_slice(&bytes).map_err(|e| LoadError::Corrupt {
+    let summary = serde_json::from_slice(&bytes).map_err(|e| LoadError::Corrupt {
         path,
         reason: e.to_string(),
-    })
+    })?;
+    // The summary is written after the seal, so nothing signed covers its
+    // bytes: what it shows is checked against the sealed record instead.
+    crate::verify::summary_agrees(home, run_id, &bytes).map_err(|detail| LoadError::Mismatch {
+        run: run_id.clone(),
+        detail,
+    })?;
+    Ok(summary)
 }
 
 /// Why a run summary could not be loaded.
@@ -1656,6 +1664,15 @@ pub enum LoadError {
     /// The run started but never finished (crashed or still running).
     #[error("run `{0}` has no summary: it is still running or was interrupted")]
     Unfinished(RunId),
+    /// The summary says something its sealed record does not (or there is
+    /// no intact sealed record to check it against).
+    #[error("run `{run}`: summary.json does not match the sealed record: {detail}")]
+    Mismatch {
+        /// The run.
+        run: RunId,
+        /// The first difference.
+        detail: String,
+    },
     /// The summary does not parse.
     #[error("run summary {path} is corrupt: {reason}")]
     Corrupt {

@@ -492,6 +492,30 @@ pub fn verify(
     Ok(report)
 }
 
+/// Whether `summary` (the bytes of run `run`'s `summary.json`) agrees with
+/// the run's sealed record: the record's chain holds, the home's trusted
+/// key signed a statement covering exactly that record, and every field the
+/// summary shares with it matches ([`check_summary`]). What `sluice runs`,
+/// `show` and the API display goes through this, so an edited summary is
+/// flagged there, not only by `verify`. The log is not consulted (that is
+/// `verify`'s job and costs a read of the whole log).
+pub fn summary_agrees(home: &Path, run: &RunId, summary: &[u8]) -> Result<(), String> {
+    let dir = home.join("runs").join(run.as_str());
+    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"));
+    let record_bytes = read("record.jsonl")?;
+    let chain = record::check_chain(&record_bytes)
+        .map_err(|b| format!("record line {}: {}", b.line, Reason::from(b.fault).as_str()))?;
+    let envelope: seal::Envelope = serde_json::from_slice(&read(PROVENANCE_FILE)?)
+        .map_err(|e| format!("{PROVENANCE_FILE}: {e}"))?;
+    let key = seal::trusted_public_key(home).map_err(|e| e.to_string())?;
+    let statement = seal::verify_statement(&envelope, &key).map_err(|e| e.to_string())?;
+    let (lines, head) = sealed_record(&statement);
+    if lines != Some(chain.events.len() as u64) || head != Some(chain.head) {
+        return Err("the record is not the one the seal covers".into());
+    }
+    check_summary(summary, run, &statement, &chain.events)
+}
+
 /// The invocation id of a log entry that is an in-toto envelope, if any.
 fn invocation_id(entry: &[u8]) -> Option<String> {
     use base64::Engine as _;

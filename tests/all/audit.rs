@@ -369,6 +369,16 @@ fn an_edited_summary_is_reported_naming_the_field() {
         detail(&sb, &id),
         "summary.json `status` is \"failed\"; the sealed record says \"succeeded\""
     );
+    // `sluice runs` flags it instead of showing the edited status.
+    let runs = sb.sluice(&["runs", "--json"]).json();
+    assert_eq!(runs[0]["run_id"], id.as_str());
+    assert_eq!(runs[0]["status"], "tampered", "{runs:#}");
+    assert_eq!(
+        runs[0]["error"],
+        format!(
+            "run `{id}`: summary.json does not match the sealed record: summary.json `status` is \"failed\"; the sealed record says \"succeeded\""
+        )
+    );
 
     std::fs::write(summary_path(&sb, &id), &original).unwrap();
     let other = format!("sha256:{}", "0".repeat(64));
