@@ -763,8 +763,7 @@ fn execute_in(
         pipeline.seed,
         &sources,
         &summary,
-        record_lines,
-        record_head,
+        (record_lines, record_head),
     )?;
     // The summary is the acknowledgement: written last, atomically, durably.
     let bytes = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
@@ -815,8 +814,7 @@ pub(crate) fn seal_run(
     seed: u64,
     sources: &BTreeMap<String, OutputRef>,
     summary: &RunSummary,
-    record_lines: u64,
-    record_head: Digest,
+    (record_lines, record_head): (u64, Digest),
 ) -> Result<(), RunError> {
     let seal_err = |e: String| RunError::Seal(e);
     let signer = crate::seal::load_or_create(home).map_err(|e| seal_err(e.to_string()))?;

@@ -731,8 +731,7 @@ mod tests {
             summary.seed,
             &BTreeMap::new(),
             &summary,
-            lines,
-            head,
+            (lines, head),
         )
         .unwrap();
         std::fs::write(
