@@ -199,8 +199,9 @@ enum Command {
         #[command(flatten)]
         exec: ExecArgs,
     },
-    /// Checks a run's record chain, signature and log inclusion; exit 0 if
-    /// intact, 1 naming the first bad line and the reason otherwise.
+    /// Checks a run's record chain, signature, run id, summary and log
+    /// inclusion (against signed tree heads); exit 0 if intact, 1 naming
+    /// the first bad line and the reason otherwise.
     Verify {
         /// The run id.
         run_id: String,
@@ -209,7 +210,9 @@ enum Command {
         /// Prints the report as JSON.
         #[arg(long)]
         json: bool,
-        /// The trusted public key (default: the home's own key).
+        /// The trusted public key (default: the home's key named by
+        /// `keys/active`; pass a copy kept outside the home to also guard
+        /// against someone who can write to the home).
         #[arg(long)]
         pubkey: Option<PathBuf>,
     },
@@ -452,10 +455,12 @@ pub fn run() -> anyhow::Result<u8> {
                 );
             } else {
                 println!(
-                    "run {id}: intact ({} record lines, signed by {}, log index {})",
+                    "run {id}: intact ({} record lines, signed by {}, log index {} in a signed tree of {} leaves, consistent with the log's signed head of {})",
                     report.lines,
                     report.keyid.as_deref().unwrap_or("?"),
-                    report.log_index.unwrap_or(0)
+                    report.log_index.unwrap_or(0),
+                    report.tree_size.unwrap_or(0),
+                    report.log_size.unwrap_or(0)
                 );
             }
             Ok(if report.reason.is_none() {
@@ -818,6 +823,10 @@ fn cmd_runs(home: &Path, json: bool) -> anyhow::Result<u8> {
                 "status": "unfinished",
                 "hint": format!("sluice resume {id}"),
             }),
+            // An edited summary is flagged, never shown as the run's.
+            Err(e @ run::LoadError::Mismatch { .. }) => {
+                serde_json::json!({"run_id": id, "status": "tampered", "error": e.to_string()})
+            }
             // A corrupt summary quarantines that run only.
             Err(e) => {
                 serde_json::json!({"run_id": id, "status": "unreadable", "error": e.to_string()})

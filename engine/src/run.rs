@@ -782,11 +782,11 @@ fn execute_in(
     seal_run(
         &options.home,
         &run_dir,
-        pipeline,
+        &pipeline.params,
+        pipeline.seed,
         &sources,
         &summary,
-        record_lines,
-        record_head,
+        (record_lines, record_head),
     )?;
     // The summary is the acknowledgement: written last, atomically, durably.
     let bytes = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
@@ -828,15 +828,16 @@ pub const SEAL_FILE: &str = "seal.json";
 
 /// Seals a finished run: an in-toto statement over its outputs, signed
 /// with the home's Ed25519 key in a DSSE envelope, appended to the local
-/// Merkle log.
-fn seal_run(
+/// Merkle log; `seal.json` keeps the leaf index and the signed tree head
+/// of the log just after the append.
+pub(crate) fn seal_run(
     home: &Path,
     run_dir: &Path,
-    pipeline: &Pipeline,
+    params: &BTreeMap<String, String>,
+    seed: u64,
     sources: &BTreeMap<String, OutputRef>,
     summary: &RunSummary,
-    record_lines: u64,
-    record_head: Digest,
+    (record_lines, record_head): (u64, Digest),
 ) -> Result<(), RunError> {
     let seal_err = |e: String| RunError::Seal(e);
     let signer = crate::seal::load_or_create(home).map_err(|e| seal_err(e.to_string()))?;
@@ -871,8 +872,8 @@ fn seal_run(
         pipeline: &summary.pipeline,
         spec_path: &summary.spec_path,
         spec_digest: summary.spec_digest,
-        params: &pipeline.params,
-        seed: pipeline.seed,
+        params,
+        seed,
         engine_version: env!("CARGO_PKG_VERSION"),
         wasmtime_version: sandbox::wasmtime_version(),
         determinism: cache::DETERMINISM,
@@ -890,10 +891,19 @@ fn seal_run(
     let envelope_bytes = serde_json::to_vec_pretty(&envelope).expect("envelopes serialize");
     crate::store::write_atomic(&run_dir.join(PROVENANCE_FILE), &envelope_bytes, true)?;
     let log = crate::transparency::Log::open(home).map_err(|e| seal_err(e.to_string()))?;
-    let index = log
-        .append(&envelope_bytes)
+    // The tree head of the log right after this append, signed: `verify`
+    // checks the run's inclusion against it and its consistency with the
+    // log's newest signed head, so a log rewritten later is detected.
+    let (index, tree_size, checkpoint) = log
+        .append_signed(&envelope_bytes, |size, root| {
+            let cp = crate::seal::Checkpoint { size, root: *root };
+            serde_json::to_vec(&crate::seal::sign_checkpoint(&signer, cp))
+                .expect("envelopes serialize")
+        })
         .map_err(|e| seal_err(e.to_string()))?;
-    let seal = json!({"log_index": index, "keyid": signer.keyid(), "record_lines": record_lines, "record_head": record_head});
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&checkpoint).expect("a checkpoint we just serialized parses");
+    let seal = json!({"log_index": index, "tree_size": tree_size, "checkpoint": checkpoint, "keyid": signer.keyid(), "record_lines": record_lines, "record_head": record_head});
     crate::store::write_atomic(
         &run_dir.join(SEAL_FILE),
         &serde_json::to_vec_pretty(&seal).expect("seals serialize"),
@@ -1668,7 +1678,8 @@ impl OutputSink for BlobSink {
     }
 }
 
-/// Loads the summary of a finished run.
+/// Loads the summary of a finished run, after checking it against the
+/// run's sealed record ([`crate::verify::summary_agrees`]).
 pub fn load_summary(home: &Path, run_id: &RunId) -> Result<RunSummary, LoadError> {
     let path = home.join("runs").join(run_id.as_str()).join("summary.json");
     let bytes = match fs::read(&path) {
@@ -1682,10 +1693,17 @@ pub fn load_summary(home: &Path, run_id: &RunId) -> Result<RunSummary, LoadError
         }
         Err(e) => return Err(LoadError::Io { path, source: e }),
     };
-    serde_json::from_slice(&bytes).map_err(|e| LoadError::Corrupt {
+    let summary = serde_json::from_slice(&bytes).map_err(|e| LoadError::Corrupt {
         path,
         reason: e.to_string(),
-    })
+    })?;
+    // The summary is written after the seal, so nothing signed covers its
+    // bytes: what it shows is checked against the sealed record instead.
+    crate::verify::summary_agrees(home, run_id, &bytes).map_err(|detail| LoadError::Mismatch {
+        run: run_id.clone(),
+        detail,
+    })?;
+    Ok(summary)
 }
 
 /// Why a run summary could not be loaded.
@@ -1697,6 +1715,15 @@ pub enum LoadError {
     /// The run started but never finished (crashed or still running).
     #[error("run `{0}` has no summary: it is still running or was interrupted")]
     Unfinished(RunId),
+    /// The summary says something its sealed record does not (or there is
+    /// no intact sealed record to check it against).
+    #[error("run `{run}`: summary.json does not match the sealed record: {detail}")]
+    Mismatch {
+        /// The run.
+        run: RunId,
+        /// The first difference.
+        detail: String,
+    },
     /// The summary does not parse.
     #[error("run summary {path} is corrupt: {reason}")]
     Corrupt {

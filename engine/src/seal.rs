@@ -6,7 +6,12 @@
 //! `keyid` is the first [`KEYID_HEX_CHARS`] hex digits of sha256 of the raw
 //! public key; a `.key` file becomes visible only complete (temp file and
 //! rename), and at most one key is ever created per home (creation runs under
-//! an exclusive lock). [`verify`] hands back payload bytes only when a
+//! an exclusive lock). `<home>/keys/active` pins the home's key id, written
+//! once after the key; signing and the home's trust use only the pinned key,
+//! so a key file planted later (say `0000….pub`, sorting first) changes
+//! nothing. The pin guards against planted files, not against someone who
+//! can rewrite the pin itself: an auditor who needs that passes a public key
+//! kept elsewhere (`verify --pubkey`). [`verify`] hands back payload bytes only when a
 //! signature over the DSSE pre-authentication encoding (PAE) verifies.
 //! Boundary: knows keys, bytes and JSON shapes; not runs, records or the CLI.
 //! The caller gathers the facts for [`ProvenanceInput`] and decides what a
@@ -15,10 +20,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -45,6 +49,13 @@ pub const KEYID_HEX_CHARS: usize = 16;
 const KEYS_DIR: &str = "keys";
 /// Lock file serialising key creation between processes.
 const KEYS_LOCK_FILE: &str = ".lock";
+/// The pin: the id of the home's one trusted key, written once when the key
+/// is created (or adopted), so a key file planted later is never used.
+pub const ACTIVE_KEY_FILE: &str = "active";
+/// DSSE `payloadType` of a signed transparency-log tree head.
+pub const CHECKPOINT_PAYLOAD_TYPE: &str = "application/vnd.sluice.log-checkpoint+json";
+/// `origin` of a checkpoint: which log it describes.
+pub const CHECKPOINT_ORIGIN: &str = "sluice-local-log/v1";
 /// Key files are 64 hex digits and a newline; anything much larger is not a
 /// key, so reads stop here instead of loading an arbitrary file.
 const KEY_FILE_BYTES_MAX: u64 = 1024;
@@ -105,6 +116,22 @@ pub enum SealError {
         /// The type the envelope declares.
         found: String,
     },
+    /// No pinned key and more than one key file: which one is the home's is
+    /// not something to guess.
+    #[error(
+        "{dir}: no `{ACTIVE_KEY_FILE}` pin and {count} keys ({keyids}); write the trusted key id to {dir}/{ACTIVE_KEY_FILE}"
+    )]
+    Unpinned {
+        /// The keys directory.
+        dir: PathBuf,
+        /// How many keys it holds.
+        count: usize,
+        /// Their ids, comma-separated.
+        keyids: String,
+    },
+    /// A signed tree head that is not one.
+    #[error("signed tree head: {0}")]
+    BadCheckpoint(String),
     /// A statement whose shape is not an in-toto v1 SLSA provenance statement.
     #[error("statement field {field}: expected {expected}, found {found}")]
     UnexpectedStatement {
@@ -250,21 +277,22 @@ impl Signer {
     }
 }
 
-/// Loads the signing key under `<home>/keys/`, creating one on first use.
+/// Loads the home's signing key, creating one on first use.
 ///
-/// If several `<keyid>.key` files exist, the one whose name sorts first is
-/// used. Creation holds an exclusive lock on `<home>/keys/.lock` and re-lists
+/// The key is the one named by the pin `<home>/keys/active`; other key files
+/// are ignored, so planting `keys/0000….key` changes nothing. A home without
+/// a pin (made by an older engine) adopts its single key and pins it; with
+/// several keys and no pin it is an error ([`SealError::Unpinned`]). Creation
+/// and adoption hold an exclusive lock on `<home>/keys/.lock` and look again
 /// under it, so concurrent first uses end with the same single key; the
-/// `.pub` file is written before the `.key` file, so a visible `.key` always
-/// has its `.pub` beside it.
+/// `.pub` file is written before the `.key` file and the pin last, so a pin
+/// always names a complete key.
 pub fn load_or_create(home: &Path) -> Result<Signer, SealError> {
     let dir = home.join(KEYS_DIR);
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    // Fast path: keys are never removed by the engine, so one seen without the
-    // lock is the one any later caller will pick too (unless a smaller-named
-    // key is added by hand, which is the operator's choice).
-    if let Some(path) = first_key_file(&dir)? {
-        return load_secret_key(&path);
+    // Fast path: the pin is written once and never changed by the engine.
+    if let Some(keyid) = read_pin(&dir)? {
+        return load_secret_key(&dir.join(format!("{keyid}.key")));
     }
     let lock_path = dir.join(KEYS_LOCK_FILE);
     let lock = OpenOptions::new()
@@ -274,35 +302,117 @@ pub fn load_or_create(home: &Path) -> Result<Signer, SealError> {
         .open(&lock_path)
         .map_err(io_err(&lock_path))?;
     lock.lock().map_err(io_err(&lock_path))?;
-    let result = match first_key_file(&dir)? {
-        Some(path) => load_secret_key(&path),
-        None => create_key(&dir),
-    };
+    let result = (|| {
+        if let Some(keyid) = read_pin(&dir)? {
+            return load_secret_key(&dir.join(format!("{keyid}.key")));
+        }
+        let signer = match key_files(&dir, "key")?.as_slice() {
+            [] => create_key(&dir)?,
+            [only] => load_secret_key(only)?,
+            several => return Err(unpinned(&dir, several)),
+        };
+        store::write_atomic(
+            &dir.join(ACTIVE_KEY_FILE),
+            format!("{}\n", signer.keyid()).as_bytes(),
+            true,
+        )?;
+        Ok(signer)
+    })();
     drop(lock); // releases the lock
     result
 }
 
-/// The lexicographically first `<keyid>.key` file in `dir`, if any. Files
-/// whose stem is not [`KEYID_HEX_CHARS`] lower-case hex digits (temp files,
-/// stray files) are ignored.
-fn first_key_file(dir: &Path) -> Result<Option<PathBuf>, SealError> {
-    let mut best: Option<String> = None;
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+/// The home's trusted public key, for verifying: `keys/<pin>.pub`, whose
+/// contents must hash to the pinned id. A home without a pin trusts its
+/// single `<keyid>.pub`, and refuses to pick among several. Never creates
+/// or writes anything.
+pub fn trusted_public_key(home: &Path) -> Result<PublicKey, SealError> {
+    let dir = home.join(KEYS_DIR);
+    let path = match read_pin(&dir)? {
+        Some(keyid) => dir.join(format!("{keyid}.pub")),
+        None => match key_files(&dir, "pub")?.as_slice() {
+            [only] => only.clone(),
+            [] => {
+                return Err(SealError::Io {
+                    path: dir,
+                    source: io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "no signing key; pass --pubkey",
+                    ),
+                });
+            }
+            several => return Err(unpinned(&dir, several)),
+        },
+    };
+    let key = read_public_key(&path)?;
+    let named = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if named != key.keyid() {
+        return Err(bad_key_file(
+            &path,
+            format!("holds the key with id {}, not {named}", key.keyid()),
+        ));
+    }
+    Ok(key)
+}
+
+fn unpinned(dir: &Path, files: &[PathBuf]) -> SealError {
+    let ids: Vec<&str> = files
+        .iter()
+        .filter_map(|p| p.file_stem().and_then(|s| s.to_str()))
+        .collect();
+    SealError::Unpinned {
+        dir: dir.to_path_buf(),
+        count: ids.len(),
+        keyids: ids.join(", "),
+    }
+}
+
+/// The pinned key id, if the home has a pin.
+fn read_pin(dir: &Path) -> Result<Option<String>, SealError> {
+    let path = dir.join(ACTIVE_KEY_FILE);
+    let text = match read_small(&path) {
+        Ok(t) => t,
+        Err(SealError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let keyid = text.trim();
+    if !is_keyid(keyid) {
+        return Err(bad_key_file(
+            &path,
+            format!(
+                "expected a key id of {KEYID_HEX_CHARS} lower-case hex digits, found {keyid:?}"
+            ),
+        ));
+    }
+    Ok(Some(keyid.to_owned()))
+}
+
+/// The `<keyid>.<ext>` files in `dir`, sorted. Files whose stem is not
+/// [`KEYID_HEX_CHARS`] lower-case hex digits (temp files, stray files) are
+/// ignored.
+fn key_files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, SealError> {
+    let mut found = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
         let entry = entry.map_err(io_err(dir))?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        let Some(stem) = name.strip_suffix(".key") else {
+        let Some(stem) = name.strip_suffix(ext).and_then(|s| s.strip_suffix('.')) else {
             continue;
         };
-        if !is_keyid(stem) {
-            continue;
-        }
-        if best.as_ref().is_none_or(|b| name < *b) {
-            best = Some(name);
+        if is_keyid(stem) {
+            found.push(dir.join(&name));
         }
     }
-    Ok(best.map(|name| dir.join(name)))
+    found.sort();
+    Ok(found)
 }
 
 fn is_keyid(s: &str) -> bool {
@@ -364,41 +474,14 @@ fn create_key(dir: &Path) -> Result<Signer, SealError> {
     )?;
     let secret = format!("{}\n", hex::encode(seed));
     write_secret_atomic(&key_path, secret.as_bytes())?;
-    // Re-list: under the lock nothing else creates a key, so this is ours
-    // unless a key was placed by hand meanwhile; either way every caller
-    // picks the same first file.
-    match first_key_file(dir)? {
-        Some(first) if first != key_path => load_secret_key(&first),
-        _ => Ok(signer),
-    }
+    Ok(signer)
 }
 
-static SECRET_TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Like [`store::write_atomic`] (durable), but the temp file is created with
-/// mode 0600 so the secret is never readable by others, not even briefly.
+/// Like [`store::write_atomic`] (durable, random `O_EXCL` temp name), but
+/// the temp file is created with mode 0600 so the secret is never readable
+/// by others, not even briefly.
 fn write_secret_atomic(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("key");
-    let n = SECRET_TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(SECRET_KEY_MODE)
-            .open(&tmp)?;
-        // The umask can only clear bits; make the mode exact regardless.
-        f.set_permissions(fs::Permissions::from_mode(SECRET_KEY_MODE))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
-    }
-    store::sync_dir(dir)?;
+    store::write_atomic_mode(path, bytes, true, SECRET_KEY_MODE)?;
     Ok(())
 }
 
@@ -502,6 +585,52 @@ pub fn verify_statement(envelope: &Envelope, key: &PublicKey) -> Result<Value, S
         });
     }
     parse_statement(&payload)
+}
+
+/// A transparency-log tree head: the log had `size` leaves whose Merkle
+/// root was `root`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Leaves in the tree.
+    pub size: u64,
+    /// Its RFC 6962 root.
+    pub root: [u8; 32],
+}
+
+/// Signs a tree head as a DSSE envelope of [`CHECKPOINT_PAYLOAD_TYPE`]
+/// over `{"origin", "size", "root"}`.
+pub fn sign_checkpoint(signer: &Signer, checkpoint: Checkpoint) -> Envelope {
+    let payload = json!({
+        "origin": CHECKPOINT_ORIGIN,
+        "size": checkpoint.size,
+        "root": hex::encode(checkpoint.root),
+    });
+    // Serializing a `Value` cannot fail.
+    signer.sign(
+        CHECKPOINT_PAYLOAD_TYPE,
+        &serde_json::to_vec(&payload).unwrap_or_default(),
+    )
+}
+
+/// Verifies a signed tree head with `key` and returns it.
+pub fn verify_checkpoint(envelope: &Envelope, key: &PublicKey) -> Result<Checkpoint, SealError> {
+    let payload = verify(envelope, key)?;
+    if envelope.payload_type != CHECKPOINT_PAYLOAD_TYPE {
+        return Err(SealError::WrongPayloadType {
+            expected: CHECKPOINT_PAYLOAD_TYPE,
+            found: envelope.payload_type.clone(),
+        });
+    }
+    let bad = |what: &str| SealError::BadCheckpoint(what.to_owned());
+    let v: Value = serde_json::from_slice(&payload).map_err(|_| bad("payload is not JSON"))?;
+    if v["origin"] != CHECKPOINT_ORIGIN {
+        return Err(bad("origin is not this engine's log"));
+    }
+    let size = v["size"].as_u64().ok_or_else(|| bad("no integer `size`"))?;
+    let mut root = [0u8; 32];
+    hex::decode_to_slice(v["root"].as_str().unwrap_or(""), &mut root)
+        .map_err(|_| bad("`root` is not 64 hex digits"))?;
+    Ok(Checkpoint { size, root })
 }
 
 /// Facts about a finished run that its provenance statement records.
@@ -856,8 +985,13 @@ mod tests {
             keys,
             [
                 format!("{}.key", first.keyid()),
-                format!("{}.pub", first.keyid())
+                format!("{}.pub", first.keyid()),
+                ACTIVE_KEY_FILE.to_owned(),
             ]
+        );
+        assert_eq!(
+            fs::read_to_string(home.path().join("keys").join(ACTIVE_KEY_FILE)).unwrap(),
+            format!("{}\n", first.keyid())
         );
         // What one process signs, the `.pub` file verifies.
         let public = read_public_key(&first.public_key_path()).unwrap();
@@ -891,10 +1025,10 @@ mod tests {
     }
 
     #[test]
-    fn lexicographically_first_key_wins() {
+    fn a_planted_key_sorting_first_is_neither_used_nor_trusted() {
         let home = tempfile::tempdir().unwrap();
         let created = load_or_create(home.path()).unwrap();
-        // Place a second, valid key by hand under a name that sorts first.
+        // An attacker drops a valid key pair under a name that sorts first.
         let seed = [9u8; SEED_BYTES];
         let other = Signer::from_seed(&seed, PathBuf::new());
         let dir = home.path().join("keys");
@@ -903,8 +1037,110 @@ mod tests {
             hex::encode(seed),
         )
         .unwrap();
-        let expected = std::cmp::min(created.keyid(), other.keyid()).to_owned();
-        assert_eq!(load_or_create(home.path()).unwrap().keyid(), expected);
+        fs::write(
+            dir.join(format!("{}.pub", other.keyid())),
+            other.public_key().to_hex(),
+        )
+        .unwrap();
+        fs::write(dir.join("0000.pub"), other.public_key().to_hex()).unwrap();
+        assert_eq!(
+            load_or_create(home.path()).unwrap().keyid(),
+            created.keyid()
+        );
+        assert_eq!(
+            trusted_public_key(home.path()).unwrap(),
+            *created.public_key()
+        );
+    }
+
+    #[test]
+    fn an_unpinned_home_adopts_its_single_key_and_refuses_to_pick_among_several() {
+        let home = tempfile::tempdir().unwrap();
+        let created = load_or_create(home.path()).unwrap();
+        let dir = home.path().join("keys");
+        // A home from before pins: the same key, no `active`.
+        fs::remove_file(dir.join(ACTIVE_KEY_FILE)).unwrap();
+        assert_eq!(
+            trusted_public_key(home.path()).unwrap(),
+            *created.public_key()
+        );
+        assert_eq!(
+            load_or_create(home.path()).unwrap().keyid(),
+            created.keyid()
+        );
+        assert!(dir.join(ACTIVE_KEY_FILE).is_file(), "adopted and pinned");
+        // Two keys and no pin: neither signing nor verifying guesses.
+        fs::remove_file(dir.join(ACTIVE_KEY_FILE)).unwrap();
+        let other = test_signer(9);
+        fs::write(
+            dir.join(format!("{}.key", other.keyid())),
+            hex::encode([9u8; SEED_BYTES]),
+        )
+        .unwrap();
+        fs::write(
+            dir.join(format!("{}.pub", other.keyid())),
+            other.public_key().to_hex(),
+        )
+        .unwrap();
+        let mut ids = [created.keyid().to_owned(), other.keyid().to_owned()];
+        ids.sort();
+        let expected = format!(
+            "{}: no `active` pin and 2 keys ({}, {}); write the trusted key id to {}/active",
+            dir.display(),
+            ids[0],
+            ids[1],
+            dir.display()
+        );
+        assert_eq!(
+            load_or_create(home.path()).unwrap_err().to_string(),
+            expected
+        );
+        assert_eq!(
+            trusted_public_key(home.path()).unwrap_err().to_string(),
+            expected
+        );
+        // A pin naming a `.pub` that holds another key is refused.
+        fs::write(dir.join(ACTIVE_KEY_FILE), format!("{}\n", created.keyid())).unwrap();
+        let pub_path = dir.join(format!("{}.pub", created.keyid()));
+        fs::write(&pub_path, other.public_key().to_hex()).unwrap();
+        assert_eq!(
+            trusted_public_key(home.path()).unwrap_err().to_string(),
+            format!(
+                "key file {}: holds the key with id {}, not {}",
+                pub_path.display(),
+                other.keyid(),
+                created.keyid()
+            )
+        );
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_reject_other_keys_and_types() {
+        let signer = test_signer(3);
+        let cp = Checkpoint {
+            size: 7,
+            root: [0xab; 32],
+        };
+        let env = sign_checkpoint(&signer, cp);
+        assert_eq!(verify_checkpoint(&env, signer.public_key()).unwrap(), cp);
+        let err = verify_checkpoint(&env, test_signer(4).public_key()).unwrap_err();
+        assert!(
+            matches!(err, SealError::NoSignatureForKey { .. }),
+            "{err:?}"
+        );
+        let statement = signer.sign(IN_TOTO_PAYLOAD_TYPE, b"{}");
+        let err = verify_checkpoint(&statement, signer.public_key()).unwrap_err();
+        assert!(matches!(err, SealError::WrongPayloadType { .. }), "{err:?}");
+        let foreign = signer.sign(
+            CHECKPOINT_PAYLOAD_TYPE,
+            br#"{"origin":"x","size":1,"root":""}"#,
+        );
+        assert_eq!(
+            verify_checkpoint(&foreign, signer.public_key())
+                .unwrap_err()
+                .to_string(),
+            "signed tree head: origin is not this engine's log"
+        );
     }
 
     #[test]

@@ -628,24 +628,76 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err(dir))
 }
 
+/// Random bytes in a temp file's name: 64 bits, so nobody who can write to
+/// the directory can guess the name ahead of the writer.
+const TEMP_NAME_RANDOM_BYTES: usize = 8;
+/// Tries at a fresh random name before giving up; a collision means someone
+/// is planting files at random names, which deserves an error.
+const TEMP_NAME_ATTEMPTS: u32 = 16;
+/// Mode of files written by [`write_atomic`] (before the umask).
+const PUBLIC_FILE_MODE: u32 = 0o644;
+
 /// Writes `bytes` to `path` atomically (temp file in the same directory,
 /// rename), fsyncing when `durable`.
 pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
+    write_atomic_mode(path, bytes, durable, PUBLIC_FILE_MODE)
+}
+
+/// [`write_atomic`] with the temp file created with `mode`, so a secret is
+/// never readable by others, not even before the rename.
+///
+/// The temp name carries a random suffix and is created with `O_CREAT |
+/// O_EXCL` (`create_new`), which never follows a symlink: a file or symlink
+/// planted in a shared directory can neither be guessed in advance nor
+/// redirect the write (a predictable name opened with `File::create` wrote
+/// through a planted symlink, then renamed the symlink into place).
+pub fn write_atomic_mode(
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+    mode: u32,
+) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(
-        ".{}.{}-{n}.tmp",
-        path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
+    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("file");
+    let (mut f, tmp) = {
+        let mut attempt = 0;
+        loop {
+            let mut random = [0u8; TEMP_NAME_RANDOM_BYTES];
+            getrandom::fill(&mut random).map_err(|e| {
+                io_err(path)(io::Error::other(format!("OS random source failed: {e}")))
+            })?;
+            let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(random)));
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)
+            {
+                Ok(f) => break (f, tmp),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    attempt += 1;
+                    if attempt >= TEMP_NAME_ATTEMPTS {
+                        return Err(io_err(&tmp)(e));
+                    }
+                }
+                Err(e) => return Err(io_err(&tmp)(e)),
+            }
+        }
+    };
     let result = (|| {
         crate::fault::file(path)?;
-        let mut f = File::create(&tmp)?;
+        if mode != PUBLIC_FILE_MODE {
+            // A secret's mode is exact whatever the umask.
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(bytes)?;
         if durable {
             f.sync_all()?;
         }
+        drop(f);
         fs::rename(&tmp, path)
     })();
     if let Err(e) = result {
@@ -675,6 +727,32 @@ mod tests {
                     .ends_with(".part")
             })
             .count()
+    }
+
+    #[test]
+    fn write_atomic_is_not_redirected_by_symlinks_planted_at_temp_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir_all(&shared).unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"victim's bytes").unwrap();
+        // Every name the old scheme (`.<name>.<pid>-<counter>.tmp`) could
+        // pick in this process is a symlink to the victim.
+        for n in 0..=TMP_COUNTER.load(Ordering::Relaxed) + 1000 {
+            let planted = shared.join(format!(".summary.json.{}-{n}.tmp", std::process::id()));
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        let target = shared.join("summary.json");
+        write_atomic(&target, b"the real summary", true).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"victim's bytes");
+        assert!(!fs::symlink_metadata(&target).unwrap().is_symlink());
+        assert_eq!(fs::read(&target).unwrap(), b"the real summary");
+        // No temp file is left behind.
+        let temps = fs::read_dir(&shared)
+            .unwrap()
+            .filter(|e| !e.as_ref().unwrap().file_type().unwrap().is_symlink())
+            .count();
+        assert_eq!(temps, 1, "only summary.json itself");
     }
 
     #[test]
@@ -732,6 +810,73 @@ mod tests {
         assert!(matches!(store.read_bytes(&d), Err(StoreError::NotFound(_))));
         store.put_bytes(b"precious bytes").unwrap();
         assert_eq!(store.read_bytes(&d).unwrap(), b"precious bytes");
+    }
+
+    /// Random corruption of a published blob (a bit pattern flipped at any
+    /// offset, a truncation, bytes appended) is never served: the read is
+    /// an error naming the digest, the blob leaves its name for
+    /// `quarantine/`, and the next read says it is missing. Cases:
+    /// `PROPTEST_CASES` (default 256).
+    #[test]
+    fn a_randomly_corrupted_blob_is_never_served_and_is_quarantined() {
+        use proptest::prelude::*;
+        #[derive(Debug, Clone)]
+        enum Corruption {
+            Flip(prop::sample::Index, u8),
+            Truncate(prop::sample::Index),
+            Append(Vec<u8>),
+        }
+        let corruption = prop_oneof![
+            (any::<prop::sample::Index>(), 1u8..=255).prop_map(|(i, x)| Corruption::Flip(i, x)),
+            any::<prop::sample::Index>().prop_map(Corruption::Truncate),
+            prop::collection::vec(any::<u8>(), 1..64).prop_map(Corruption::Append),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let quarantine = dir.path().join("store/quarantine");
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::default());
+        runner
+            .run(
+                &(prop::collection::vec(any::<u8>(), 1..2048), corruption),
+                |(bytes, c)| {
+                    let (d, _) = store.put_bytes(&bytes).unwrap();
+                    store.sync().unwrap();
+                    let path = store.path_of(&d);
+                    let mut damaged = bytes.clone();
+                    match &c {
+                        Corruption::Flip(i, x) => {
+                            let at = i.index(damaged.len());
+                            damaged[at] ^= x;
+                        }
+                        Corruption::Truncate(i) => damaged.truncate(i.index(bytes.len())),
+                        Corruption::Append(extra) => damaged.extend_from_slice(extra),
+                    }
+                    let mut perms = fs::metadata(&path).unwrap().permissions();
+                    #[allow(clippy::permissions_set_readonly_false)]
+                    perms.set_readonly(false);
+                    fs::set_permissions(&path, perms).unwrap();
+                    fs::write(&path, &damaged).unwrap();
+                    let err = store.read_bytes(&d).unwrap_err();
+                    prop_assert!(
+                        matches!(err, StoreError::Corrupted { digest, .. } if digest == d),
+                        "{c:?}: {err}"
+                    );
+                    let message = err.to_string();
+                    prop_assert!(message.contains(&d.to_string()), "{message}");
+                    prop_assert!(!path.exists(), "{c:?}: still under its name");
+                    let quarantined =
+                        quarantine.join(format!("{}-{}", d.hex(), std::process::id()));
+                    prop_assert_eq!(fs::read(&quarantined).unwrap(), damaged);
+                    prop_assert!(
+                        matches!(store.read_bytes(&d), Err(StoreError::NotFound(x)) if x == d)
+                    );
+                    // Every other verified read path refuses it too.
+                    prop_assert!(store.verify(&d).is_err() && store.open_verified(&d).is_err());
+                    fs::remove_file(&quarantined).unwrap();
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 
     #[test]

@@ -10,7 +10,13 @@
 //! only damage is a torn leaf record or entry lines past the last leaf; both
 //! are cut off on the next open or append, with a warning. The tree is never
 //! stored: roots and proofs are recomputed from the leaf hashes, which are
-//! read into memory (at most [`MAX_LEAVES`]).
+//! read into memory (at most [`MAX_LEAVES`]). [`Log::append_signed`] stores
+//! a signed tree head (size + root, signed by the caller's key) in
+//! `<home>/log/head` under the append lock, so it always describes the
+//! newest tree: proofs recomputed from local leaves prove something only
+//! when checked against a signed head (a rewritten log no longer hashes to
+//! it), and consistency proofs (RFC 6962 §2.1.2) show an older signed head
+//! is a prefix of the newest.
 //! Boundary: knows bytes, hashes and two files; not what an entry means
 //! (the caller decides, e.g. a DSSE envelope's digest).
 
@@ -36,6 +42,13 @@ const LOG_DIR: &str = "log";
 const LEAVES_FILE: &str = "leaves";
 /// One JSON line per leaf, for people and tools.
 const ENTRIES_FILE: &str = "entries.jsonl";
+/// The newest signed tree head, as the appender's signer made it.
+const HEAD_FILE: &str = "head";
+/// A signed tree head is a small JSON document; reads stop here.
+pub const HEAD_BYTES_MAX: u64 = 64 * 1024;
+/// Longest `entries.jsonl` line read when scanning entries; a sealed
+/// envelope is a few KiB, so a longer line is skipped, not loaded.
+pub const ENTRY_LINE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// Domain-separation prefix of a leaf hash (RFC 6962 §2.1).
 const LEAF_PREFIX: u8 = 0x00;
 /// Domain-separation prefix of an interior node hash (RFC 6962 §2.1).
@@ -196,6 +209,89 @@ pub fn verify_inclusion(
         s_n >>= 1;
     }
     s_n == 0 && r == *root
+}
+
+/// The consistency proof between the tree over the first `m` of `leaves`
+/// and the tree over all of them, RFC 6962 §2.1.2 (`PROOF(m, D[n])`);
+/// `None` unless `0 < m <= n`. Empty when `m == n`.
+pub fn consistency_path(leaves: &[Hash], m: u64) -> Option<Vec<Hash>> {
+    let m = usize::try_from(m)
+        .ok()
+        .filter(|m| *m > 0 && *m <= leaves.len())?;
+    let mut path = Vec::new();
+    subproof(m, leaves, true, &mut path);
+    Some(path)
+}
+
+/// `SUBPROOF(m, D[n], b)` of RFC 6962 §2.1.2, pushed leaf-side first.
+fn subproof(m: usize, leaves: &[Hash], complete: bool, path: &mut Vec<Hash>) {
+    let n = leaves.len();
+    if m == n {
+        if !complete {
+            path.push(root_of(leaves));
+        }
+        return;
+    }
+    let k = split_point(n);
+    if m <= k {
+        subproof(m, &leaves[..k], complete, path);
+        path.push(root_of(&leaves[k..]));
+    } else {
+        subproof(m - k, &leaves[k..], false, path);
+        path.push(root_of(&leaves[..k]));
+    }
+}
+
+/// Whether `proof` shows that the tree of `first` leaves with root
+/// `first_root` is a prefix of the tree of `second` leaves with root
+/// `second_root` (RFC 9162 §2.1.4.2): nothing in the first tree was changed
+/// or removed when the second was made. Sizes must satisfy
+/// `0 < first <= second`.
+pub fn verify_consistency(
+    first: u64,
+    second: u64,
+    first_root: &Hash,
+    second_root: &Hash,
+    proof: &[Hash],
+) -> bool {
+    if first == 0 || first > second {
+        return false;
+    }
+    if first == second {
+        return proof.is_empty() && first_root == second_root;
+    }
+    let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
+    if first.is_power_of_two() {
+        path.push(*first_root);
+    }
+    path.extend_from_slice(proof);
+    let Some((head, rest)) = path.split_first() else {
+        return false;
+    };
+    let (mut f_n, mut s_n) = (first - 1, second - 1);
+    while f_n & 1 == 1 {
+        f_n >>= 1;
+        s_n >>= 1;
+    }
+    let (mut fr, mut sr) = (*head, *head);
+    for c in rest {
+        if s_n == 0 {
+            return false;
+        }
+        if f_n & 1 == 1 || f_n == s_n {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            while f_n & 1 == 0 && f_n != 0 {
+                f_n >>= 1;
+                s_n >>= 1;
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        f_n >>= 1;
+        s_n >>= 1;
+    }
+    s_n == 0 && fr == *first_root && sr == *second_root
 }
 
 /// One line of `entries.jsonl`. An entry that is valid UTF-8 is stored as
@@ -385,8 +481,13 @@ impl Log {
     /// Appends `entry` and returns its leaf index once both files are
     /// fsynced.
     pub fn append(&self, entry: &[u8]) -> Result<u64, LogError> {
-        let hash = leaf_hash(entry);
         let _guard = self.lock_exclusive()?;
+        self.append_locked(entry)
+    }
+
+    /// [`Log::append`] under the caller's exclusive lock.
+    fn append_locked(&self, entry: &[u8]) -> Result<u64, LogError> {
+        let hash = leaf_hash(entry);
         // Another process may have crashed mid-append since we opened.
         let index = self.repair()?;
         if index >= MAX_LEAVES {
@@ -436,6 +537,12 @@ impl Log {
     /// The first `size` leaf hashes.
     pub fn leaf_hashes(&self, size: u64) -> Result<Vec<Hash>, LogError> {
         let _guard = self.lock_shared()?;
+        self.leaf_hashes_locked(size)
+    }
+
+    /// [`Log::leaf_hashes`] for a caller that holds a lock (taking a second
+    /// lock on the same file would convert, then release, the caller's).
+    fn leaf_hashes_locked(&self, size: u64) -> Result<Vec<Hash>, LogError> {
         let log_size =
             (self.file_len(&self.leaves, &self.leaves_path)? / HASH_BYTES).min(MAX_LEAVES);
         if size > log_size {
@@ -454,6 +561,111 @@ impl Log {
                 h
             })
             .collect())
+    }
+
+    /// Appends `entry` like [`Log::append`], then, still under the append
+    /// lock, asks `sign` for a signed tree head of the new size and root and
+    /// stores it as the log's head (durably), so the head file always
+    /// describes the newest tree. Returns the leaf index, the tree size and
+    /// the signed head's bytes.
+    pub fn append_signed(
+        &self,
+        entry: &[u8],
+        sign: impl FnOnce(u64, &Hash) -> Vec<u8>,
+    ) -> Result<(u64, u64, Vec<u8>), LogError> {
+        let _guard = self.lock_exclusive()?;
+        let index = self.append_locked(entry)?;
+        let size = index + 1;
+        let root = root_of(&self.leaf_hashes_locked(size)?);
+        let head = sign(size, &root);
+        let path = self.dir.join(HEAD_FILE);
+        crate::store::write_atomic(&path, &head, true).map_err(|e| LogError::Io {
+            path: path.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        Ok((index, size, head))
+    }
+
+    /// The newest signed tree head's bytes, if any head was ever signed.
+    pub fn head(&self) -> Result<Option<Vec<u8>>, LogError> {
+        use std::io::Read as _;
+        let path = self.dir.join(HEAD_FILE);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(HEAD_BYTES_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(&path))?;
+        if bytes.len() as u64 > HEAD_BYTES_MAX {
+            return Err(io_err(&path)(io::Error::other(format!(
+                "larger than {HEAD_BYTES_MAX} bytes; not a signed tree head"
+            ))));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Calls `f(index, entry)` for every line of `entries.jsonl` whose
+    /// entry hashes to leaf `index` of `leaves` (the caller's authenticated
+    /// view of the log); lines that do not (torn, edited, too long, past
+    /// `leaves`) are skipped, since nothing vouches for them.
+    pub fn authentic_entries(
+        &self,
+        leaves: &[Hash],
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> Result<(), LogError> {
+        use std::io::{BufRead as _, Read as _};
+        let _guard = self.lock_shared()?;
+        let file = File::open(&self.entries_path).map_err(io_err(&self.entries_path))?;
+        let mut reader = io::BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(ENTRY_LINE_BYTES_MAX + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(io_err(&self.entries_path))?;
+            if n == 0 {
+                return Ok(());
+            }
+            if line.last() != Some(&b'\n') {
+                // Too long (or torn): skip to the end of the line.
+                while line.last() != Some(&b'\n') {
+                    line.clear();
+                    let k = (&mut reader)
+                        .take(ENTRY_LINE_BYTES_MAX)
+                        .read_until(b'\n', &mut line)
+                        .map_err(io_err(&self.entries_path))?;
+                    if k == 0 {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            let Ok(e) = serde_json::from_slice::<EntryLine>(&line) else {
+                continue;
+            };
+            let bytes = match (e.entry, e.entry_base64) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(b64)) => {
+                    use base64::Engine as _;
+                    match base64::engine::general_purpose::STANDARD.decode(b64) {
+                        Ok(b) => b,
+                        Err(_) => continue,
+                    }
+                }
+                (None, None) => continue,
+            };
+            let authentic = usize::try_from(e.index)
+                .ok()
+                .and_then(|i| leaves.get(i))
+                .is_some_and(|h| *h == leaf_hash(&bytes));
+            if authentic {
+                f(e.index, &bytes);
+            }
+        }
     }
 
     /// The leaf hash at `index`.
@@ -594,6 +806,112 @@ mod tests {
             let leaves = numbered_leaves(n);
             assert_eq!(root_of(&leaves), naive_root(&leaves), "size {n}");
         }
+    }
+
+    #[test]
+    fn every_consistency_proof_up_to_size_17_verifies_and_any_change_breaks_it() {
+        let all = numbered_leaves(17);
+        for n in 1..=17usize {
+            let second = &all[..n];
+            let second_root = root_of(second);
+            for m in 1..=n {
+                let first_root = root_of(&all[..m]);
+                let proof = consistency_path(second, m as u64).unwrap();
+                let (m64, n64) = (m as u64, n as u64);
+                assert!(
+                    verify_consistency(m64, n64, &first_root, &second_root, &proof),
+                    "m {m} n {n}"
+                );
+                // A first tree whose leaves were rewritten is not a prefix.
+                let mut rewritten = all[..m].to_vec();
+                rewritten[m - 1] = leaf_hash(b"forged");
+                assert!(
+                    !verify_consistency(m64, n64, &root_of(&rewritten), &second_root, &proof),
+                    "m {m} n {n}: rewritten first tree"
+                );
+                // Every proof element matters.
+                for i in 0..proof.len() {
+                    let mut bad = proof.clone();
+                    bad[i][0] ^= 1;
+                    assert!(
+                        !verify_consistency(m64, n64, &first_root, &second_root, &bad),
+                        "m {m} n {n}: element {i}"
+                    );
+                }
+                // The proof does not tie the first tree to another second root.
+                if m < n {
+                    assert!(!verify_consistency(
+                        m64,
+                        n64,
+                        &first_root,
+                        &first_root,
+                        &proof
+                    ));
+                }
+            }
+        }
+        assert_eq!(consistency_path(&all, 0), None);
+        assert_eq!(consistency_path(&all, 18), None);
+        assert!(!verify_consistency(0, 3, &all[0], &all[0], &[]));
+        assert!(!verify_consistency(4, 3, &all[0], &all[0], &[]));
+    }
+
+    #[test]
+    fn consistency_paths_match_the_rfc6962_test_vectors() {
+        // certificate-transparency-go merkle tests: PROOF(1, D[8]), (6, 8), (2, 5).
+        let leaves = ct_leaves();
+        assert_eq!(
+            consistency_path(&leaves, 1).unwrap(),
+            [
+                unhex("96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"),
+                unhex("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e"),
+                unhex("6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"),
+            ]
+        );
+        assert_eq!(
+            consistency_path(&leaves, 6).unwrap(),
+            [
+                unhex("0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a"),
+                unhex("ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0"),
+                unhex("d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"),
+            ]
+        );
+        assert_eq!(
+            consistency_path(&leaves[..5], 2).unwrap(),
+            [
+                unhex("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e"),
+                unhex("bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b")
+            ]
+        );
+    }
+
+    #[test]
+    fn append_signed_stores_a_head_of_the_new_tree_and_entries_are_checked_against_leaves() {
+        let home = tempfile::tempdir().unwrap();
+        let log = Log::open(home.path()).unwrap();
+        assert_eq!(log.head().unwrap(), None);
+        for i in 0..3u8 {
+            let (index, size, head) = log
+                .append_signed(&[0xff, i], |size, root| {
+                    format!("{size} {}", hex::encode(root)).into_bytes()
+                })
+                .unwrap();
+            assert_eq!((index, size), (u64::from(i), u64::from(i) + 1));
+            assert_eq!(log.head().unwrap().unwrap(), head);
+        }
+        let leaves = log.leaf_hashes(3).unwrap();
+        let head = format!("3 {}", hex::encode(root_of(&leaves)));
+        assert_eq!(log.head().unwrap().unwrap(), head.as_bytes());
+        // Entry lines that no longer hash to their leaf are not reported.
+        let path = home.path().join("log").join(ENTRIES_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        let edited = text.replacen("\"entry_base64\":\"/wE=\"", "\"entry_base64\":\"/wk=\"", 1);
+        assert_ne!(edited, text);
+        fs::write(&path, edited).unwrap();
+        let mut seen = Vec::new();
+        log.authentic_entries(&leaves, |i, e| seen.push((i, e.to_vec())))
+            .unwrap();
+        assert_eq!(seen, [(0, vec![0xff, 0]), (2, vec![0xff, 2])]);
     }
 
     #[test]
