@@ -311,7 +311,12 @@ impl Cache {
     /// (a lost entry costs a re-execution, never a wrong answer).
     pub fn insert(&self, entry: &Entry) -> Result<(), crate::store::StoreError> {
         let bytes = serde_json::to_vec_pretty(entry).expect("cache entries serialize");
-        crate::store::write_atomic(&self.path(&entry.key), &bytes, false)
+        let path = self.path(&entry.key);
+        crate::fault::point("cache").map_err(|source| crate::store::StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        crate::store::write_atomic(&path, &bytes, false)
     }
 }
 

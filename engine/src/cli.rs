@@ -59,6 +59,16 @@ struct ExecArgs {
 
 impl ExecArgs {
     /// Run options for `home`.
+    /// Paths a spec run with these options may not name: the home, the
+    /// config file and the compile cache's tag key.
+    fn policy(&self, home: &Path) -> PathPolicy {
+        let policy = PathPolicy::local(home, self.config.as_deref());
+        match &self.compile_cache {
+            Some(cache) => policy.also_private(&crate::sandbox::compile_cache_key_path(cache)),
+            None => policy,
+        }
+    }
+
     fn options(
         self,
         home: PathBuf,
@@ -361,7 +371,7 @@ pub fn run() -> anyhow::Result<u8> {
             sort,
             max_parallel,
         } => {
-            let policy = PathPolicy::local(&home.home, exec.config.as_deref());
+            let policy = exec.policy(&home.home);
             let options = exec.options(home.home, no_cache, max_parallel)?;
             cmd_run(&pipeline, &policy, &options, &params, json, sort.as_deref())
         }
@@ -373,7 +383,7 @@ pub fn run() -> anyhow::Result<u8> {
             no_cache,
             exec,
         } => {
-            let policy = PathPolicy::local(&home.home, exec.config.as_deref());
+            let policy = exec.policy(&home.home);
             let spec = match spec::load_with(&pipeline, &params, &policy) {
                 Ok(p) => p,
                 Err(errors) => return Ok(report_spec_errors(&errors, false)),

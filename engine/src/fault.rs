@@ -11,7 +11,9 @@
 //! Points: `store.blob` (a chunk of any blob being written), `store.output`
 //! (a chunk of a step's output, on its way into a blob), `store.publish`
 //! (after a blob's fsync, before the rename that names it), `record` (a
-//! record line), `log` (a transparency-log append), and `file:NAME` (the
+//! record line), `log` (a transparency-log append), `cache` (a step-cache
+//! entry), `index` (the service's insert of a submitted run), and
+//! `file:NAME` (the
 //! durable replacement of a file named `NAME`: `summary.json`,
 //! `provenance.json`, `seal.json`, cache entries by key, ...).
 //!
@@ -83,13 +85,15 @@ fn parse(spec: &str) -> Vec<Fault> {
 /// A write boundary named `point` is about to write: fails (or crashes) if
 /// a fault is armed for this hit.
 pub fn point(point: &str) -> io::Result<()> {
-    for fault in armed() {
-        if fault.point != point {
-            continue;
+    // Every entry of this point counts every hit, so `p@1=…,p@2=…` arms
+    // the first and the second hit.
+    let mut fired = None;
+    for fault in armed().iter().filter(|f| f.point == point) {
+        if fault.hits.fetch_add(1, Ordering::SeqCst) + 1 == fault.nth && fired.is_none() {
+            fired = Some(fault);
         }
-        if fault.hits.fetch_add(1, Ordering::SeqCst) + 1 != fault.nth {
-            continue;
-        }
+    }
+    if let Some(fault) = fired {
         return match fault.action {
             Action::NoSpace => Err(io::Error::from_raw_os_error(libc_enospc())),
             Action::Io => Err(io::Error::from_raw_os_error(libc_eio())),

@@ -61,6 +61,13 @@ impl PathPolicy {
         }
     }
 
+    /// Also never allows `path` (and anything under it): e.g. a compile
+    /// cache's tag key kept outside the home.
+    pub fn also_private(mut self, path: &Path) -> PathPolicy {
+        self.private.push(resolve(&absolute(path)));
+        self
+    }
+
     /// Whether `path` may be read. Existence plays no part in the answer:
     /// the path's existing prefix is resolved (symlinks followed) and the
     /// rest is normalised lexically.
@@ -182,5 +189,17 @@ mod tests {
         }
         assert_eq!(local.check(&root.join("data/other")), Ok(()));
         assert_eq!(PathPolicy::anywhere().check(&root.join("data/k")), Ok(()));
+    }
+
+    #[test]
+    fn a_compile_cache_key_outside_the_home_is_private_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let key = crate::sandbox::compile_cache_key_path(&root.join("cc"));
+        std::fs::write(&key, "secret").unwrap();
+        let policy = PathPolicy::confined(&root.join("home"), None, std::slice::from_ref(&root))
+            .also_private(&key);
+        assert_eq!(policy.check(&key), Err(PathDenied::EngineState));
+        assert_eq!(policy.check(&root.join("cc/x.cwasm")), Ok(()));
     }
 }

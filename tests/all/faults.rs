@@ -10,7 +10,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::harness::{Run, Sandbox, component, step, toml_path};
+use crate::harness::{Run, Sandbox, component, repo, step, toml_path};
+use crate::http::Server;
 
 /// A two-step chain: `first` appends to the source, `second` to `first`.
 fn chain(sb: &Sandbox) -> std::path::PathBuf {
@@ -251,4 +252,75 @@ fn a_crash_at_any_record_line_leaves_a_resumable_run_whose_record_verifies() {
             verified.stdout, verified.stderr
         );
     }
+}
+
+#[test]
+fn a_full_disk_for_cache_entries_costs_only_the_cache() {
+    let sb = Sandbox::new();
+    let spec = chain(&sb);
+    let run = run_with_faults(&sb, &spec, "cache@1=enospc,cache@2=eio");
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("cannot write cache entry")
+            && run.stderr.contains("No space left on device")
+            && run.stderr.contains("Input/output error"),
+        "{}",
+        run.stderr
+    );
+    // Nothing half-written was taken for an entry: the next run executes
+    // both steps again, with the same outputs.
+    let first = run.json();
+    let (again, json) = sb.run_json(&spec, &[]);
+    assert_eq!(again.code, 0, "{json:#}");
+    for name in ["first", "second"] {
+        assert_eq!(step(&json, name)["status"], "succeeded", "{json:#}");
+        assert_eq!(
+            step(&json, name)["outputs"]["out"]["digest"],
+            step(&first, name)["outputs"]["out"]["digest"]
+        );
+    }
+    let (_, cached) = sb.run_json(&spec, &[]);
+    assert_eq!(step(&cached, "second")["status"], "cached");
+}
+
+#[test]
+fn a_failing_disk_under_the_run_index_refuses_the_submission_and_starts_nothing() {
+    let sb = Sandbox::new();
+    chain(&sb);
+    let spec = std::fs::read_to_string(sb.path().join("chain.toml")).unwrap();
+    let cfg = sb.write(
+        "config.toml",
+        &format!(
+            "[server]\nroot = \".\"\nallow_paths = [\".\", {}]\n",
+            toml_path(&repo().join("target"))
+        ),
+    );
+    let server = Server::start_with_env(
+        &sb.home(),
+        Some(&cfg),
+        sb.path(),
+        &[("SLUICE_FAULTS", "index@1=eio")],
+    );
+    let body = serde_json::json!({ "spec": spec });
+    let refused = server.post_json("/v1/runs", None, &body);
+    let message = refused.error(500, "internal");
+    assert!(
+        message.starts_with("cannot record the run in the run index: ")
+            && message.contains("Input/output error"),
+        "{message}"
+    );
+    let runs = server.get("/v1/runs", None).json();
+    assert_eq!(runs["runs"], serde_json::json!([]), "{runs:#}");
+    // The disk recovers: the next submission is acknowledged and runs.
+    let accepted = server.post_json("/v1/runs", None, &body);
+    assert_eq!(accepted.status, 201, "{}", accepted.text());
+    let id = accepted.json()["id"].as_str().unwrap().to_string();
+    let mut ended = None;
+    server.each_event(&id, None, |event, data| {
+        if event == "end" {
+            ended = Some(data["status"].clone());
+        }
+        event != "end"
+    });
+    assert_eq!(ended, Some(serde_json::json!("succeeded")));
 }

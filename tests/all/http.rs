@@ -20,7 +20,18 @@ impl Server {
     /// Starts `sluice serve` on a free loopback port with `home` and, when
     /// given, `config`; returns once it prints its address.
     pub fn start(home: &Path, config: Option<&Path>, cwd: &Path) -> Server {
+        Server::start_with_env(home, config, cwd, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(
+        home: &Path,
+        config: Option<&Path>,
+        cwd: &Path,
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--home"])
             .arg(home)
             .current_dir(cwd)

@@ -214,6 +214,19 @@ CREATE TABLE IF NOT EXISTS blobs (
 
 type Result<T> = std::result::Result<T, rusqlite::Error>;
 
+/// An armed [`crate::fault`] point as the error SQLite itself would give
+/// for a full (`SQLITE_FULL`) or failing (`SQLITE_IOERR`) disk.
+fn injected_fault(point: &str) -> Result<()> {
+    crate::fault::point(point).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::StorageFull {
+            rusqlite::ffi::SQLITE_FULL
+        } else {
+            rusqlite::ffi::SQLITE_IOERR
+        };
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(e.to_string()))
+    })
+}
+
 impl Index {
     /// Opens (creating) the index at `path`.
     pub fn open(path: &Path) -> Result<Index> {
@@ -233,6 +246,7 @@ impl Index {
 
     /// Inserts a queued run; durable when this returns.
     pub fn insert(&self, run: &NewRun<'_>, created_at: &str) -> Result<()> {
+        injected_fault("index")?;
         self.conn().execute(
             "INSERT INTO runs (id, tenant, pipeline, status, trigger, created_at, params, dag, request)
              VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
@@ -260,6 +274,9 @@ impl Index {
     }
 
     /// Marks a run ended.
+    ///
+    /// A failure here leaves the row `running`; a restart resumes or
+    /// quarantines it from its record.
     pub fn finished(
         &self,
         id: &str,

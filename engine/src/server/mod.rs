@@ -566,7 +566,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .collect();
     // Even with `allow_paths = ["."]` and the home under the root, the home
     // and the config file stay unreadable (the policy excludes them).
-    let policy = crate::policy::PathPolicy::confined(&args.home, config.path.as_deref(), &allowed);
+    let mut policy =
+        crate::policy::PathPolicy::confined(&args.home, config.path.as_deref(), &allowed);
+    if let Some(cache) = &args.compile_cache {
+        // The compile cache's tag key is a secret even outside the home.
+        policy = policy.also_private(&crate::sandbox::compile_cache_key_path(cache));
+    }
     for warning in &config.warnings {
         eprintln!("sluice: warning: {warning}");
     }
