@@ -219,10 +219,13 @@ impl<'a> AttemptDescription<'a> {
         }
     }
 
-    /// The canonical bytes: JSON with the struct's field order and every
-    /// map sorted by key, so equal descriptions give equal bytes.
+    /// The canonical bytes: compact JSON of the description as a
+    /// `serde_json::Value`, so equal descriptions give equal bytes and the
+    /// copy in a run's `step-started` event, re-serialized, gives these same
+    /// bytes — an auditor can recompute every recorded cache key.
     pub fn canonical_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("attempt descriptions serialize")
+        let value = serde_json::to_value(self).expect("attempt descriptions serialize");
+        serde_json::to_vec(&value).expect("values serialize")
     }
 
     /// The cache key: sha256 of [`Self::canonical_json`].

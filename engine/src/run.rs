@@ -1420,7 +1420,8 @@ impl scheduler::Executor for Runner<'_> {
             run_seed: self.pipeline.seed,
             cancel: self.options.cancel.clone(),
         };
-        let key = cache::key(resolved.digest, &spec, step.gpu.as_ref());
+        let description = cache::AttemptDescription::of(resolved.digest, &spec, step.gpu.as_ref());
+        let key = description.key();
         report.component = Some(resolved.digest);
         report.cache_key = Some(key);
         self.log(
@@ -1438,6 +1439,9 @@ impl scheduler::Executor for Runner<'_> {
                 "run_seed": self.pipeline.seed,
                 "host_answers": sandbox::host_answers(self.pipeline.seed, &step.name),
                 "gpu": step.gpu,
+                // What the cache key is the sha256 of (re-serialized
+                // compactly): everything the attempt can observe.
+                "attempt_description": description,
             }),
         );
         if attempt == 1
