@@ -298,6 +298,15 @@ enum Command {
         #[command(subcommand)]
         kind: WorkerKind,
     },
+    /// Compiles the component on stdin to native code on stdout (the
+    /// engine runs this itself, bounded in time and memory, because
+    /// compiling untrusted bytes cannot be interrupted in-process).
+    #[command(hide = true)]
+    CompileComponent {
+        /// The sandbox's attempt slots (its engine configuration).
+        #[arg(long)]
+        slots: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -346,7 +355,40 @@ pub fn run() -> anyhow::Result<u8> {
             return Ok(code);
         }
     };
+    // Components are compiled in bounded child processes of this binary.
+    if let Ok(exe) = std::env::current_exe() {
+        crate::sandbox::use_compiler_process(exe);
+    }
     match cli.command {
+        Command::CompileComponent { slots } => {
+            use std::io::{Read as _, Write as _};
+            let mut wasm = Vec::new();
+            std::io::stdin()
+                .take(crate::sandbox::MAX_COMPONENT_BYTES + 1)
+                .read_to_end(&mut wasm)
+                .context("compile-component: reading stdin")?;
+            if wasm.len() as u64 > crate::sandbox::MAX_COMPONENT_BYTES {
+                eprintln!(
+                    "{} bytes or more; the limit is {}",
+                    wasm.len(),
+                    crate::sandbox::MAX_COMPONENT_BYTES
+                );
+                return Ok(1);
+            }
+            match crate::sandbox::compile_standalone(&wasm, slots) {
+                Ok(native) => {
+                    std::io::stdout()
+                        .lock()
+                        .write_all(&native)
+                        .context("compile-component: writing stdout")?;
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(1)
+                }
+            }
+        }
         Command::Serve {
             listen,
             home,

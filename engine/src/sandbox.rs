@@ -523,7 +523,189 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<StepData>,
     cache: Result<CompileCache, String>,
+    slots: u32,
+    compiler: Option<&'static Compiler>,
     _ticker: EpochTicker,
+}
+
+/// The engine configuration every sandbox (and every compiler process)
+/// uses: deterministic settings, fuel, epochs and the pooling allocator
+/// sized for `slots` simultaneous attempts.
+fn engine_config(slots: u32) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(4 * slots + 4)
+        .total_core_instances(32 * slots + 32)
+        .total_memories(8 * slots + 8)
+        .total_tables(16 * slots + 16)
+        .total_stacks(4 * slots + 4)
+        .max_memory_size((limits::MEMORY_MIB_CEILING << 20) as usize);
+    let mut config = Config::new();
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        .wasm_threads(false)
+        .concurrency_support(false)
+        .max_wasm_stack(limits::STACK_BYTES_MAX)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// Wall-clock bound on compiling one component in a compiler process
+/// (`SLUICE_COMPILE_TIMEOUT_MS` overrides): cranelift cannot be interrupted,
+/// so an untrusted component is compiled in a process that can be killed.
+pub const COMPILE_TIMEOUT_MS_DEFAULT: u64 = 120_000;
+/// Data-segment bound of a compiler process (`SLUICE_COMPILE_MEMORY_MIB`
+/// overrides); the pooling allocator's reservations are not data.
+pub const COMPILE_MEMORY_MIB_DEFAULT: u64 = 4096;
+/// Most native-code bytes a compiler process may return.
+const COMPILED_BYTES_MAX: usize = 16 * MAX_COMPONENT_BYTES as usize;
+
+/// Compiles components in a separate, bounded process: this executable
+/// run as `sluice compile-component`. Installed once by the binary
+/// ([`use_compiler_process`]); library users compile in-process.
+#[derive(Debug)]
+pub struct Compiler {
+    exe: PathBuf,
+    timeout: Duration,
+    memory_bytes: u64,
+}
+
+static COMPILER: std::sync::OnceLock<Compiler> = std::sync::OnceLock::new();
+
+/// Makes every sandbox of this process compile components in bounded
+/// `exe compile-component` processes (limits from the environment, see
+/// [`COMPILE_TIMEOUT_MS_DEFAULT`] and [`COMPILE_MEMORY_MIB_DEFAULT`]).
+pub fn use_compiler_process(exe: PathBuf) {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v > 0)
+            .unwrap_or(default)
+    };
+    let _ = COMPILER.set(Compiler {
+        exe,
+        timeout: Duration::from_millis(env(
+            "SLUICE_COMPILE_TIMEOUT_MS",
+            COMPILE_TIMEOUT_MS_DEFAULT,
+        )),
+        memory_bytes: env("SLUICE_COMPILE_MEMORY_MIB", COMPILE_MEMORY_MIB_DEFAULT) << 20,
+    });
+}
+
+/// What `sluice compile-component --slots N` does: native code for `wasm`
+/// from an engine configured exactly as a sandbox of `slots` slots.
+pub fn compile_standalone(wasm: &[u8], slots: u32) -> Result<Vec<u8>, String> {
+    admit_imports(wasm)?;
+    let engine = Engine::new(&engine_config(slots)).map_err(|e| format!("{e:#}"))?;
+    engine
+        .precompile_component(wasm)
+        .map_err(|e| format!("{e:#}"))
+}
+
+impl Compiler {
+    fn compile(&self, wasm: &[u8], slots: u32) -> Result<Vec<u8>, String> {
+        use std::io::{Read as _, Write as _};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(&self.exe)
+            .args(["compile-component", "--slots", &slots.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the compiler {}: {e}", self.exe.display()))?;
+        let pid = rustix::process::Pid::from_child(&child);
+        let kill = || {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        };
+        // The child reads its input before compiling, so the bounds are in
+        // place before any untrusted byte is compiled.
+        let cpu_s = self.timeout.as_secs().max(1);
+        let bounded = rustix::process::prlimit(
+            Some(pid),
+            rustix::process::Resource::Data,
+            rustix::process::Rlimit {
+                current: Some(self.memory_bytes),
+                maximum: Some(self.memory_bytes),
+            },
+        )
+        .and_then(|_| {
+            rustix::process::prlimit(
+                Some(pid),
+                rustix::process::Resource::Cpu,
+                rustix::process::Rlimit {
+                    current: Some(cpu_s),
+                    maximum: Some(cpu_s + 1),
+                },
+            )
+        });
+        if let Err(e) = bounded {
+            kill();
+            let _ = child.wait();
+            return Err(format!("cannot bound the compiler process: {e}"));
+        }
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let input = wasm.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let read = (&mut stdout)
+                .take(COMPILED_BYTES_MAX as u64 + 1)
+                .read_to_end(&mut out);
+            read.map(|_| out)
+        });
+        let errors = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = (&mut stderr).take(64 << 10).read_to_string(&mut text);
+            text
+        });
+        let (done, waited) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = done.send(());
+            status
+        });
+        let timed_out = waited.recv_timeout(self.timeout).is_err();
+        if timed_out {
+            kill();
+        }
+        let status = waiter
+            .join()
+            .map_err(|_| "the compiler waiter panicked".to_string())?
+            .map_err(|e| format!("waiting for the compiler: {e}"))?;
+        let _ = writer.join();
+        let out = reader.join().unwrap_or_else(|_| Ok(Vec::new()));
+        let message = errors.join().unwrap_or_default();
+        if timed_out {
+            return Err(format!(
+                "compiling took longer than {} ms; the compiler was killed",
+                self.timeout.as_millis()
+            ));
+        }
+        if !status.success() {
+            let why = message.trim();
+            return Err(match status.code() {
+                Some(_) if !why.is_empty() => escape_controls(why, 2048),
+                _ => format!(
+                    "the compiler process ended with {status} (its bounds: {} MiB of data, {cpu_s} s of CPU)",
+                    self.memory_bytes >> 20
+                ),
+            });
+        }
+        let out = out.map_err(|e| format!("reading the compiler's output: {e}"))?;
+        if out.len() > COMPILED_BYTES_MAX {
+            return Err(format!(
+                "the compiled component is over {COMPILED_BYTES_MAX} bytes"
+            ));
+        }
+        Ok(out)
+    }
 }
 
 /// The on-disk cache of compiled components, authenticated.
@@ -634,23 +816,7 @@ impl Sandbox {
     /// compatibility hash.
     pub fn new(compile_cache: &Path, concurrency: usize) -> Result<Sandbox, SandboxError> {
         let slots = concurrency.clamp(1, 256) as u32;
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(4 * slots + 4)
-            .total_core_instances(32 * slots + 32)
-            .total_memories(8 * slots + 8)
-            .total_tables(16 * slots + 16)
-            .total_stacks(4 * slots + 4)
-            .max_memory_size((limits::MEMORY_MIB_CEILING << 20) as usize);
-        let mut config = Config::new();
-        config
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .cranelift_nan_canonicalization(true)
-            .relaxed_simd_deterministic(true)
-            .wasm_threads(false)
-            .concurrency_support(false)
-            .max_wasm_stack(limits::STACK_BYTES_MAX)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let config = engine_config(slots);
         let engine = Engine::new(&config).map_err(|e| SandboxError(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
@@ -690,6 +856,8 @@ impl Sandbox {
             engine,
             linker,
             cache,
+            slots,
+            compiler: COMPILER.get(),
         })
     }
 
@@ -802,11 +970,17 @@ impl Sandbox {
     }
 
     fn compile_bytes(&self, wasm: &[u8]) -> Result<(Component, Digest, Vec<u8>), String> {
-        let compiled = self
-            .engine
-            .precompile_component(wasm)
-            .map_err(|e| format!("does not compile: {e:#}"))?;
-        // SAFETY: `compiled` was just produced by this engine.
+        let compiled = match self.compiler {
+            Some(compiler) => compiler.compile(wasm, self.slots),
+            None => self
+                .engine
+                .precompile_component(wasm)
+                .map_err(|e| format!("{e:#}")),
+        }
+        .map_err(|e| format!("does not compile: {e}"))?;
+        // SAFETY: `compiled` was just produced by this engine, or by this
+        // same executable's compiler process with the same configuration
+        // (deserialize checks that configuration).
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(&self.engine, &compiled) }
             .map_err(|e| format!("does not load: {e:#}"))?;

@@ -411,3 +411,56 @@ fn a_poisoned_compile_cache_entry_is_recompiled_and_the_honest_component_runs() 
     let (_, healed) = run(&honest);
     assert_eq!(compiled_by(&sb, &healed), ["cache-hit"]);
 }
+
+/// A run of `append` with a compile cache of its own (so it compiles) and
+/// the compiler process bounded by `env`.
+fn compile_bounded(env: &[(&str, &str)]) -> String {
+    let sb = Sandbox::new();
+    sb.write("in.txt", "input\n");
+    let spec = sb.write(
+        "c.toml",
+        &format!(
+            "name = \"c\"\n[sources]\nt = \"in.txt\"\n[steps.s]\ncomponent = {}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ line = \"x\" }}\noutputs = [\"out\"]\n",
+            toml_path(&component("append"))
+        ),
+    );
+    let cache = sb.path().join("cc");
+    let home = sb.home();
+    let mut all = vec![("SLUICE_COMPILE_CACHE", cache.to_str().unwrap())];
+    all.extend_from_slice(env);
+    let run = sb.sluice_env(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--json",
+            "--home",
+            home.to_str().unwrap(),
+        ],
+        &all,
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let json = run.json();
+    let s = step(&json, "s");
+    assert_eq!(s["error"]["class"], "step", "{s:#}");
+    s["error"]["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn compiling_past_the_time_bound_kills_the_compiler_and_fails_the_step() {
+    let message = compile_bounded(&[("SLUICE_COMPILE_TIMEOUT_MS", "1")]);
+    assert!(
+        message
+            .contains("does not compile: compiling took longer than 1 ms; the compiler was killed"),
+        "{message}"
+    );
+}
+
+#[test]
+fn compiling_past_the_memory_bound_fails_the_step_naming_the_bound() {
+    let message = compile_bounded(&[("SLUICE_COMPILE_MEMORY_MIB", "8")]);
+    assert!(
+        message.contains("does not compile: the compiler process ended with ")
+            && message.contains("(its bounds: 8 MiB of data, 120 s of CPU)"),
+        "{message}"
+    );
+}
