@@ -916,7 +916,7 @@ impl Sandbox {
         let cache = match &self.cache {
             Ok(cache) => cache,
             Err(reason) => {
-                let (component, compiled) = self.compile(wasm)?;
+                let (component, compiled, _) = self.compile_bytes(wasm)?;
                 return Ok((
                     component,
                     CompiledBy::CacheDisabled(reason.clone()),
@@ -963,10 +963,6 @@ impl Sandbox {
         let _ = crate::store::write_atomic(&cwasm, &bytes, false)
             .and_then(|()| crate::store::write_atomic(&tag_path, tag.as_bytes(), false));
         Ok((component, compiled_by, compiled_digest))
-    }
-
-    fn compile(&self, wasm: &[u8]) -> Result<(Component, Digest), String> {
-        self.compile_bytes(wasm).map(|(c, d, _)| (c, d))
     }
 
     fn compile_bytes(&self, wasm: &[u8]) -> Result<(Component, Digest, Vec<u8>), String> {

@@ -152,9 +152,7 @@ fn server(sb: &Sandbox) -> (Server, std::path::PathBuf) {
 }
 
 fn submit(server: &Server, spec: &str) -> String {
-    let r = server.post_json("/v1/runs", None, &json!({"spec": spec}));
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_string()
+    crate::server::submit(server, None, spec)
 }
 
 #[test]

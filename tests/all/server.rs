@@ -57,7 +57,7 @@ fn chain(sb: &Sandbox, n: usize, tag: &str) -> String {
     spec
 }
 
-fn submit(server: &Server, token: Option<&str>, spec: &str) -> String {
+pub(crate) fn submit(server: &Server, token: Option<&str>, spec: &str) -> String {
     let r = server.post_json("/v1/runs", token, &json!({"spec": spec}));
     assert_eq!(r.status, 201, "{}", r.text());
     r.json()["id"].as_str().unwrap().to_string()
