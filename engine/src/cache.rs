@@ -44,9 +44,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digest;
 use crate::limits;
 use crate::sandbox::{self, AttemptSpec};
-use crate::store::{Digest, Store};
+use crate::store::Store;
 
 /// Bumped whenever the meaning of a key or entry changes. 2: the key became
 /// the digest of an [`AttemptDescription`] (step name, args, seeds, input
@@ -319,7 +320,7 @@ impl Cache {
             path: path.clone(),
             source,
         })?;
-        crate::store::write_atomic(&path, &bytes, false)
+        crate::durable::write_atomic(&path, &bytes, false).map_err(crate::store::StoreError::from)
     }
 }
 

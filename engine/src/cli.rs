@@ -13,10 +13,11 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::digest::Digest;
 use crate::policy::PathPolicy;
 use crate::run::{self, Event, Observer, RunId, RunStatus, RunSummary, StepReport, StepStatus};
 use crate::spec;
-use crate::store::{Digest, Store};
+use crate::store::Store;
 
 /// Exit code of a run that failed.
 pub const EXIT_RUN_FAILED: u8 = 1;
@@ -434,7 +435,7 @@ pub fn run() -> anyhow::Result<u8> {
             let progress = Progress::new(false);
             let summary = run::execute(&spec, &options, &progress)?;
             let xml = crate::junit::report(&summary);
-            crate::store::write_atomic(&junit, xml.as_bytes(), true)?;
+            crate::durable::write_atomic(&junit, xml.as_bytes(), true)?;
             print_summary(&summary);
             println!("junit report: {}", junit.display());
             Ok(exit_code(summary.status))
@@ -615,7 +616,7 @@ pub fn run() -> anyhow::Result<u8> {
                 // Logs are untrusted: escape control characters (ANSI included).
                 print!(
                     "{}",
-                    crate::sandbox::escape_controls(&String::from_utf8_lossy(&bytes), usize::MAX)
+                    crate::quoting::escape_controls(&String::from_utf8_lossy(&bytes), usize::MAX)
                 );
             }
             Ok(0)
@@ -1090,9 +1091,9 @@ fn print_summary(s: &RunSummary) {
     for r in &s.steps {
         if let Some(e) = &r.error {
             let class = match e.class {
-                crate::sandbox::FailureClass::Step => "step",
-                crate::sandbox::FailureClass::Limit => "limit",
-                crate::sandbox::FailureClass::Engine => "engine",
+                crate::failure::FailureClass::Step => "step",
+                crate::failure::FailureClass::Limit => "limit",
+                crate::failure::FailureClass::Engine => "engine",
             };
             println!("  {} failed ({class}): {}", r.name, e.message);
         } else if let Some(reason) = &r.reason {

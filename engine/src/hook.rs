@@ -341,7 +341,7 @@ pub fn claim_payload(
             use std::io::Write;
             f.write_all(delivery.as_bytes()).map_err(io(&path))?;
             f.sync_all().map_err(io(&path))?;
-            crate::store::sync_dir(&dir).map_err(|e| HookError::Io {
+            crate::durable::sync_dir(&dir).map_err(|e| HookError::Io {
                 path: dir.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;

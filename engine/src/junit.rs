@@ -8,8 +8,8 @@
 
 use std::fmt::Write as _;
 
+use crate::failure::FailureClass;
 use crate::run::{RunSummary, StepStatus};
-use crate::sandbox::FailureClass;
 
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::store::Digest;
+use crate::digest::Digest;
 
 /// Longest interval between fsyncs of an open record.
 pub const GROUP_COMMIT: Duration = Duration::from_millis(100);

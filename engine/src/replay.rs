@@ -27,13 +27,14 @@ use serde_json::Value;
 use sluice_host_api::{InputArtifact, NoGpuGrant};
 
 use crate::cache::{self, OutputRef};
+use crate::digest::Digest;
 use crate::gpu::{self, Dispatcher, JobReport};
 use crate::limits::Limits;
 use crate::record;
 use crate::run::{RunId, StoreArtifacts};
 use crate::sandbox::{self, AttemptSpec, Sandbox};
 use crate::scheduler;
-use crate::store::{Digest, Store};
+use crate::store::Store;
 
 /// The overall outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -354,7 +355,7 @@ pub fn replay(
         .join(report.run_id.as_str())
         .join("replay.json");
     let bytes = serde_json::to_vec_pretty(&report).expect("reports serialize");
-    crate::store::write_atomic(&out, &bytes, true)
+    crate::durable::write_atomic(&out, &bytes, true)
         .map_err(|e| ReplayError::Engine(e.to_string()))?;
     Ok(report)
 }
@@ -490,7 +491,7 @@ impl scheduler::Executor for Replayer<'_> {
         let executed = self.execute(step);
         let (found, error) = match executed.outputs {
             Ok(found) => (found, None),
-            Err(e) => (BTreeMap::new(), Some(sandbox::sanitize(&e))),
+            Err(e) => (BTreeMap::new(), Some(crate::quoting::sanitize(&e))),
         };
         let gpu = self.gpu_replays(step, &executed.gpu);
         let gpu_mismatch = gpu

@@ -24,11 +24,13 @@ use sluice_host_api::{ArtifactPort, InputArtifact, NoGpuGrant, OutputSink, PortE
 
 use crate::build;
 use crate::cache::{self, Cache, Entry, OutputRef};
+use crate::digest::Digest;
+use crate::failure::{Failure, FailureClass};
 use crate::record::{self, Record};
-use crate::sandbox::{self, AttemptSpec, Failure, FailureClass, Prepared, Sandbox};
+use crate::sandbox::{self, AttemptSpec, Prepared, Sandbox};
 use crate::scheduler::{self, Verdict};
 use crate::spec::{ComponentSource, InputRef, Pipeline};
-use crate::store::{BlobWriter, Digest, Store, StoreError};
+use crate::store::{BlobWriter, Store, StoreError};
 
 /// A run id: `YYYYMMDD-HHMMSS-xxxxxxxx`, sortable by start time.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -446,6 +448,12 @@ pub enum RunError {
     Seal(String),
 }
 
+impl From<crate::durable::DurableError> for RunError {
+    fn from(e: crate::durable::DurableError) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
 /// A component compiled at most once per run, shared by every step using it.
 type PreparedSlot = Arc<OnceLock<Result<Arc<Prepared>, String>>>;
 
@@ -790,7 +798,7 @@ fn execute_in(
     )?;
     // The summary is the acknowledgement: written last, atomically, durably.
     let bytes = serde_json::to_vec_pretty(&summary).expect("summaries serialize");
-    crate::store::write_atomic(&run_dir.join("summary.json"), &bytes, true)?;
+    crate::durable::write_atomic(&run_dir.join("summary.json"), &bytes, true)?;
     Ok(summary)
 }
 
@@ -889,7 +897,7 @@ pub(crate) fn seal_run(
     let payload = serde_json::to_vec(&statement).expect("statements serialize");
     let envelope = signer.sign(crate::seal::IN_TOTO_PAYLOAD_TYPE, &payload);
     let envelope_bytes = serde_json::to_vec_pretty(&envelope).expect("envelopes serialize");
-    crate::store::write_atomic(&run_dir.join(PROVENANCE_FILE), &envelope_bytes, true)?;
+    crate::durable::write_atomic(&run_dir.join(PROVENANCE_FILE), &envelope_bytes, true)?;
     let log = crate::transparency::Log::open(home).map_err(|e| seal_err(e.to_string()))?;
     // The tree head of the log right after this append, signed: `verify`
     // checks the run's inclusion against it and its consistency with the
@@ -904,7 +912,7 @@ pub(crate) fn seal_run(
     let checkpoint: serde_json::Value =
         serde_json::from_slice(&checkpoint).expect("a checkpoint we just serialized parses");
     let seal = json!({"log_index": index, "tree_size": tree_size, "checkpoint": checkpoint, "keyid": signer.keyid(), "record_lines": record_lines, "record_head": record_head});
-    crate::store::write_atomic(
+    crate::durable::write_atomic(
         &run_dir.join(SEAL_FILE),
         &serde_json::to_vec_pretty(&seal).expect("seals serialize"),
         true,
@@ -1637,7 +1645,7 @@ impl ArtifactPort for StoreArtifacts {
         let digest: Digest = input
             .digest
             .parse()
-            .map_err(|e: crate::store::BadDigest| PortError::Engine(e.to_string()))?;
+            .map_err(|e: crate::digest::BadDigest| PortError::Engine(e.to_string()))?;
         match self.store.open_verified(&digest) {
             Ok(f) => Ok(Box::new(io::BufReader::with_capacity(64 * 1024, f))),
             Err(StoreError::NotFound(d)) => Err(PortError::Refused(WitError::NotFound(format!(

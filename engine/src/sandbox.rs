@@ -31,8 +31,10 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::digest::Digest;
+use crate::failure::{Failure, FailureClass};
 use crate::limits::{self, Limits};
-use crate::store::Digest;
+use crate::quoting::{escape_controls, sanitize};
 
 /// Largest component accepted: bounds compile time and memory on untrusted
 /// bytes (wasmtime does not treat compile-time DoS as a vulnerability).
@@ -45,51 +47,6 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const VIRTUAL_EPOCH_S: u64 = 1_577_836_800;
 /// How far each read of a virtual clock advances it.
 pub const VIRTUAL_CLOCK_STEP_NS: u64 = 1_000;
-
-/// Why an attempt failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailureClass {
-    /// The step returned `err`, trapped on its own, broke its contract, or is
-    /// not a valid component.
-    Step,
-    /// A sandbox limit ended it.
-    Limit,
-    /// The engine failed (our IO or bug).
-    Engine,
-}
-
-/// A failed attempt: class and a message naming the offender.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Failure {
-    /// The class.
-    pub class: FailureClass,
-    /// `limit: memory: ...`, the step's own message, ...
-    pub message: String,
-}
-
-impl Failure {
-    fn step(message: impl Into<String>) -> Self {
-        Failure {
-            class: FailureClass::Step,
-            message: message.into(),
-        }
-    }
-
-    fn engine(message: impl Into<String>) -> Self {
-        Failure {
-            class: FailureClass::Engine,
-            message: message.into(),
-        }
-    }
-
-    fn limit(kind: LimitKind, detail: impl std::fmt::Display) -> Self {
-        Failure {
-            class: FailureClass::Limit,
-            message: format!("limit: {kind}: {detail}"),
-        }
-    }
-}
 
 /// Store data of one attempt.
 struct StepData {
@@ -780,7 +737,7 @@ fn load_or_create_cache_key(path: &Path) -> Result<[u8; 32], String> {
             });
         let _ = std::fs::remove_file(&tmp);
         written.map_err(|e| format!("{shown}: {e}"))?;
-        crate::store::sync_dir(dir).map_err(|e| format!("{shown}: {e}"))?;
+        crate::durable::sync_dir(dir).map_err(|e| format!("{shown}: {e}"))?;
     }
     let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
     if !meta.file_type().is_file() {
@@ -960,8 +917,8 @@ impl Sandbox {
         // written after the entry, so a reader between the two writes sees
         // a mismatch and recompiles; it never trusts unauthenticated bytes.
         let tag = hex::encode(hmac::Mac::finalize(cache.tag(digest, &bytes)).into_bytes());
-        let _ = crate::store::write_atomic(&cwasm, &bytes, false)
-            .and_then(|()| crate::store::write_atomic(&tag_path, tag.as_bytes(), false));
+        let _ = crate::durable::write_atomic(&cwasm, &bytes, false)
+            .and_then(|()| crate::durable::write_atomic(&tag_path, tag.as_bytes(), false));
         Ok((component, compiled_by, compiled_digest))
     }
 
@@ -1196,30 +1153,6 @@ fn classify_trap(
     }
     let root = err.root_cause().to_string();
     Failure::step(format!("step `{}` trapped: {}", spec.step, sanitize(&root)))
-}
-
-/// Makes guest-provided text safe to print in a message: control
-/// characters (ANSI escapes included) are escaped, length is bounded.
-pub fn sanitize(text: &str) -> String {
-    escape_controls(text, 4096)
-}
-
-/// Escapes every control character but newline and tab, keeping at most
-/// `max_chars` characters (then `…`). Used for messages and captured logs.
-pub fn escape_controls(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars));
-    for (i, c) in text.chars().enumerate() {
-        if i == max_chars {
-            out.push('…');
-            break;
-        }
-        if c.is_control() && c != '\n' && c != '\t' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Interfaces a step may not import: steps have no network access, and a

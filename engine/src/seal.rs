@@ -29,7 +29,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::{Value, json};
 
-use crate::store::{self, Digest, StoreError};
+use crate::digest::Digest;
+use crate::store::StoreError;
 
 /// DSSE `payloadType` of an in-toto statement.
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -142,6 +143,12 @@ pub enum SealError {
         /// What it holds (truncated).
         found: String,
     },
+}
+
+impl From<crate::durable::DurableError> for SealError {
+    fn from(e: crate::durable::DurableError) -> Self {
+        StoreError::from(e).into()
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SealError + '_ {
@@ -311,7 +318,7 @@ pub fn load_or_create(home: &Path) -> Result<Signer, SealError> {
             [only] => load_secret_key(only)?,
             several => return Err(unpinned(&dir, several)),
         };
-        store::write_atomic(
+        crate::durable::write_atomic(
             &dir.join(ACTIVE_KEY_FILE),
             format!("{}\n", signer.keyid()).as_bytes(),
             true,
@@ -467,7 +474,7 @@ fn create_key(dir: &Path) -> Result<Signer, SealError> {
     let keyid = keyid_of(&SigningKey::from_bytes(&seed).verifying_key());
     let key_path = dir.join(format!("{keyid}.key"));
     let signer = Signer::from_seed(&seed, key_path.clone());
-    store::write_atomic(
+    crate::durable::write_atomic(
         &signer.public_key_path(),
         format!("{}\n", signer.public.to_hex()).as_bytes(),
         true,
@@ -481,7 +488,7 @@ fn create_key(dir: &Path) -> Result<Signer, SealError> {
 /// the temp file is created with mode 0600 so the secret is never readable
 /// by others, not even briefly.
 fn write_secret_atomic(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
-    store::write_atomic_mode(path, bytes, true, SECRET_KEY_MODE)?;
+    crate::durable::write_atomic_mode(path, bytes, true, SECRET_KEY_MODE)?;
     Ok(())
 }
 

@@ -78,7 +78,7 @@ pub enum ComponentSource {
     Crate(PathBuf),
     /// A component already in the store (`component = "sha256:…"`), e.g.
     /// uploaded to the service.
-    Stored(crate::store::Digest),
+    Stored(crate::digest::Digest),
 }
 
 /// Where an input comes from.

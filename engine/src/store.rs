@@ -10,86 +10,17 @@
 //! Boundary: knows files and digests, nothing of steps or runs.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
+
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use sha2::{Digest as _, Sha256};
 
-/// Buffer for hashing and copying; matches the guest SDK's chunk size.
-const COPY_BUF_BYTES: usize = 64 * 1024;
-
-/// A sha256 digest, displayed as `sha256:<64 hex>`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Digest([u8; 32]);
-
-impl Digest {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Digest {
-        Digest(Sha256::digest(bytes).into())
-    }
-
-    /// Lower-case hex without the `sha256:` prefix.
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    fn from_hasher(h: Sha256) -> Digest {
-        Digest(h.finalize().into())
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex())
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// A string that is not `sha256:<64 lowercase hex>`.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid digest {0:?}: expected `sha256:` followed by 64 lowercase hex digits")]
-pub struct BadDigest(pub String);
-
-impl FromStr for Digest {
-    type Err = BadDigest;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadDigest(s.chars().take(80).collect());
-        let hex_part = s.strip_prefix("sha256:").ok_or_else(bad)?;
-        if hex_part.len() != 64
-            || !hex_part
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(bad());
-        }
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(hex_part, &mut out).map_err(|_| bad())?;
-        Ok(Digest(out))
-    }
-}
-
-impl serde::Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+use crate::digest::{Digest, hash_reader};
+use crate::durable::sync_dir;
 
 /// Store failures; each names the blob or path involved.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +46,15 @@ pub enum StoreError {
         /// The cause.
         source: io::Error,
     },
+}
+
+impl From<crate::durable::DurableError> for StoreError {
+    fn from(e: crate::durable::DurableError) -> Self {
+        StoreError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -296,7 +236,7 @@ impl Store {
     /// Copies everything from `reader` into a new blob.
     pub fn put_reader(&self, reader: &mut dyn Read) -> Result<(Digest, u64), StoreError> {
         let mut w = self.writer()?;
-        let mut buf = vec![0u8; COPY_BUF_BYTES];
+        let mut buf = vec![0u8; crate::digest::COPY_BUF_BYTES];
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
@@ -525,21 +465,6 @@ fn sweep_orphans(tmp: &Path) {
     }
 }
 
-/// Hashes everything `reader` yields.
-pub fn hash_reader(reader: &mut dyn Read) -> io::Result<Digest> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; COPY_BUF_BYTES];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Digest::from_hasher(h))
-}
-
 /// A blob being written: temp file in the store's own filesystem, hashed as
 /// it goes. [`BlobWriter::commit`] hands it to the publisher; dropping it
 /// uncommitted removes the temp file.
@@ -621,98 +546,10 @@ impl Drop for BlobWriter {
     }
 }
 
-/// fsyncs a directory so a rename in it survives a crash.
-pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
-
-/// Random bytes in a temp file's name: 64 bits, so nobody who can write to
-/// the directory can guess the name ahead of the writer.
-const TEMP_NAME_RANDOM_BYTES: usize = 8;
-/// Tries at a fresh random name before giving up; a collision means someone
-/// is planting files at random names, which deserves an error.
-const TEMP_NAME_ATTEMPTS: u32 = 16;
-/// Mode of files written by [`write_atomic`] (before the umask).
-const PUBLIC_FILE_MODE: u32 = 0o644;
-
-/// Writes `bytes` to `path` atomically (temp file in the same directory,
-/// rename), fsyncing when `durable`.
-pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
-    write_atomic_mode(path, bytes, durable, PUBLIC_FILE_MODE)
-}
-
-/// [`write_atomic`] with the temp file created with `mode`, so a secret is
-/// never readable by others, not even before the rename.
-///
-/// The temp name carries a random suffix and is created with `O_CREAT |
-/// O_EXCL` (`create_new`), which never follows a symlink: a file or symlink
-/// planted in a shared directory can neither be guessed in advance nor
-/// redirect the write (a predictable name opened with `File::create` wrote
-/// through a planted symlink, then renamed the symlink into place).
-pub fn write_atomic_mode(
-    path: &Path,
-    bytes: &[u8],
-    durable: bool,
-    mode: u32,
-) -> Result<(), StoreError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("file");
-    let (mut f, tmp) = {
-        let mut attempt = 0;
-        loop {
-            let mut random = [0u8; TEMP_NAME_RANDOM_BYTES];
-            getrandom::fill(&mut random).map_err(|e| {
-                io_err(path)(io::Error::other(format!("OS random source failed: {e}")))
-            })?;
-            let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(random)));
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)
-            {
-                Ok(f) => break (f, tmp),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    attempt += 1;
-                    if attempt >= TEMP_NAME_ATTEMPTS {
-                        return Err(io_err(&tmp)(e));
-                    }
-                }
-                Err(e) => return Err(io_err(&tmp)(e)),
-            }
-        }
-    };
-    let result = (|| {
-        crate::fault::file(path)?;
-        if mode != PUBLIC_FILE_MODE {
-            // A secret's mode is exact whatever the umask.
-            f.set_permissions(fs::Permissions::from_mode(mode))?;
-        }
-        f.write_all(bytes)?;
-        if durable {
-            f.sync_all()?;
-        }
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
-    }
-    if durable {
-        sync_dir(dir)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::write_atomic;
 
     /// Temp blob files in a home's store.
     fn parts(home: &Path) -> usize {

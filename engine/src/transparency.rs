@@ -579,7 +579,7 @@ impl Log {
         let root = root_of(&self.leaf_hashes_locked(size)?);
         let head = sign(size, &root);
         let path = self.dir.join(HEAD_FILE);
-        crate::store::write_atomic(&path, &head, true).map_err(|e| LogError::Io {
+        crate::durable::write_atomic(&path, &head, true).map_err(|e| LogError::Io {
             path: path.clone(),
             source: io::Error::other(e.to_string()),
         })?;

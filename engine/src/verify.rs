@@ -34,8 +34,8 @@ use crate::run::{PROVENANCE_FILE, RunId, SEAL_FILE};
 
 /// The run's summary, written after the seal.
 const SUMMARY_FILE: &str = "summary.json";
+use crate::digest::Digest;
 use crate::seal;
-use crate::store::Digest;
 use crate::transparency;
 
 /// Why verification failed.

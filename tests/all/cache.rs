@@ -9,8 +9,9 @@ use std::sync::{Mutex, OnceLock};
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
+use sluice_engine::digest::Digest;
 use sluice_engine::run::{self, Options, Quiet};
-use sluice_engine::store::{Digest, Store};
+use sluice_engine::store::Store;
 
 use crate::harness::{Sandbox, compile_cache, component, step, toml_path};
 

@@ -409,8 +409,8 @@ fn a_malformed_protocol_line_fails_the_job_and_the_engine_carries_on() {
 fn an_output_whose_bytes_do_not_match_the_reported_digest_is_rejected() {
     // A worker that claims outputs it did not write is not trusted again.
     let (j1, g) = first_job_misbehaves("liar", "mismatch", "failed", "");
-    let reported = sluice_engine::store::Digest::of(b"other bytes");
-    let actual = sluice_engine::store::Digest::of(b"real bytes");
+    let reported = sluice_engine::digest::Digest::of(b"other bytes");
+    let actual = sluice_engine::digest::Digest::of(b"real bytes");
     assert_eq!(
         message(&j1),
         format!(

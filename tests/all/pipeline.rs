@@ -184,7 +184,7 @@ fn inputs_larger_than_guest_memory_stream_through_a_step() {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    sluice_engine::store::Digest::of(bytes).hex()
+    sluice_engine::digest::Digest::of(bytes).hex()
 }
 
 #[test]

@@ -41,7 +41,8 @@ use sluice_host_api::{
 };
 
 use crate::cache::OutputRef;
-use crate::store::{Digest, Store, StoreError};
+use crate::digest::Digest;
+use crate::store::{Store, StoreError};
 
 pub use config::{ConfigError, WorkerConfig};
 pub use protocol::Hello;
@@ -168,7 +169,7 @@ impl JobSpecRecord {
         if !is_kind_name(&spec.worker) {
             return invalid(format!(
                 "gpu job: worker {:?} is not a worker kind name",
-                crate::sandbox::escape_controls(&spec.worker, 64)
+                crate::quoting::escape_controls(&spec.worker, 64)
             ));
         }
         if spec.op.is_empty()
@@ -179,7 +180,7 @@ impl JobSpecRecord {
         {
             return invalid(format!(
                 "gpu job: op {:?} must be 1-{OP_BYTES_MAX} printable bytes without spaces",
-                crate::sandbox::escape_controls(&spec.op, 64)
+                crate::quoting::escape_controls(&spec.op, 64)
             ));
         }
         if spec.params_json.len() > PARAMS_JSON_BYTES_MAX {
@@ -222,14 +223,14 @@ impl JobSpecRecord {
                 return invalid(format!(
                     "gpu job `{}`: input name {:?} is invalid or repeated",
                     spec.op,
-                    crate::sandbox::escape_controls(name, 64)
+                    crate::quoting::escape_controls(name, 64)
                 ));
             }
             let Ok(d) = digest.parse::<Digest>() else {
                 return invalid(format!(
                     "gpu job `{}`: input `{name}`: {:?} is not a sha256:<64 hex> digest",
                     spec.op,
-                    crate::sandbox::escape_controls(digest, 80)
+                    crate::quoting::escape_controls(digest, 80)
                 ));
             };
             inputs.push((name.clone(), d));
@@ -441,14 +442,14 @@ pub fn fingerprint(hello: &Hello) -> Digest {
 
 fn describe_device(hello: &Hello) -> String {
     let d = &hello.device;
-    let name = crate::sandbox::escape_controls(&d.name, 120);
+    let name = crate::quoting::escape_controls(&d.name, 120);
     match &d.uuid {
         Some(u) => format!(
             "{}: {name} ({})",
-            crate::sandbox::escape_controls(&d.kind, 16),
-            crate::sandbox::escape_controls(u, 64)
+            crate::quoting::escape_controls(&d.kind, 16),
+            crate::quoting::escape_controls(u, 64)
         ),
-        None => format!("{}: {name}", crate::sandbox::escape_controls(&d.kind, 16)),
+        None => format!("{}: {name}", crate::quoting::escape_controls(&d.kind, 16)),
     }
 }
 
@@ -1007,7 +1008,7 @@ fn finish_outcome(
     let worker_message = outcome
         .message
         .as_deref()
-        .map(|m| crate::sandbox::sanitize(m.trim()));
+        .map(|m| crate::quoting::sanitize(m.trim()));
     match outcome.status {
         protocol::ResultStatus::Failed => {
             report.state = State::Failed;
@@ -1137,7 +1138,7 @@ fn ingest_outputs(
         let path = out_dir.join(&o.file);
         let mut file = open_regular(&path)
             .map_err(|m| err(format!("{} {m}", protocol::quote_line(o.file.as_bytes()))))?;
-        let found = crate::store::hash_reader(&mut file)
+        let found = crate::digest::hash_reader(&mut file)
             .map_err(|e| err(format!("reading {}: {e}", path.display())))?;
         if found != reported {
             return Err(err(format!(
@@ -1407,7 +1408,7 @@ impl GpuPort for AttemptGpu {
                 "step `{}` is granted gpu worker `{}`, not `{}`",
                 self.step,
                 self.grant.worker,
-                crate::sandbox::escape_controls(&spec.worker, 64)
+                crate::quoting::escape_controls(&spec.worker, 64)
             )));
         }
         if self.submitted >= self.grant.max_jobs {

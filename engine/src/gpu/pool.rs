@@ -437,7 +437,7 @@ impl Worker {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("worker `{kind}`: {}: {e}", dir.display()))?;
             }
-            crate::store::write_atomic(&m.path, m.contents.as_bytes(), false)
+            crate::durable::write_atomic(&m.path, m.contents.as_bytes(), false)
                 .map_err(|e| format!("worker `{kind}`: {e}"))?;
         }
         let mut command = Command::new(&cmd.command);
@@ -591,7 +591,7 @@ impl Worker {
         match text.lines().rev().find(|l| !l.trim().is_empty()) {
             Some(l) => format!(
                 "; its stderr ends: {}",
-                crate::sandbox::escape_controls(l.trim(), 300)
+                crate::quoting::escape_controls(l.trim(), 300)
             ),
             None => String::new(),
         }

@@ -175,7 +175,7 @@ pub fn parse_line(bytes: &[u8]) -> Result<FromWorker, Malformed> {
         }
         other => Err(bad(format!(
             "unknown message type {:?}",
-            crate::sandbox::escape_controls(other, 40)
+            crate::quoting::escape_controls(other, 40)
         ))),
     }
 }
@@ -185,7 +185,7 @@ pub fn parse_line(bytes: &[u8]) -> Result<FromWorker, Malformed> {
 pub fn quote_line(bytes: &[u8]) -> String {
     let head = &bytes[..bytes.len().min(QUOTE_CHARS_MAX * 4)];
     let text = String::from_utf8_lossy(head);
-    let mut quoted = crate::sandbox::escape_controls(&text, QUOTE_CHARS_MAX).replace('\n', "\\n");
+    let mut quoted = crate::quoting::escape_controls(&text, QUOTE_CHARS_MAX).replace('\n', "\\n");
     if bytes.len() > head.len() && !quoted.ends_with('…') {
         quoted.push('…');
     }

@@ -20,8 +20,8 @@ use super::index::{Filter, Request, Row, Status};
 use super::live::{self, LiveEvent};
 use super::{ApiError, App, Caller, Code, metrics, openapi};
 use crate::config::Role;
+use crate::digest::Digest;
 use crate::run::{self, RunId, RunSummary};
-use crate::store::Digest;
 
 type Shared = State<Arc<App>>;
 type ApiResult = Result<Response, ApiError>;
@@ -662,7 +662,7 @@ async fn step_logs(
                 continue;
             };
             let bytes = store.read_bytes(&digest).map_err(ApiError::internal)?;
-            text.push_str(&crate::sandbox::escape_controls(
+            text.push_str(&crate::quoting::escape_controls(
                 &String::from_utf8_lossy(&bytes),
                 1 << 20,
             ));

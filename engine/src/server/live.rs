@@ -239,7 +239,7 @@ impl LiveObserver {
             let Ok(bytes) = store.read_bytes(d) else {
                 continue;
             };
-            let text = crate::sandbox::escape_controls(&String::from_utf8_lossy(&bytes), 64 * 1024);
+            let text = crate::quoting::escape_controls(&String::from_utf8_lossy(&bytes), 64 * 1024);
             for line in text.lines().take(MAX_LOG_LINES) {
                 self.live.push(
                     "log",

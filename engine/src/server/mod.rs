@@ -150,7 +150,7 @@ impl ApiError {
     fn not_found(what: &str, id: &str) -> ApiError {
         ApiError::new(
             Code::NotFound,
-            format!("no {what} `{}`", crate::sandbox::escape_controls(id, 100)),
+            format!("no {what} `{}`", crate::quoting::escape_controls(id, 100)),
         )
     }
 

@@ -1,0 +1,118 @@
+//! Durable file writes: atomic replacement (random `O_EXCL` temp name,
+//! fsync, rename, fsync of the directory) and directory syncs.
+//!
+//! Invariant: a reader of `path` sees the old bytes or the new bytes, never
+//! a mix; after a durable write returns, the new bytes survive a crash. A
+//! planted file or symlink can neither be guessed nor followed.
+//! Boundary: a leaf (only the fault-injection hook); knows paths and bytes.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// A durable write that failed, naming the file or directory.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct DurableError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: io::Error,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DurableError + '_ {
+    move |source| DurableError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// fsyncs a directory so a rename in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), DurableError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Random bytes in a temp file's name: 64 bits, so nobody who can write to
+/// the directory can guess the name ahead of the writer.
+const TEMP_NAME_RANDOM_BYTES: usize = 8;
+/// Tries at a fresh random name before giving up; a collision means someone
+/// is planting files at random names, which deserves an error.
+const TEMP_NAME_ATTEMPTS: u32 = 16;
+/// Mode of files written by [`write_atomic`] (before the umask).
+const PUBLIC_FILE_MODE: u32 = 0o644;
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory,
+/// rename), fsyncing when `durable`.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), DurableError> {
+    write_atomic_mode(path, bytes, durable, PUBLIC_FILE_MODE)
+}
+
+/// [`write_atomic`] with the temp file created with `mode`, so a secret is
+/// never readable by others, not even before the rename.
+///
+/// The temp name carries a random suffix and is created with `O_CREAT |
+/// O_EXCL` (`create_new`), which never follows a symlink: a file or symlink
+/// planted in a shared directory can neither be guessed in advance nor
+/// redirect the write (a predictable name opened with `File::create` wrote
+/// through a planted symlink, then renamed the symlink into place).
+pub fn write_atomic_mode(
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+    mode: u32,
+) -> Result<(), DurableError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("file");
+    let (mut f, tmp) = {
+        let mut attempt = 0;
+        loop {
+            let mut random = [0u8; TEMP_NAME_RANDOM_BYTES];
+            getrandom::fill(&mut random).map_err(|e| {
+                io_err(path)(io::Error::other(format!("OS random source failed: {e}")))
+            })?;
+            let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(random)));
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)
+            {
+                Ok(f) => break (f, tmp),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    attempt += 1;
+                    if attempt >= TEMP_NAME_ATTEMPTS {
+                        return Err(io_err(&tmp)(e));
+                    }
+                }
+                Err(e) => return Err(io_err(&tmp)(e)),
+            }
+        }
+    };
+    let result = (|| {
+        crate::fault::file(path)?;
+        if mode != PUBLIC_FILE_MODE {
+            // A secret's mode is exact whatever the umask.
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        f.write_all(bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(path)(e));
+    }
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
