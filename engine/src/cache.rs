@@ -39,6 +39,7 @@
 //! Anything that changes what a guest sees must land here: add a field to
 //! [`AttemptDescription`] (which bumps every key) or bump [`CACHE_VERSION`].
 
+use crate::artifact::OutputRef;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -56,17 +57,6 @@ pub const CACHE_VERSION: u32 = 2;
 
 /// Names the determinism settings a cached result was produced under.
 pub const DETERMINISM: &str = "nan-canonicalization,relaxed-simd-deterministic,no-threads,virtual-clocks-v1,chacha20-random-v1";
-
-/// An output as recorded in caches and reports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutputRef {
-    /// `sha256:<hex>`.
-    pub digest: Digest,
-    /// Bytes.
-    pub size: u64,
-    /// Media type.
-    pub media_type: String,
-}
 
 /// Everything one attempt of a step can observe, and everything that decides
 /// whether it succeeds (see the module docs for why each field is here).
@@ -98,7 +88,7 @@ pub struct AttemptDescription<'a> {
     /// The limits that decide success or that a guest can detect.
     pub limits: LimitsDescription,
     /// The step's gpu grant.
-    pub gpu: Option<&'a crate::gpu::Grant>,
+    pub gpu: Option<&'a crate::spec::Grant>,
 }
 
 /// The host's versions and settings.
@@ -167,7 +157,7 @@ impl<'a> AttemptDescription<'a> {
     pub fn of(
         component: Digest,
         spec: &'a AttemptSpec,
-        gpu: Option<&'a crate::gpu::Grant>,
+        gpu: Option<&'a crate::spec::Grant>,
     ) -> Self {
         let mut outputs: Vec<&str> = spec.outputs.iter().map(String::as_str).collect();
         outputs.sort_unstable();
@@ -236,7 +226,7 @@ impl<'a> AttemptDescription<'a> {
 }
 
 /// The cache key of an attempt of `spec` running `component` under `gpu`.
-pub fn key(component: Digest, spec: &AttemptSpec, gpu: Option<&crate::gpu::Grant>) -> Digest {
+pub fn key(component: Digest, spec: &AttemptSpec, gpu: Option<&crate::spec::Grant>) -> Digest {
     AttemptDescription::of(component, spec, gpu).key()
 }
 
@@ -434,7 +424,7 @@ mod tests {
             keys.push(k(s));
         }
         keys.push(key(Digest::of(b"c2"), &spec, None));
-        let grant = crate::gpu::Grant {
+        let grant = crate::spec::Grant {
             worker: "cpu".into(),
             max_jobs: 1,
             min_free_memory_mib: 0,
@@ -444,7 +434,7 @@ mod tests {
         keys.push(key(
             comp,
             &spec,
-            Some(&crate::gpu::Grant {
+            Some(&crate::spec::Grant {
                 max_jobs: 2,
                 ..grant.clone()
             }),

@@ -7,6 +7,7 @@
 //! `sluice-guest`) and not the WIT host bindings (see `sluice-host-api`).
 //! `ARCHITECTURE.md` at the repository root maps the modules.
 
+pub mod artifact;
 pub mod build;
 pub mod cache;
 pub mod cli;

@@ -26,7 +26,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sluice_host_api::{InputArtifact, NoGpuGrant};
 
-use crate::cache::{self, OutputRef};
+use crate::artifact::OutputRef;
+use crate::cache;
 use crate::digest::Digest;
 use crate::gpu::{self, Dispatcher, JobReport};
 use crate::limits::Limits;
@@ -168,7 +169,7 @@ struct Recorded {
     limits: Limits,
     run_seed: u64,
     expected: BTreeMap<String, Digest>,
-    gpu: Option<gpu::Grant>,
+    gpu: Option<crate::spec::Grant>,
     gpu_jobs: Vec<JobReport>,
 }
 

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sluice_host_api::{ArtifactPort, InputArtifact, NoGpuGrant, OutputSink, PortError, WitError};
 
+use crate::artifact::OutputRef;
 use crate::build;
-use crate::cache::{self, Cache, Entry, OutputRef};
+use crate::cache::{self, Cache, Entry};
 use crate::digest::Digest;
 use crate::failure::{Failure, FailureClass};
 use crate::record::{self, Record};

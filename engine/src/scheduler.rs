@@ -12,6 +12,8 @@
 use std::collections::BTreeSet;
 use std::sync::mpsc;
 
+use crate::spec::Finally;
+
 /// What one attempt reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -45,17 +47,6 @@ pub enum Skip {
     NothingFailed,
     /// An `on = "success"` handler, and something failed.
     SomethingFailed,
-}
-
-/// When an exit handler runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Finally {
-    /// After the rest, whatever happened.
-    Always,
-    /// After the rest, if any step failed.
-    OnFailure,
-    /// After the rest, if no step failed.
-    OnSuccess,
 }
 
 /// Executes attempts and hears about skips. Called from worker threads.

@@ -133,10 +133,10 @@ pub struct Step {
     /// `when = "..."`: the condition text and its parse.
     pub when: Option<(String, crate::expr::Expr)>,
     /// `on = "always" | "failure" | "success"`: an exit handler.
-    pub finally: Option<crate::scheduler::Finally>,
+    pub finally: Option<Finally>,
     /// `gpu = { worker = "...", max_jobs = N, min_free_memory_mib = M }`:
     /// the step may submit gpu jobs to that worker kind.
-    pub gpu: Option<crate::gpu::Grant>,
+    pub gpu: Option<Grant>,
     /// The grant's `worker` as written (before interpolation), for sweeps.
     pub gpu_worker_template: Option<String>,
 }
@@ -313,8 +313,8 @@ struct RawStep<'a, 'i> {
     cache: bool,
     after: Vec<(String, Range<usize>)>,
     when: Option<(String, crate::expr::Expr, Range<usize>)>,
-    finally: Option<crate::scheduler::Finally>,
-    gpu: Option<(crate::gpu::Grant, String)>,
+    finally: Option<Finally>,
+    gpu: Option<(Grant, String)>,
     _table: &'a Table<'i>,
 }
 
@@ -922,7 +922,6 @@ impl Validator {
                     }
                 }
                 "on" => {
-                    use crate::scheduler::Finally;
                     match self.string(value, &format!("step `{name}` on")) {
                         Some("always") => step.finally = Some(Finally::Always),
                         Some("failure") => step.finally = Some(Finally::OnFailure),
@@ -990,13 +989,12 @@ impl Validator {
         step: &str,
         value: &Spanned<DeValue<'_>>,
         params: &BTreeMap<String, String>,
-    ) -> Option<(crate::gpu::Grant, String)> {
-        use crate::gpu;
+    ) -> Option<(Grant, String)> {
         let place = format!("step `{step}` gpu");
         let t = self.table(value, &place)?;
         let mut worker = None;
         let mut worker_seen = false;
-        let mut max_jobs = gpu::MAX_JOBS_DEFAULT;
+        let mut max_jobs = MAX_JOBS_DEFAULT;
         let mut min_free_memory_mib = 0;
         for (key, v) in t.iter() {
             let what = format!("{place} `{}`", key.get_ref());
@@ -1010,7 +1008,7 @@ impl Validator {
                     let Some(resolved) = self.interpolate(&raw, &v.span(), &what, params) else {
                         continue;
                     };
-                    if gpu::is_kind_name(&resolved) {
+                    if is_kind_name(&resolved) {
                         worker = Some((resolved, raw));
                     } else {
                         self.error(
@@ -1019,17 +1017,17 @@ impl Validator {
                         );
                     }
                 }
-                "max_jobs" => match self.integer(v, &what, gpu::MAX_JOBS_CEILING) {
+                "max_jobs" => match self.integer(v, &what, MAX_JOBS_CEILING) {
                     Some(0) => self.error(&v.span(), format!("{what} must be at least 1")),
                     Some(n) => max_jobs = n as u32,
                     None => {}
                 },
                 "min_free_memory_mib" => {
-                    if let Some(n) = self.integer(v, &what, gpu::MIN_FREE_MEMORY_MIB_CEILING) {
+                    if let Some(n) = self.integer(v, &what, MIN_FREE_MEMORY_MIB_CEILING) {
                         min_free_memory_mib = n;
                     }
                 }
-                _ => self.unknown_key(key, &place, gpu::GRANT_KEYS),
+                _ => self.unknown_key(key, &place, GRANT_KEYS),
             }
         }
         if !worker_seen {
@@ -1040,7 +1038,7 @@ impl Validator {
         }
         let (worker, raw) = worker?;
         Some((
-            gpu::Grant {
+            Grant {
                 worker,
                 max_jobs,
                 min_free_memory_mib,
@@ -1787,6 +1785,47 @@ fn find_cycle(deps: &[BTreeSet<usize>], indegree: &[usize]) -> Vec<usize> {
     }
 }
 
+/// A step's permission to submit gpu jobs (`gpu = { ... }` in the spec).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Grant {
+    /// The one worker kind the step may use.
+    pub worker: String,
+    /// Jobs per attempt.
+    pub max_jobs: u32,
+    /// A floor under every job's `min-free-memory-mib`.
+    pub min_free_memory_mib: u64,
+}
+
+/// When an exit handler runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finally {
+    /// After the rest, whatever happened.
+    Always,
+    /// After the rest, if any step failed.
+    OnFailure,
+    /// After the rest, if no step failed.
+    OnSuccess,
+}
+
+/// Keys accepted in a step's `gpu = { ... }` grant.
+pub const GRANT_KEYS: &[&str] = &["worker", "max_jobs", "min_free_memory_mib"];
+/// Jobs a grant allows per attempt when it does not say.
+pub const MAX_JOBS_DEFAULT: u32 = 1;
+/// The most jobs a grant may allow per attempt.
+pub const MAX_JOBS_CEILING: u64 = 64;
+/// The largest `min_free_memory_mib` a grant may ask for (16 TiB).
+pub const MIN_FREE_MEMORY_MIB_CEILING: u64 = 1 << 24;
+
+/// Whether `s` can name a worker kind, a job input or a job output:
+/// 1-64 characters of `[A-Za-z0-9_-]`, starting with a letter or digit.
+pub fn is_kind_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1876,13 +1915,13 @@ component = "c.wasm"
             &[],
         )
         .unwrap();
-        let grants: Vec<(&str, Option<crate::gpu::Grant>)> = p
+        let grants: Vec<(&str, Option<Grant>)> = p
             .steps
             .iter()
             .map(|s| (s.name.as_str(), s.gpu.clone()))
             .collect();
         let grant = |worker: &str| {
-            Some(crate::gpu::Grant {
+            Some(Grant {
                 worker: worker.into(),
                 max_jobs: 3,
                 min_free_memory_mib: 1024,

@@ -130,7 +130,7 @@ impl WorkerConfig {
         };
         let dir = file.parent().unwrap_or(Path::new("."));
         for (kind, value) in workers {
-            if !crate::gpu::is_kind_name(kind) {
+            if !crate::spec::is_kind_name(kind) {
                 return Err(err(format!(
                     "[workers.{kind:?}]: a worker kind is 1-64 characters of [A-Za-z0-9_-]"
                 )));

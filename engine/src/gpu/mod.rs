@@ -40,22 +40,15 @@ use sluice_host_api::{
     Artifact, GpuJob, GpuPort, GpuUsage, JobResult, JobSpec, JobState, PortError, WitError,
 };
 
-use crate::cache::OutputRef;
+use crate::artifact::OutputRef;
 use crate::digest::Digest;
+use crate::spec::{Grant, is_kind_name};
 use crate::store::{Store, StoreError};
 
 pub use config::{ConfigError, WorkerConfig};
 pub use protocol::Hello;
 pub use telemetry::{DeviceInfo, Usage};
 
-/// Keys accepted in a step's `gpu = { ... }` grant.
-pub const GRANT_KEYS: &[&str] = &["worker", "max_jobs", "min_free_memory_mib"];
-/// Jobs a grant allows per attempt when it does not say.
-pub const MAX_JOBS_DEFAULT: u32 = 1;
-/// The most jobs a grant may allow per attempt.
-pub const MAX_JOBS_CEILING: u64 = 64;
-/// The largest `min_free_memory_mib` a grant may ask for (16 TiB).
-pub const MIN_FREE_MEMORY_MIB_CEILING: u64 = 1 << 24;
 /// The most GPUs one job may ask for (one `CUDA_VISIBLE_DEVICES` UUID).
 pub const GPUS_PER_JOB_MAX: u32 = 1;
 /// Largest `params-json` of a job spec.
@@ -70,29 +63,8 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// fingerprint differs from the recorded one.
 pub const LOSS_RELATIVE_TOLERANCE: f64 = 1e-3;
 
-/// Whether `s` can name a worker kind, a job input or a job output:
-/// 1-64 characters of `[A-Za-z0-9_-]`, starting with a letter or digit.
-pub fn is_kind_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A step's permission to submit gpu jobs (`gpu = { ... }` in the spec).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Grant {
-    /// The one worker kind the step may use.
-    pub worker: String,
-    /// Jobs per attempt.
-    pub max_jobs: u32,
-    /// A floor under every job's `min-free-memory-mib`.
-    pub min_free_memory_mib: u64,
 }
 
 /// A job's state (the WIT `job-state`, in reports and records).
