@@ -8,6 +8,7 @@
 //! `ARCHITECTURE.md` at the repository root maps the modules.
 
 pub mod artifact;
+pub mod attempt;
 pub mod build;
 pub mod cache;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod policy;
 pub mod quoting;
 pub mod record;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod sandbox;
 pub mod scaffold;

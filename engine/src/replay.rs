@@ -24,16 +24,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
-use sluice_host_api::{InputArtifact, NoGpuGrant};
 
 use crate::artifact::OutputRef;
-use crate::cache;
+use crate::attempt;
 use crate::digest::Digest;
+use crate::failure::Failure;
 use crate::gpu::{self, Dispatcher, JobReport};
 use crate::limits::Limits;
 use crate::record;
-use crate::run::{RunId, StoreArtifacts};
-use crate::sandbox::{self, AttemptSpec, Sandbox};
+use crate::report::RunId;
+use crate::sandbox::Sandbox;
 use crate::scheduler;
 use crate::store::Store;
 
@@ -220,8 +220,8 @@ pub fn replay(
         .ok_or_else(|| incomplete("run-started event"))?;
     let current = [
         ("engine_version", env!("CARGO_PKG_VERSION")),
-        ("wasmtime_version", sandbox::wasmtime_version()),
-        ("determinism", cache::DETERMINISM),
+        ("wasmtime_version", crate::sandbox::wasmtime_version()),
+        ("determinism", crate::attempt::DETERMINISM),
     ];
     for (key, now) in current {
         let then = header[key].as_str().unwrap_or("(unrecorded)");
@@ -378,98 +378,67 @@ struct Executed {
 }
 
 impl Replayer<'_> {
-    fn gpu_port(&self, step: &Recorded, ledger: &gpu::Ledger) -> Box<dyn sluice_host_api::GpuPort> {
-        let Some(grant) = &step.gpu else {
-            return Box::new(NoGpuGrant {
-                step: step.name.clone(),
-            });
-        };
-        let backend = match &self.gpu {
-            GpuReplay::Recorded => {
-                gpu::Backend::Recorded(Mutex::new(gpu::RecordedJobs::new(step.gpu_jobs.clone())))
-            }
-            GpuReplay::Rerun(d) => gpu::Backend::Live(d.clone()),
-        };
-        Box::new(gpu::AttemptGpu::new(
-            &step.name,
-            grant.clone(),
-            std::time::Duration::from_secs(step.limits.timeout_s),
-            step.inputs.values().map(|o| o.digest).collect(),
-            Arc::new(backend),
-            self.store.clone(),
-            self.gpu_jobs.clone(),
-            ledger.clone(),
-        ))
-    }
-
     fn execute(&self, step: &Recorded) -> Executed {
-        let ledger = gpu::Ledger::default();
-        let outputs = self.execute_with(step, &ledger);
+        let outcome = match self.execute_with(step) {
+            Ok(outcome) => outcome,
+            Err(failure) => attempt::Outcome::failed(failure),
+        };
         Executed {
-            outputs,
-            gpu: ledger.reports(),
+            outputs: match outcome.failure {
+                Some(f) => Err(f.message),
+                None => Ok(outcome
+                    .outputs
+                    .into_iter()
+                    .map(|(name, o)| (name, o.digest))
+                    .collect()),
+            },
+            gpu: outcome.gpu_jobs,
         }
     }
 
-    fn execute_with(
-        &self,
-        step: &Recorded,
-        ledger: &gpu::Ledger,
-    ) -> Result<BTreeMap<String, Digest>, String> {
+    /// Re-executes `step` through the same seam as the run, from the same
+    /// description (so under the same key).
+    fn execute_with(&self, step: &Recorded) -> Result<attempt::Outcome, Failure> {
         let sandbox = self
             .sandbox
             .get_or_init(|| Sandbox::new(&self.cache_dir, 2).map_err(|e| e.to_string()))
             .as_ref()
-            .map_err(Clone::clone)?;
-        let wasm = self
-            .store
-            .read_bytes(&step.component)
-            .map_err(|e| format!("component {}: {e}", step.component))?;
+            .map_err(|e| Failure::engine(e.clone()))?;
         let path = step
             .component_path
             .clone()
             .unwrap_or_else(|| PathBuf::from(step.component.to_string()));
-        let prepared = sandbox
-            .prepare(&path, &wasm, &step.component)
-            .map_err(|e| e.to_string())?;
-        let spec = AttemptSpec {
+        let prepared = attempt::prepare_from_store(sandbox, &self.store, &step.component, &path)?;
+        let request = attempt::Plan {
+            component: step.component,
             step: step.name.clone(),
-            attempt: 1,
-            inputs: step
-                .inputs
-                .iter()
-                .map(|(name, o)| InputArtifact {
-                    name: name.clone(),
-                    digest: o.digest.to_string(),
-                    size: o.size,
-                    media_type: o.media_type.clone(),
-                })
-                .collect(),
+            inputs: step.inputs.clone(),
             outputs: step.outputs.clone(),
             params: step.params.clone(),
             limits: step.limits,
             run_seed: step.run_seed,
-            cancel: None,
-        };
-        let result = sandbox.run(
-            &prepared,
-            &spec,
-            Box::new(StoreArtifacts {
-                store: self.store.clone(),
-            }),
-            self.gpu_port(step, ledger),
-        );
-        let outcome = result.outcome.map_err(|f| f.message)?;
-        outcome
-            .outputs
-            .into_iter()
-            .map(|(k, o)| {
-                o.digest
-                    .parse::<Digest>()
-                    .map(|d| (k, d))
-                    .map_err(|e| e.to_string())
+            gpu: step.gpu.clone(),
+        }
+        .request(1);
+        let backend = || {
+            Arc::new(match &self.gpu {
+                GpuReplay::Recorded => gpu::Backend::Recorded(Mutex::new(gpu::RecordedJobs::new(
+                    step.gpu_jobs.clone(),
+                ))),
+                GpuReplay::Rerun(d) => gpu::Backend::Live(d.clone()),
             })
-            .collect()
+        };
+        Ok(attempt::run(
+            &request,
+            &attempt::Env {
+                sandbox,
+                component: &prepared,
+                store: &self.store,
+                gpu: &backend,
+                gpu_jobs: &self.gpu_jobs,
+                cancel: None,
+            },
+        ))
     }
 }
 

@@ -301,27 +301,98 @@ fn derive_seed(run_seed: u64, step: &str, purpose: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The answers a step gets to its non-deterministic questions, as the record
-/// keeps them: the virtual clocks' configuration and the random seeds.
-/// Replaying with the same run seed and step name reproduces all of them.
-pub fn host_answers(run_seed: u64, step: &str) -> serde_json::Value {
-    serde_json::json!({
-        "wall_clock_start_s": VIRTUAL_EPOCH_S,
-        "monotonic_clock_start_ns": 0,
-        "clock_step_ns": VIRTUAL_CLOCK_STEP_NS,
-        // Sleeps (monotonic-clock subscriptions) advance both clocks
-        // instantly instead of blocking.
-        "sleep": "virtual",
-        "secure_random_seed": hex::encode(derive_seed(run_seed, step, "secure-random")),
-        "insecure_random_seed": hex::encode(derive_seed(run_seed, step, "insecure-random")),
-        "insecure_random_hash_seed": hex::encode(&derive_seed(run_seed, step, "insecure-seed")[..16]),
-    })
+/// The seeds of one attempt's random sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seeds {
+    /// `wasi:random/random`.
+    pub secure: [u8; 32],
+    /// `wasi:random/insecure`.
+    pub insecure: [u8; 32],
+    /// `wasi:random/insecure-seed`.
+    pub hash: [u8; 16],
+}
+
+impl Seeds {
+    /// The seeds of step `step` in a run seeded with `run_seed`.
+    pub fn derive(run_seed: u64, step: &str) -> Seeds {
+        let hash = derive_seed(run_seed, step, "insecure-seed");
+        Seeds {
+            secure: derive_seed(run_seed, step, "secure-random"),
+            insecure: derive_seed(run_seed, step, "insecure-random"),
+            hash: hash[..16].try_into().expect("16 bytes"),
+        }
+    }
+}
+
+/// How the sandbox answers a step's non-deterministic questions, as the
+/// record and the attempt description keep them: the virtual clocks'
+/// configuration and the random seeds (hex).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAnswers {
+    /// The virtual wall clock's start, seconds since the Unix epoch.
+    pub wall_clock_start_s: u64,
+    /// The virtual monotonic clock's start.
+    pub monotonic_clock_start_ns: u64,
+    /// How far each clock read advances.
+    pub clock_step_ns: u64,
+    /// `virtual`: sleeps (monotonic-clock subscriptions) advance both clocks
+    /// instantly instead of blocking.
+    pub sleep: String,
+    /// [`Seeds::secure`], hex.
+    pub secure_random_seed: String,
+    /// [`Seeds::insecure`], hex.
+    pub insecure_random_seed: String,
+    /// [`Seeds::hash`], hex.
+    pub insecure_random_hash_seed: String,
+}
+
+/// Host answers this sandbox cannot give (another engine's clocks or sleep
+/// semantics, or seeds that are not hex of the right length).
+#[derive(Debug, thiserror::Error)]
+#[error("host answers: {0}")]
+pub struct BadAnswers(String);
+
+impl HostAnswers {
+    /// The answers for `seeds` under this sandbox's clocks.
+    pub fn of(seeds: &Seeds) -> HostAnswers {
+        HostAnswers {
+            wall_clock_start_s: VIRTUAL_EPOCH_S,
+            monotonic_clock_start_ns: 0,
+            clock_step_ns: VIRTUAL_CLOCK_STEP_NS,
+            sleep: "virtual".to_string(),
+            secure_random_seed: hex::encode(seeds.secure),
+            insecure_random_seed: hex::encode(seeds.insecure),
+            insecure_random_hash_seed: hex::encode(seeds.hash),
+        }
+    }
+
+    /// The seeds, if this sandbox gives exactly these answers.
+    pub fn seeds(&self) -> Result<Seeds, BadAnswers> {
+        fn decode<const N: usize>(name: &str, text: &str) -> Result<[u8; N], BadAnswers> {
+            let mut out = [0u8; N];
+            hex::decode_to_slice(text, &mut out)
+                .map_err(|_| BadAnswers(format!("`{name}` is not {N} bytes of hex")))?;
+            Ok(out)
+        }
+        let seeds = Seeds {
+            secure: decode("secure_random_seed", &self.secure_random_seed)?,
+            insecure: decode("insecure_random_seed", &self.insecure_random_seed)?,
+            hash: decode("insecure_random_hash_seed", &self.insecure_random_hash_seed)?,
+        };
+        if *self != HostAnswers::of(&seeds) {
+            return Err(BadAnswers(
+                "clocks or sleep differ from this sandbox's (virtual clocks from 2020-01-01, 1 µs per read, virtual sleep)".into(),
+            ));
+        }
+        Ok(seeds)
+    }
 }
 
 /// The guest's `argv`: the step name alone. The cache key uses this same
 /// function, so it covers exactly what the guest is given.
-pub fn guest_args(spec: &AttemptSpec) -> Vec<&str> {
-    vec![spec.step.as_str()]
+pub fn guest_args(step: &str) -> Vec<&str> {
+    vec![step]
 }
 
 /// Increments the engine's epoch every [`EPOCH_TICK`] until dropped.
@@ -362,6 +433,8 @@ impl Drop for EpochTicker {
 /// A component ready to instantiate.
 pub struct Prepared {
     pre: StepPre<StepData>,
+    /// The component's (wasm) digest.
+    pub digest: Digest,
     /// Time spent compiling or loading it.
     pub load_ms: u64,
     /// Where its native code came from.
@@ -430,8 +503,8 @@ pub struct AttemptSpec {
     pub params: BTreeMap<String, String>,
     /// Limits.
     pub limits: Limits,
-    /// The run's seed.
-    pub run_seed: u64,
+    /// The random sources' seeds.
+    pub seeds: Seeds,
     /// Set to stop the attempt (its run was cancelled): checked every
     /// epoch tick.
     pub cancel: Option<Arc<AtomicBool>>,
@@ -859,6 +932,7 @@ impl Sandbox {
             .map_err(|e| err(format!("does not export the sluice:step world: {e:#}")))?;
         Ok(Prepared {
             pre,
+            digest: *digest,
             load_ms: started.elapsed().as_millis() as u64,
             compiled_by,
             compiled,
@@ -952,8 +1026,6 @@ impl Sandbox {
         let log_bytes = spec.limits.log_bytes();
         let stdout = MemoryOutputPipe::new(log_bytes);
         let stderr = MemoryOutputPipe::new(log_bytes);
-        let seed = |purpose| derive_seed(spec.run_seed, &spec.step, purpose);
-        let insecure_seed = seed("insecure-seed");
         let sleep = Arc::new(VirtualSleep::default());
         let clock = Arc::new(VirtualMonotonicClock {
             reads: AtomicU64::new(0),
@@ -962,17 +1034,15 @@ impl Sandbox {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
-            .args(&guest_args(spec))
+            .args(&guest_args(&spec.step))
             .wall_clock(VirtualWallClock {
                 reads: AtomicU64::new(0),
                 sleep: sleep.clone(),
             })
             .monotonic_clock(SharedMonotonic(clock.clone()))
-            .secure_random(ChaCha20Rng::from_seed(seed("secure-random")))
-            .insecure_random(ChaCha20Rng::from_seed(seed("insecure-random")))
-            .insecure_random_seed(u128::from_le_bytes(
-                insecure_seed[..16].try_into().expect("16 bytes"),
-            ))
+            .secure_random(ChaCha20Rng::from_seed(spec.seeds.secure))
+            .insecure_random(ChaCha20Rng::from_seed(spec.seeds.insecure))
+            .insecure_random_seed(u128::from_le_bytes(spec.seeds.hash))
             .allow_blocking_current_thread(true)
             .allow_tcp(false)
             .allow_udp(false)

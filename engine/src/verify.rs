@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::record;
-use crate::run::{PROVENANCE_FILE, RunId, SEAL_FILE};
+use crate::report::{PROVENANCE_FILE, RunId, SEAL_FILE};
 
 /// The run's summary, written after the seal.
 const SUMMARY_FILE: &str = "summary.json";

@@ -79,3 +79,169 @@ fn crates_depend_only_in_the_designed_direction() {
     }
     assert!(deps.keys().filter(|k| k.starts_with("step-")).count() >= 8);
 }
+
+/// The engine's module layers, lowest first (ARCHITECTURE.md "Layers"). A
+/// module may use modules of lower layers only: never a module of its own
+/// layer or above. Submodules (`run/runner.rs`) belong to their top-level
+/// module. Test code (`#[cfg(test)] mod tests`) is exempt.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "vocabulary",
+        &["digest", "fault", "quoting", "limits", "expr"],
+    ),
+    (
+        "vocabulary over IO",
+        &["failure", "durable", "artifact", "policy"],
+    ),
+    ("model and storage", &["spec", "store"]),
+    (
+        "records and the sandbox",
+        &[
+            "record",
+            "sandbox",
+            "transparency",
+            "seal",
+            "scheduler",
+            "build",
+            "scaffold",
+        ],
+    ),
+    ("gpu jobs", &["gpu"]),
+    ("the attempt", &["attempt", "cache", "report"]),
+    ("audit", &["verify"]),
+    ("runs", &["run", "replay"]),
+    ("front-end helpers", &["hook", "junit"]),
+    ("configuration", &["config"]),
+    ("service", &["server"]),
+    ("command line", &["cli"]),
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS
+        .iter()
+        .position(|(_, modules)| modules.contains(&module))
+}
+
+/// Every `crate::MODULE` a source file names outside its test module.
+fn crate_edges(text: &str) -> Vec<(usize, String)> {
+    let text = match text.find("#[cfg(test)]\nmod tests") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    let mut edges = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let name: String = rest[at + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            edges.push((n + 1, name));
+            rest = &rest[at + 7..];
+        }
+    }
+    edges
+}
+
+fn engine_sources() -> Vec<(String, String, String)> {
+    let root = repo().join("engine/src");
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let rel = path
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let module = rel
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(".rs")
+                    .to_string();
+                out.push((rel, module, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn engine_modules_use_only_lower_layers() {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (file, module, text) in engine_sources() {
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        seen.insert(module.clone());
+        let Some(from) = layer_of(&module) else {
+            problems.push(format!(
+                "engine/src/{file}: module `{module}` is in no layer"
+            ));
+            continue;
+        };
+        for (line, target) in crate_edges(&text) {
+            if target == module {
+                continue;
+            }
+            match layer_of(&target) {
+                Some(to) if to < from => {}
+                Some(to) => problems.push(format!(
+                    "engine/src/{file}:{line}: `{module}` ({}) uses `{target}` ({}), which is not below it",
+                    LAYERS[from].0, LAYERS[to].0
+                )),
+                None => problems.push(format!(
+                    "engine/src/{file}:{line}: `{module}` uses `{target}`, which is in no layer"
+                )),
+            }
+        }
+    }
+    for (_, modules) in LAYERS {
+        for m in *modules {
+            assert!(
+                seen.contains(*m),
+                "layer table names `{m}`, which does not exist"
+            );
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn only_the_sandbox_configures_wasmtime() {
+    let offenders: Vec<String> = engine_sources()
+        .into_iter()
+        .filter(|(_, module, _)| module != "sandbox")
+        .flat_map(|(file, _, text)| {
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| {
+                    let code = l.split("//").next().unwrap_or("");
+                    code.contains("wasmtime::") || code.contains("wasmtime_wasi")
+                })
+                .map(|(n, _)| format!("engine/src/{file}:{}", n + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "wasmtime used outside the sandbox: {offenders:?}"
+    );
+}
+
+#[test]
+fn the_layer_check_catches_an_upward_edge() {
+    let edges = crate_edges(
+        "use crate::run::RunId;\n// crate::cli in a comment\n#[cfg(test)]\nmod tests {\n use crate::cli;\n}\n",
+    );
+    assert_eq!(edges, vec![(1, "run".to_string())]);
+    assert!(layer_of("run") > layer_of("store"));
+}
