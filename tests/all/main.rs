@@ -5,6 +5,7 @@ mod harness;
 mod http;
 
 mod architecture;
+mod attempt;
 mod audit;
 mod blocking;
 mod cache;
