@@ -500,21 +500,60 @@ pub fn verify(
 /// `show` and the API display goes through this, so an edited summary is
 /// flagged there, not only by `verify`. The log is not consulted (that is
 /// `verify`'s job and costs a read of the whole log).
-pub fn summary_agrees(home: &Path, run: &RunId, summary: &[u8]) -> Result<(), String> {
+pub fn summary_agrees(home: &Path, run: &RunId, summary: &[u8]) -> Result<(), Disagreement> {
     let dir = home.join("runs").join(run.as_str());
-    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"));
+    let unreadable = |file: &str, reason: String| Disagreement::Unreadable {
+        file: file.to_string(),
+        reason,
+    };
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).map_err(|e| unreadable(name, e.to_string()));
     let record_bytes = read("record.jsonl")?;
-    let chain = record::check_chain(&record_bytes)
-        .map_err(|b| format!("record line {}: {}", b.line, Reason::from(b.fault).as_str()))?;
+    let chain = record::check_chain(&record_bytes).map_err(|b| Disagreement::BrokenRecord {
+        line: b.line,
+        reason: Reason::from(b.fault).as_str(),
+    })?;
     let envelope: seal::Envelope = serde_json::from_slice(&read(PROVENANCE_FILE)?)
-        .map_err(|e| format!("{PROVENANCE_FILE}: {e}"))?;
-    let key = seal::trusted_public_key(home).map_err(|e| e.to_string())?;
-    let statement = seal::verify_statement(&envelope, &key).map_err(|e| e.to_string())?;
+        .map_err(|e| unreadable(PROVENANCE_FILE, e.to_string()))?;
+    let key = seal::trusted_public_key(home).map_err(|e| Disagreement::Seal(e.to_string()))?;
+    let statement =
+        seal::verify_statement(&envelope, &key).map_err(|e| Disagreement::Seal(e.to_string()))?;
     let (lines, head) = sealed_record(&statement);
     if lines != Some(chain.events.len() as u64) || head != Some(chain.head) {
-        return Err("the record is not the one the seal covers".into());
+        return Err(Disagreement::NotSealed);
     }
-    check_summary(summary, run, &statement, &chain.events)
+    check_summary(summary, run, &statement, &chain.events).map_err(Disagreement::Summary)
+}
+
+/// Why a run's `summary.json` cannot be shown as what the run did.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Disagreement {
+    /// A file of the run cannot be read or parsed.
+    #[error("{file}: {reason}")]
+    Unreadable {
+        /// The file, relative to the run directory.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// The record's hash chain is broken.
+    #[error("record line {line}: {reason}")]
+    BrokenRecord {
+        /// The first bad line (1-based).
+        line: u64,
+        /// The verify reason code.
+        reason: &'static str,
+    },
+    /// The trusted key or the statement's signature does not hold.
+    #[error("{0}")]
+    Seal(String),
+    /// The record on disk is not the one the seal covers.
+    #[error("the record is not the one the seal covers")]
+    NotSealed,
+    /// The summary shows something the sealed record does not say (the
+    /// first difference, naming the field).
+    #[error("{0}")]
+    Summary(String),
 }
 
 /// The invocation id of a log entry that is an in-toto envelope, if any.

@@ -55,7 +55,7 @@ pub enum LoadError {
         /// The run.
         run: RunId,
         /// The first difference.
-        detail: String,
+        detail: crate::verify::Disagreement,
     },
     /// The summary does not parse.
     #[error("run summary {path} is corrupt: {reason}")]
