@@ -6,10 +6,10 @@
 //! and column. Nothing downstream re-validates.
 //! Boundary: reads the spec file and stats the paths it names; builds and
 //! runs nothing. Imports only the model's leaves (`expr`, `limits`,
-//! `policy`, `digest`), never a runtime module.
+//! `policy`, `digest`, `position`), never a runtime module.
 //!
 //! The stages, one module each: [`model`] (what a validated spec is),
-//! `toml` (positions and typed reads of TOML values), `pipeline` (the
+//! `toml` (typed reads of TOML values), `pipeline` (the
 //! top-level table), `step` (one `[steps.NAME]` table), `param`
 //! (`${params.NAME}` interpolation), `link` (references, exit handlers and
 //! topological order) and `sweep` (the grid and the fan-out).
@@ -32,6 +32,7 @@ use std::path::Path;
 use ::toml::de::DeTable;
 
 use crate::policy::PathPolicy;
+use crate::position::LineIndex;
 
 pub use model::{
     ComponentSource, EXPANDED_EDGES_MAX, Finally, GRANT_KEYS, Grant, INTERPOLATED_BYTES_MAX,
@@ -40,7 +41,6 @@ pub use model::{
     SpecError, Step, is_kind_name, parse_cron,
 };
 pub use param::InterpolateError;
-pub(crate) use toml::LineIndex;
 use toml::Validator;
 
 /// Reads and validates the spec at `path`, applying `--param` overrides,

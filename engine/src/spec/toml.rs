@@ -1,5 +1,4 @@
-//! Positions and typed reads of TOML values for the validator: byte spans
-//! become line and column, and every read that fails records a
+//! Typed reads of TOML values for the validator: every read that fails records a
 //! [`SpecError`] naming what was expected and what was found.
 //!
 //! Invariant: a read either returns the value or records exactly one error
@@ -15,33 +14,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::SpecError;
 use crate::policy::PathPolicy;
-
-pub(crate) struct LineIndex {
-    starts: Vec<usize>,
-    text: String,
-}
-
-impl LineIndex {
-    pub(crate) fn new(text: &str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex {
-            starts,
-            text: text.to_string(),
-        }
-    }
-
-    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
-        let line = self.starts.partition_point(|&s| s <= offset).max(1);
-        let start = self.starts[line - 1];
-        let end = offset.min(self.text.len());
-        let column = self
-            .text
-            .get(start..end)
-            .map_or(1, |s| s.chars().count() + 1);
-        (line, column)
-    }
-}
+use crate::position::LineIndex;
 
 pub(super) type Table<'i> = DeTable<'i>;
 
