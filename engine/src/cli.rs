@@ -76,12 +76,24 @@ impl ExecArgs {
         no_cache: bool,
         max_parallel: Option<usize>,
     ) -> anyhow::Result<run::Options> {
+        let config = crate::config::Config::load(self.config.as_deref(), &home)?;
+        self.options_with(config, home, no_cache, max_parallel)
+    }
+
+    /// Like [`ExecArgs::options`], with the config file already loaded.
+    fn options_with(
+        self,
+        config: crate::config::Config,
+        home: PathBuf,
+        no_cache: bool,
+        max_parallel: Option<usize>,
+    ) -> anyhow::Result<run::Options> {
         let jobs = match self.jobs {
             Some(0) => bail!("--jobs must be at least 1"),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
-        let workers = crate::gpu::WorkerConfig::load(self.config.as_deref(), &home)?;
+        let workers = config.workers;
         let gpu = crate::gpu::Dispatcher::new(workers, home.join("scratch").join("gpu"));
         Ok(run::Options {
             no_cache,
@@ -632,13 +644,13 @@ pub fn run() -> anyhow::Result<u8> {
             let Some(config) = exec.config.clone() else {
                 bail!("sluice hook needs --config FILE with [hooks.{name}]");
             };
-            let hooks = crate::hook::load_config(&config)?;
-            let Some(hook) = hooks.get(&name) else {
+            let loaded = crate::config::Config::load(Some(&config), &home.home)?;
+            let Some(hook) = loaded.hooks.get(&name).cloned() else {
                 bail!("{}: no [hooks.{name}]", config.display());
             };
             let bytes = std::fs::read(&body).with_context(|| body.display().to_string())?;
             let decision =
-                crate::hook::handle(&home.home, hook, &bytes, signature.as_deref(), &delivery)?;
+                crate::hook::handle(&home.home, &hook, &bytes, signature.as_deref(), &delivery)?;
             match decision {
                 crate::hook::Decision::Duplicate { first_delivery } => {
                     println!(
@@ -660,7 +672,7 @@ pub fn run() -> anyhow::Result<u8> {
                         Ok(p) => p,
                         Err(errors) => return Ok(report_spec_errors(&errors, false)),
                     };
-                    let options = exec.options(home.home, false, None)?;
+                    let options = exec.options_with(loaded, home.home, false, None)?;
                     let summary = run::execute(&spec, &options, &run::Quiet)?;
                     println!(
                         "{}",

@@ -1,6 +1,14 @@
 //! The engine config file (`--config FILE`, default `<home>/config.toml`
-//! when it exists): the service's settings and tokens. Hooks (`[hooks.*]`,
-//! see [`crate::hook::load_config`]) live in the same file.
+//! when it exists), read once where a command starts: one [`Config`] with
+//! one section per concern, each section's type owned and validated by its
+//! module.
+//!
+//! | table          | type                                   | owner        |
+//! |----------------|----------------------------------------|--------------|
+//! | `[server]`     | [`ServerConfig`]                       | `config`     |
+//! | `[[tokens]]`   | [`Token`]                              | `config`     |
+//! | `[hooks.NAME]` | [`Hook`](crate::hook::Hook)            | `hook`       |
+//! | `[workers.KIND]` | [`WorkerConfig`](crate::gpu::WorkerConfig) | `gpu::config` |
 //!
 //! ```toml
 //! [server]
@@ -27,11 +35,51 @@
 //! role = "runner"                    # viewer | runner | admin
 //! ```
 //!
-//! Invariant: a token is never logged or echoed; errors name the entry.
+//! Invariant: a loaded [`Config`] has every section validated; an unknown
+//! table, an unknown key in any section, or a bad value is a
+//! [`ConfigError`] naming the file, the line and column and the key. A
+//! token is never logged or echoed; errors name the entry.
+//! Boundary: reads the config file and the environment variables it names
+//! (`token_env`, `secret_env`); starts nothing.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use toml::de::DeTable;
+
+use crate::gpu::WorkerConfig;
+use crate::hook::Hook;
+use crate::section::{Source, Value};
+
+pub use crate::section::ConfigError;
+
+/// The top-level tables of the config file.
+pub const SECTIONS: &[&str] = &["hooks", "server", "tokens", "workers"];
+
+/// Keys accepted in `[server]` (the fields of [`ServerConfig`]).
+pub const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "root",
+    "allow_paths",
+    "max_body_bytes",
+    "max_artifact_bytes",
+    "max_concurrent_runs",
+    "max_running_steps",
+    "jobs_per_run",
+    "rate_limit_per_minute",
+    "scheduled",
+    "header_read_timeout_ms",
+    "max_connections",
+    "max_connections_per_peer",
+    "body_read_timeout_ms",
+    "body_idle_timeout_ms",
+    "auth_failures_per_minute",
+    "max_concurrent_uploads",
+];
+
+/// Keys accepted in a `[[tokens]]` entry.
+pub const TOKEN_KEYS: &[&str] = &["token", "token_env", "tenant", "role"];
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
@@ -169,16 +217,8 @@ struct RawToken {
     role: Role,
 }
 
-#[derive(Deserialize, Default)]
-struct RawConfig {
-    #[serde(default)]
-    server: ServerConfig,
-    #[serde(default)]
-    tokens: Vec<RawToken>,
-}
-
-/// The parsed config file.
-#[derive(Clone, Debug, Default)]
+/// The config file, every section validated.
+#[derive(Clone, Debug)]
 pub struct Config {
     /// The file it came from, if any.
     pub path: Option<PathBuf>,
@@ -186,21 +226,28 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[[tokens]]`.
     pub tokens: Vec<Token>,
+    /// `[hooks.NAME]`, by name.
+    pub hooks: BTreeMap<String, Hook>,
+    /// The built-in worker kinds overlaid with `[workers.KIND]`.
+    pub workers: WorkerConfig,
     /// Risky but valid settings, each naming its entry (printed at startup).
     pub warnings: Vec<String>,
 }
 
-/// A config file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("config {path}: {reason}")]
-pub struct ConfigError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong.
-    pub reason: String,
-}
-
 impl Config {
+    /// The defaults, as without a config file (`home` anchors the built-in
+    /// workers).
+    pub fn defaults(home: &Path) -> Config {
+        Config {
+            path: None,
+            server: ServerConfig::default(),
+            tokens: Vec::new(),
+            hooks: BTreeMap::new(),
+            workers: WorkerConfig::builtin(home),
+            warnings: Vec::new(),
+        }
+    }
+
     /// Reads `explicit`, or `<home>/config.toml` when it exists, or the
     /// defaults.
     pub fn load(explicit: Option<&Path>, home: &Path) -> Result<Config, ConfigError> {
@@ -209,131 +256,210 @@ impl Config {
             None => {
                 let p = home.join("config.toml");
                 if !p.is_file() {
-                    return Ok(Config::default());
+                    return Ok(Config::defaults(home));
                 }
                 p
             }
         };
-        let bad = |reason: String| ConfigError {
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
             path: path.clone(),
-            reason,
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-        Config::parse(&path, &text)
+            at: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&path, &text, home)
     }
 
-    /// Parses `text` as the file at `path`. Tables other than `[server]`
-    /// and `[[tokens]]` belong to other modules and are ignored here.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let bad = |reason: String| ConfigError {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let mut mine = toml::Table::new();
-        for key in ["server", "tokens"] {
-            if let Some(v) = table.remove(key) {
-                mine.insert(key.to_string(), v);
-            }
-        }
-        let raw: RawConfig = toml::Value::Table(mine)
-            .try_into()
-            .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut server = raw.server;
-        server.root = server.root.map(|r| dir.join(r));
-        for (field, value) in [
-            ("max_concurrent_runs", server.max_concurrent_runs),
-            ("max_running_steps", server.max_running_steps),
-            ("max_body_bytes", server.max_body_bytes),
-            ("max_connections", server.max_connections),
-            ("max_connections_per_peer", server.max_connections_per_peer),
-            ("max_concurrent_uploads", server.max_concurrent_uploads),
-            ("body_read_timeout_ms", server.body_read_timeout_ms as usize),
-            ("body_idle_timeout_ms", server.body_idle_timeout_ms as usize),
-            (
-                "auth_failures_per_minute",
-                server.auth_failures_per_minute as usize,
-            ),
-            (
-                "header_read_timeout_ms",
-                server.header_read_timeout_ms as usize,
-            ),
-        ] {
-            if value == 0 {
-                return Err(bad(format!("[server] {field} must be at least 1")));
-            }
-        }
-        let mut tokens = Vec::new();
-        let mut warnings = Vec::new();
-        for (i, t) in raw.tokens.into_iter().enumerate() {
-            let label = format!("tokens[{i}]");
-            let secret = match (t.token, t.token_env) {
-                (Some(s), None) => {
-                    // Whoever can read the file (a backup, a pipeline that
-                    // names it) holds the token; the environment is safer.
-                    warnings.push(format!(
-                        "{label} (tenant {}): the token is written in the config file; prefer `token_env`",
-                        t.tenant
+    /// Parses `text` as the file at `path` (relative paths in it resolve
+    /// against its directory). Every top-level table goes to its owner;
+    /// any other is refused.
+    pub fn parse(path: &Path, text: &str, home: &Path) -> Result<Config, ConfigError> {
+        let source = Source::new(path, text);
+        let root = DeTable::parse(text).map_err(|e| match e.span() {
+            Some(span) => source.error(&span, format!("invalid TOML: {}", e.message().trim())),
+            None => source.file_error(format!("invalid TOML: {}", e.message().trim())),
+        })?;
+        let mut config = Config::defaults(home);
+        config.path = Some(path.to_path_buf());
+        for (key, value) in root.get_ref().iter() {
+            match key.get_ref().as_ref() {
+                "server" => config.server = server(&source, value)?,
+                "tokens" => (config.tokens, config.warnings) = tokens(&source, value)?,
+                "hooks" => config.hooks = crate::hook::from_section(&source, value)?,
+                "workers" => {
+                    config.workers = WorkerConfig::from_section(&source, value, home)?;
+                }
+                other => {
+                    let at = header_start(text, key.span().start);
+                    let kind = if value.get_ref().is_table() {
+                        "table"
+                    } else {
+                        "key"
+                    };
+                    return Err(source.error(
+                        &(at..at),
+                        format!(
+                            "unknown {kind} `{other}`; expected one of: {}",
+                            SECTIONS.join(", ")
+                        ),
                     ));
-                    s
                 }
-                (None, Some(var)) => std::env::var(&var)
-                    .map_err(|_| bad(format!("{label}: environment variable {var} is not set")))?,
-                _ => {
-                    return Err(bad(format!(
-                        "{label}: set exactly one of `token` and `token_env`"
-                    )));
-                }
-            };
-            if secret.len() < 16 {
-                return Err(bad(format!(
-                    "{label}: a token must be at least 16 characters"
-                )));
             }
-            if t.tenant.is_empty()
-                || !t
-                    .tenant
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(bad(format!(
+        }
+        Ok(config)
+    }
+}
+
+/// Where the table header holding the key at `key_start` opens (its
+/// `[`), or the key itself outside a header: `[sever]` and `[sever.x]`
+/// are reported at column 1.
+fn header_start(text: &str, key_start: usize) -> usize {
+    let before = text
+        .get(..key_start)
+        .unwrap_or("")
+        .trim_end_matches([' ', '\t']);
+    if before.ends_with('[') {
+        before.trim_end_matches('[').len()
+    } else {
+        key_start
+    }
+}
+
+/// `[server]`: known keys, typed values, limits at least 1; `root`
+/// resolved against the config file's directory.
+fn server(source: &Source, value: &Value<'_>) -> Result<ServerConfig, ConfigError> {
+    let table = source.table(value, "[server]")?;
+    source.check_keys(table, "[server]", SERVER_KEYS)?;
+    let mut server: ServerConfig = source.deserialize(value, "[server]")?;
+    server.root = server.root.map(|r| source.dir().join(r));
+    for (field, v) in [
+        ("max_concurrent_runs", server.max_concurrent_runs),
+        ("max_running_steps", server.max_running_steps),
+        ("max_body_bytes", server.max_body_bytes),
+        ("max_connections", server.max_connections),
+        ("max_connections_per_peer", server.max_connections_per_peer),
+        ("max_concurrent_uploads", server.max_concurrent_uploads),
+        ("body_read_timeout_ms", server.body_read_timeout_ms as usize),
+        ("body_idle_timeout_ms", server.body_idle_timeout_ms as usize),
+        (
+            "auth_failures_per_minute",
+            server.auth_failures_per_minute as usize,
+        ),
+        (
+            "header_read_timeout_ms",
+            server.header_read_timeout_ms as usize,
+        ),
+    ] {
+        if v == 0 {
+            // Defaults are at least 1, so a zero was written.
+            let span = table.get(field).map_or(value.span(), |v| v.span());
+            return Err(source.error(&span, format!("[server] {field} must be at least 1")));
+        }
+    }
+    Ok(server)
+}
+
+/// `[[tokens]]`: each entry's secret resolved (`token_env` read now), its
+/// tenant checked, no secret twice. Returns the tokens and the warnings.
+fn tokens(source: &Source, value: &Value<'_>) -> Result<(Vec<Token>, Vec<String>), ConfigError> {
+    let items = value
+        .get_ref()
+        .as_array()
+        .ok_or_else(|| source.type_error(value, "`tokens`", "an array of [[tokens]] tables"))?;
+    let mut tokens = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let label = format!("tokens[{i}]");
+        let table = source.table(item, &label)?;
+        source.check_keys(table, &label, TOKEN_KEYS)?;
+        let t: RawToken = source.deserialize(item, &label)?;
+        let at = |key: &str| table.get(key).map_or(item.span(), |v| v.span());
+        let secret = match (t.token, t.token_env) {
+            (Some(s), None) => {
+                // Whoever can read the file (a backup, a pipeline that
+                // names it) holds the token; the environment is safer.
+                warnings.push(format!(
+                    "{label} (tenant {}): the token is written in the config file; prefer `token_env`",
+                    t.tenant
+                ));
+                s
+            }
+            (None, Some(var)) => std::env::var(&var).map_err(|_| {
+                source.error(
+                    &at("token_env"),
+                    format!("{label}: environment variable {var} is not set"),
+                )
+            })?,
+            _ => {
+                return Err(source.error(
+                    &item.span(),
+                    format!("{label}: set exactly one of `token` and `token_env`"),
+                ));
+            }
+        };
+        let secret_at = if table.contains_key("token") {
+            at("token")
+        } else {
+            at("token_env")
+        };
+        if secret.len() < 16 {
+            return Err(source.error(
+                &secret_at,
+                format!("{label}: a token must be at least 16 characters"),
+            ));
+        }
+        if t.tenant.is_empty()
+            || !t
+                .tenant
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(source.error(
+                &at("tenant"),
+                format!(
                     "{label}: tenant {:?} must be non-empty letters, digits, `-` or `_`",
                     t.tenant
-                )));
-            }
-            if tokens.iter().any(|o: &Token| o.secret == secret) {
-                return Err(bad(format!("{label}: the same token appears twice")));
-            }
-            tokens.push(Token {
-                secret,
-                tenant: t.tenant,
-                role: t.role,
-                label,
-            });
+                ),
+            ));
         }
-        Ok(Config {
-            path: Some(path.to_path_buf()),
-            server,
-            tokens,
-            warnings,
-        })
+        if tokens.iter().any(|o: &Token| o.secret == secret) {
+            return Err(source.error(&secret_at, format!("{label}: the same token appears twice")));
+        }
+        tokens.push(Token {
+            secret,
+            tenant: t.tenant,
+            role: t.role,
+            label,
+        });
     }
+    Ok((tokens, warnings))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("c.toml"), text, Path::new("/h"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
     #[test]
     fn defaults_without_a_file() {
         let c = Config::load(None, Path::new("/nonexistent-home")).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:7878");
         assert!(c.tokens.is_empty());
+        assert!(c.hooks.is_empty());
+        assert_eq!(
+            c.workers,
+            WorkerConfig::builtin(Path::new("/nonexistent-home"))
+        );
     }
 
     #[test]
-    fn tokens_and_server() {
+    fn every_section_goes_to_its_owner() {
         let c = Config::parse(
             Path::new("/etc/sluice/config.toml"),
             r#"
@@ -346,7 +472,11 @@ mod tests {
             role = "viewer"
             [hooks.main]
             secret = "x"
+            pipeline = "p.toml"
+            [workers.fake]
+            command = "bin/fake"
             "#,
+            Path::new("/h"),
         )
         .unwrap();
         assert_eq!(c.server.listen, "0.0.0.0:9000");
@@ -354,6 +484,14 @@ mod tests {
         assert_eq!(c.tokens[0].role, Role::Viewer);
         assert_eq!(c.tokens[0].tenant, "alice");
         assert!(!format!("{:?}", c.tokens[0]).contains("0123456789abcdef"));
+        assert_eq!(
+            c.hooks["main"].pipeline,
+            PathBuf::from("/etc/sluice/p.toml")
+        );
+        assert_eq!(
+            c.workers.get("fake").unwrap().command,
+            PathBuf::from("/etc/sluice/bin/fake")
+        );
         // A literal token is discouraged, by entry, without the token.
         assert_eq!(
             c.warnings,
@@ -364,32 +502,70 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_the_entry() {
-        let err = |text: &str| {
-            Config::parse(Path::new("c.toml"), text)
-                .unwrap_err()
-                .to_string()
-        };
+    fn every_server_key_is_a_field() {
+        let text: String = SERVER_KEYS
+            .iter()
+            .map(|k| match *k {
+                "listen" | "root" => format!("{k} = \"x\"\n"),
+                "allow_paths" | "scheduled" => format!("{k} = [\"x\"]\n"),
+                _ => format!("{k} = 7\n"),
+            })
+            .collect();
+        let c = parse(&format!("[server]\n{text}")).unwrap();
+        assert_eq!(c.server.max_connections_per_peer, 7);
+        assert_eq!(c.server.jobs_per_run, Some(7));
+    }
+
+    #[test]
+    fn unknown_tables_and_keys_are_refused_where_they_are() {
+        assert_eq!(
+            err("[server]\nlisten = \"x\"\n\n[sever]\nlisten = \"y\"\n"),
+            "c.toml:4:1: unknown table `sever`; expected one of: hooks, server, tokens, workers"
+        );
+        assert_eq!(
+            err("listen = \"x\"\n"),
+            "c.toml:1:1: unknown key `listen`; expected one of: hooks, server, tokens, workers"
+        );
         assert!(
-            err("[server]\nlisten_on = 1").contains("unknown field `listen_on`"),
+            err("[server]\nlisten_on = 1").starts_with(
+                "c.toml:2:1: unknown key `listen_on` in [server]; expected one of: listen, root, "
+            ),
             "{}",
             err("[server]\nlisten_on = 1")
         );
-        assert!(
-            err("[[tokens]]\ntoken = \"short\"\ntenant = \"a\"\nrole = \"admin\"")
-                .contains("tokens[0]: a token must be at least 16 characters")
+        assert_eq!(
+            err(
+                "[[tokens]]\ntoken = \"0123456789abcdef\"\ntenant = \"a\"\nrole = \"admin\"\nrol = 1\n"
+            ),
+            "c.toml:5:1: unknown key `rol` in tokens[0]; expected one of: token, token_env, tenant, role"
         );
-        assert!(
-            err("[[tokens]]\ntoken = \"0123456789abcdef\"\ntenant = \"a\"\nrole = \"root\"")
-                .contains("unknown variant `root`")
+    }
+
+    #[test]
+    fn errors_name_the_entry_and_its_position() {
+        assert_eq!(
+            err("[[tokens]]\ntoken = \"short\"\ntenant = \"a\"\nrole = \"admin\""),
+            "c.toml:2:9: tokens[0]: a token must be at least 16 characters"
+        );
+        assert_eq!(
+            err("[[tokens]]\ntoken = \"0123456789abcdef\"\ntenant = \"a\"\nrole = \"root\""),
+            "c.toml:4:8: tokens[0]: unknown variant `root`, expected one of `viewer`, `runner`, `admin`"
         );
         assert!(
             err("[[tokens]]\ntenant = \"a\"\nrole = \"admin\"")
-                .contains("tokens[0]: set exactly one of `token` and `token_env`")
+                .ends_with(": tokens[0]: set exactly one of `token` and `token_env`")
         );
-        assert!(
-            err("[server]\nmax_concurrent_runs = 0")
-                .contains("max_concurrent_runs must be at least 1")
+        assert_eq!(
+            err("[server]\nmax_concurrent_runs = 0"),
+            "c.toml:2:23: [server] max_concurrent_runs must be at least 1"
+        );
+        assert_eq!(
+            err("[server]\nmax_body_bytes = \"big\""),
+            "c.toml:2:18: [server]: invalid type: string \"big\", expected usize"
+        );
+        assert_eq!(
+            err("[server\n"),
+            "c.toml:1:8: invalid TOML: unclosed table, expected `]`"
         );
     }
 }

@@ -114,7 +114,8 @@ pub enum Expr {
 }
 
 /// A parse error at a byte offset of the condition text.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("at byte {offset}: {message}")]
 pub struct ParseError {
     /// Byte offset in the condition.
     pub offset: usize,
@@ -309,12 +310,12 @@ impl Parser {
                     offset: at,
                     message: format!("expected a value, found `{word}`"),
                 }),
-                _ => reference(&word)
-                    .map(Expr::Ref)
-                    .map_err(|message| ParseError {
-                        offset: at,
-                        message,
-                    }),
+                _ => reference(&word).map(Expr::Ref).ok_or_else(|| ParseError {
+                    offset: at,
+                    message: format!(
+                        "unknown reference `{word}`; use STEP.metrics.NAME, STEP.status, STEP.outputs.NAME[.FIELD] or params.NAME"
+                    ),
+                }),
             },
             Tok::RParen => Err(ParseError {
                 offset: at,
@@ -328,16 +329,17 @@ impl Parser {
     }
 }
 
-fn reference(word: &str) -> Result<Ref, String> {
+/// The reference `word` spells, if any.
+fn reference(word: &str) -> Option<Ref> {
     let parts: Vec<&str> = word.split('.').collect();
     match parts.as_slice() {
-        ["params", name] if !name.is_empty() => Ok(Ref::Param(name.to_string())),
-        [step, "metrics", name] if !step.is_empty() && !name.is_empty() => Ok(Ref::Metric {
+        ["params", name] if !name.is_empty() => Some(Ref::Param(name.to_string())),
+        [step, "metrics", name] if !step.is_empty() && !name.is_empty() => Some(Ref::Metric {
             step: step.to_string(),
             name: name.to_string(),
         }),
-        [step, "status"] if !step.is_empty() => Ok(Ref::Status(step.to_string())),
-        [step, "outputs", output] if !step.is_empty() && !output.is_empty() => Ok(Ref::Output {
+        [step, "status"] if !step.is_empty() => Some(Ref::Status(step.to_string())),
+        [step, "outputs", output] if !step.is_empty() && !output.is_empty() => Some(Ref::Output {
             step: step.to_string(),
             output: output.to_string(),
             field: None,
@@ -345,15 +347,13 @@ fn reference(word: &str) -> Result<Ref, String> {
         [step, "outputs", output, field]
             if !step.is_empty() && !output.is_empty() && !field.is_empty() =>
         {
-            Ok(Ref::Output {
+            Some(Ref::Output {
                 step: step.to_string(),
                 output: output.to_string(),
                 field: Some(field.to_string()),
             })
         }
-        _ => Err(format!(
-            "unknown reference `{word}`; use STEP.metrics.NAME, STEP.status, STEP.outputs.NAME[.FIELD] or params.NAME"
-        )),
+        _ => None,
     }
 }
 
@@ -444,7 +444,9 @@ impl fmt::Display for Value {
 
 /// What a condition can see.
 pub trait Scope {
-    /// The value of a reference, or why there is none.
+    /// The value of a reference, or why there is none. The reason is the
+    /// implementor's own text (it knows what was missing); [`eval`] wraps
+    /// it in [`EvalError::Lookup`] with the reference.
     fn lookup(&self, r: &Ref) -> Result<Value, String>;
 }
 
@@ -457,11 +459,40 @@ impl Scope for BTreeMap<String, Value> {
     }
 }
 
+/// Why a condition could not be evaluated; each names its offender.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// The [`Scope`] has no value for a reference.
+    #[error("{reason}")]
+    Lookup {
+        /// The reference, as written.
+        reference: String,
+        /// The scope's reason (it names the reference).
+        reason: String,
+    },
+    /// The whole condition (or a `not`/`and`/`or` operand) is not a boolean.
+    #[error("the condition is {value}, not true or false")]
+    NotBoolean {
+        /// The value it had.
+        value: Value,
+    },
+    /// `a OP b` over values that do not compare.
+    #[error("cannot compare {left} {} {right}", .op.as_str())]
+    Incomparable {
+        /// The left value.
+        left: Value,
+        /// The operator.
+        op: Cmp,
+        /// The right value.
+        right: Value,
+    },
+}
+
 /// Evaluates `e`; the result must be a boolean.
-pub fn eval(e: &Expr, scope: &dyn Scope) -> Result<bool, String> {
+pub fn eval(e: &Expr, scope: &dyn Scope) -> Result<bool, EvalError> {
     match value(e, scope)? {
         Value::Bool(b) => Ok(b),
-        other => Err(format!("the condition is {other}, not true or false")),
+        value => Err(EvalError::NotBoolean { value }),
     }
 }
 
@@ -475,12 +506,15 @@ fn as_num(v: &Value) -> Option<f64> {
     }
 }
 
-fn value(e: &Expr, scope: &dyn Scope) -> Result<Value, String> {
+fn value(e: &Expr, scope: &dyn Scope) -> Result<Value, EvalError> {
     Ok(match e {
         Expr::Num(n) => Value::Num(*n),
         Expr::Str(s) => Value::Str(s.clone()),
         Expr::Bool(b) => Value::Bool(*b),
-        Expr::Ref(r) => scope.lookup(r)?,
+        Expr::Ref(r) => scope.lookup(r).map_err(|reason| EvalError::Lookup {
+            reference: r.to_string(),
+            reason,
+        })?,
         Expr::Not(inner) => Value::Bool(!eval(inner, scope)?),
         Expr::And(a, b) => Value::Bool(eval(a, scope)? && eval(b, scope)?),
         Expr::Or(a, b) => Value::Bool(eval(a, scope)? || eval(b, scope)?),
@@ -493,11 +527,21 @@ fn value(e: &Expr, scope: &dyn Scope) -> Result<Value, String> {
                 }
                 _ => match (as_num(&l), as_num(&r)) {
                     (Some(x), Some(y)) => x.partial_cmp(&y),
-                    _ => return Err(format!("cannot compare {l} {} {r}", op.as_str())),
+                    _ => {
+                        return Err(EvalError::Incomparable {
+                            left: l,
+                            op: *op,
+                            right: r,
+                        });
+                    }
                 },
             };
             let Some(o) = ordering else {
-                return Err(format!("cannot compare {l} {} {r}", op.as_str()));
+                return Err(EvalError::Incomparable {
+                    left: l,
+                    op: *op,
+                    right: r,
+                });
             };
             use std::cmp::Ordering::*;
             Value::Bool(match op {
@@ -534,6 +578,7 @@ mod tests {
             &parse(text).map_err(|e| format!("{}@{}", e.message, e.offset))?,
             &scope(),
         )
+        .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -851,7 +896,7 @@ mod props {
                     prop_assert!(tree_depth(&e) <= MAX_EXPR_BYTES, "{text:?}");
                     // Evaluation never panics; a failure names something.
                     if let Err(m) = eval(&e, &scope()) {
-                        prop_assert!(!m.is_empty());
+                        prop_assert!(!m.to_string().is_empty());
                     }
                 }
                 Err(err) => {

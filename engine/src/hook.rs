@@ -13,7 +13,8 @@
 //! (`repository.pushed_at`, GitHub) older than the window is refused, so
 //! pruning reopens nothing for such senders. A sender whose payloads carry
 //! no push time can be replayed once the window has passed.
-//! Boundary: parses payloads and config, claims payloads; running the
+//! Boundary: parses payloads and its config section (`[hooks.*]`, read
+//! once by `config`), claims payloads; running the
 //! pipeline is the caller's (`sluice hook`, `sluice serve`).
 
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::section::{ConfigError, Source, Value};
 
 /// Largest webhook body accepted: a git push payload is a few KiB (GitHub
 /// caps deliveries at 25 MB but trims commit lists; 1 MiB leaves room for
@@ -50,14 +53,6 @@ pub enum HookError {
     BadPayload {
         /// The hook.
         hook: String,
-        /// Why.
-        reason: String,
-    },
-    /// The hook configuration is unusable.
-    #[error("hook config {path}: {reason}")]
-    Config {
-        /// The config file.
-        path: PathBuf,
         /// Why.
         reason: String,
     },
@@ -101,7 +96,18 @@ impl std::fmt::Debug for Hook {
     }
 }
 
-/// Reads the hooks of a config file:
+/// Keys accepted in a `[hooks.NAME]` table.
+pub const KEYS: &[&str] = &[
+    "secret",
+    "secret_env",
+    "pipeline",
+    "commit_param",
+    "branches",
+    "tenant",
+];
+
+/// Reads the `[hooks]` section of the config file (`value`, the table of
+/// hooks), `secret_env` read now:
 ///
 /// ```toml
 /// [hooks.main]
@@ -111,89 +117,70 @@ impl std::fmt::Debug for Hook {
 /// branches = ["main"]
 /// tenant = "default"                  # the service tenant of its runs
 /// ```
-pub fn load_config(path: &Path) -> Result<BTreeMap<String, Hook>, HookError> {
-    let bad = |reason: String| HookError::Config {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
+pub fn from_section(
+    source: &Source,
+    value: &Value<'_>,
+) -> Result<BTreeMap<String, Hook>, ConfigError> {
+    let section = source.table(value, "`hooks`")?;
     let mut hooks = BTreeMap::new();
-    let Some(section) = table.get("hooks").and_then(|h| h.as_table()) else {
-        return Ok(hooks);
-    };
-    for (name, value) in section {
-        let t = value
-            .as_table()
-            .ok_or_else(|| bad(format!("[hooks.{name}] must be a table")))?;
-        for key in t.keys() {
-            if ![
-                "secret",
-                "secret_env",
-                "pipeline",
-                "commit_param",
-                "branches",
-                "tenant",
-            ]
-            .contains(&key.as_str())
-            {
-                return Err(bad(format!("[hooks.{name}]: unknown field `{key}`")));
-            }
-        }
-        let secret = match (
-            t.get("secret").and_then(|v| v.as_str()),
-            t.get("secret_env").and_then(|v| v.as_str()),
-        ) {
+    for (key, value) in section.iter() {
+        let name = key.get_ref().to_string();
+        let place = format!("[hooks.{name}]");
+        let t = source.table(value, &place)?;
+        source.check_keys(t, &place, KEYS)?;
+        let string = |key: &str| -> Result<Option<&str>, ConfigError> {
+            t.get(key)
+                .map(|v| source.string(v, &format!("{place} `{key}`")))
+                .transpose()
+        };
+        let secret = match (string("secret")?, string("secret_env")?) {
             (Some(s), None) => s.as_bytes().to_vec(),
             (None, Some(var)) => std::env::var(var)
                 .map_err(|_| {
-                    bad(format!(
-                        "[hooks.{name}]: environment variable `{var}` is not set"
-                    ))
+                    source.error(
+                        &t["secret_env"].span(),
+                        format!("{place}: environment variable `{var}` is not set"),
+                    )
                 })?
                 .into_bytes(),
             _ => {
-                return Err(bad(format!(
-                    "[hooks.{name}]: set exactly one of `secret`, `secret_env`"
-                )));
+                return Err(source.error(
+                    &key.span(),
+                    format!("{place}: set exactly one of `secret`, `secret_env`"),
+                ));
             }
         };
         if secret.is_empty() {
-            return Err(bad(format!("[hooks.{name}]: the secret is empty")));
+            return Err(source.error(&key.span(), format!("{place}: the secret is empty")));
         }
-        let pipeline = t
-            .get("pipeline")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| bad(format!("[hooks.{name}]: `pipeline` is required")))?;
+        let pipeline = string("pipeline")?
+            .ok_or_else(|| source.error(&key.span(), format!("{place}: `pipeline` is required")))?;
         let branches = match t.get("branches") {
             None => Vec::new(),
             Some(v) => v
+                .get_ref()
                 .as_array()
-                .and_then(|a| a.iter().map(|b| b.as_str().map(str::to_string)).collect())
+                .and_then(|a| {
+                    a.iter()
+                        .map(|b| b.get_ref().as_str().map(str::to_string))
+                        .collect()
+                })
                 .ok_or_else(|| {
-                    bad(format!(
-                        "[hooks.{name}]: `branches` must be an array of strings"
-                    ))
+                    source.error(
+                        &v.span(),
+                        format!("{place}: `branches` must be an array of strings"),
+                    )
                 })?,
         };
         hooks.insert(
             name.clone(),
             Hook {
-                name: name.clone(),
                 secret,
-                pipeline: dir.join(pipeline),
-                commit_param: t
-                    .get("commit_param")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("commit")
-                    .to_string(),
+                pipeline: source.dir().join(pipeline),
+                commit_param: string("commit_param")?.unwrap_or("commit").to_string(),
                 branches,
-                tenant: t
-                    .get("tenant")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("default")
-                    .to_string(),
+                tenant: string("tenant")?.unwrap_or("default").to_string(),
+                name,
             },
         );
     }
@@ -455,6 +442,42 @@ mod tests {
             branches: vec!["main".into()],
             tenant: "default".into(),
         }
+    }
+
+    fn section(text: &str) -> Result<BTreeMap<String, Hook>, ConfigError> {
+        let root = toml::de::DeTable::parse(text).unwrap();
+        let source = Source::new(Path::new("/etc/c.toml"), text);
+        from_section(&source, root.get_ref().get("hooks").unwrap())
+    }
+
+    #[test]
+    fn the_hooks_section_resolves_paths_and_refuses_with_positions() {
+        let hooks =
+            section("[hooks.main]\nsecret = \"s\"\npipeline = \"p.toml\"\nbranches = [\"main\"]\n")
+                .unwrap();
+        let main = &hooks["main"];
+        assert_eq!(main.pipeline, PathBuf::from("/etc/p.toml"));
+        assert_eq!(
+            (main.commit_param.as_str(), main.tenant.as_str()),
+            ("commit", "default")
+        );
+        let err = |text: &str| section(text).unwrap_err().to_string();
+        assert_eq!(
+            err("[hooks.main]\nsecret = \"s\"\npipline = \"p.toml\"\n"),
+            "/etc/c.toml:3:1: unknown key `pipline` in [hooks.main]; expected one of: secret, secret_env, pipeline, commit_param, branches, tenant"
+        );
+        assert_eq!(
+            err("[hooks.main]\nsecret = \"s\"\n"),
+            "/etc/c.toml:1:8: [hooks.main]: `pipeline` is required"
+        );
+        assert_eq!(
+            err("[hooks.main]\nsecret = \"s\"\npipeline = \"p\"\nbranches = \"main\"\n"),
+            "/etc/c.toml:4:12: [hooks.main]: `branches` must be an array of strings"
+        );
+        assert_eq!(
+            err("[hooks.main]\nsecret_env = \"SLUICE_TEST_UNSET_HOOK_SECRET\"\npipeline = \"p\"\n"),
+            "/etc/c.toml:2:14: [hooks.main]: environment variable `SLUICE_TEST_UNSET_HOOK_SECRET` is not set"
+        );
     }
 
     #[test]

@@ -661,7 +661,7 @@ fn a_bad_worker_config_is_refused_before_anything_runs() {
     assert_eq!(
         run.stderr.trim(),
         format!(
-            "error: config {}: [workers.fake]: unknown key `argz`; expected one of: command, args, env, hello_timeout_s",
+            "error: {}:3:1: unknown key `argz` in [workers.fake]; expected one of: command, args, env, hello_timeout_s",
             config.display()
         )
     );

@@ -10,6 +10,7 @@ mod audit;
 mod blocking;
 mod cache;
 mod cli;
+mod config;
 mod crash;
 mod expansion;
 mod faults;

@@ -1,7 +1,7 @@
 //! Worker kinds: which command the engine starts for `worker = "KIND"`.
 //!
-//! Read from the `[workers.KIND]` tables of the engine config file
-//! (`--config FILE`, default `<home>/config.toml` when it exists) over
+//! Read from the `[workers.KIND]` tables of the engine config file (the
+//! `workers` section of [`crate::config::Config`], read once) over
 //! built-in defaults for the reference workers: `cpu` (this binary, `sluice
 //! worker cpu`) and `torch` (`python3 <home>/workers/torch/worker.py`, the
 //! script embedded in the binary and written there when it differs).
@@ -13,10 +13,18 @@
 //! env = { PYTORCH_CUDA_ALLOC_CONF = "expandable_segments:True" }
 //! hello_timeout_s = 120
 //! ```
+//!
+//! Invariant: every configured kind has a non-empty command, string args
+//! and env, and a hello timeout within bounds; a problem is refused with
+//! the file, line and column of the offending key or value.
+//! Boundary: reads no file itself (the config file is read by `config`);
+//! starts nothing (that is the pool's job).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::section::{Source, Value, integer};
 
 /// Keys accepted in a `[workers.KIND]` table.
 pub const KEYS: &[&str] = &["command", "args", "env", "hello_timeout_s"];
@@ -63,15 +71,9 @@ pub struct WorkerConfig {
     kinds: BTreeMap<String, WorkerCommand>,
 }
 
-/// A problem in the `[workers]` part of a config file.
-#[derive(Debug, thiserror::Error)]
-#[error("config {}: {message}", file.display())]
-pub struct ConfigError {
-    /// The config file.
-    pub file: PathBuf,
-    /// What is wrong, naming the table and key.
-    pub message: String,
-}
+// Config problems are the one config file's error type; `gpu` re-exports
+// it under its old name.
+pub use crate::section::ConfigError;
 
 impl WorkerConfig {
     /// The built-in kinds: `cpu` (this executable, `worker cpu`) and `torch`.
@@ -105,127 +107,123 @@ impl WorkerConfig {
         WorkerConfig { kinds }
     }
 
-    /// The built-in kinds overlaid with the `[workers.KIND]` tables of
-    /// `table` (other top-level keys belong to other modules and are left
-    /// alone). `file` names the source in messages and anchors relative
-    /// command paths.
-    pub fn from_table(
-        table: &toml::Table,
-        file: &Path,
+    /// The built-in kinds overlaid with the `[workers]` section of the
+    /// config file (`value`, the table of kinds); relative command paths
+    /// resolve against the file's directory.
+    pub fn from_section(
+        source: &Source,
+        value: &Value<'_>,
         home: &Path,
     ) -> Result<WorkerConfig, ConfigError> {
-        let err = |message: String| ConfigError {
-            file: file.to_path_buf(),
-            message,
-        };
         let mut config = WorkerConfig::builtin(home);
-        let Some(workers) = table.get("workers") else {
-            return Ok(config);
-        };
-        let toml::Value::Table(workers) = workers else {
-            return Err(err(format!(
-                "`workers` must be a table of [workers.KIND], found {}",
-                workers.type_str()
-            )));
-        };
-        let dir = file.parent().unwrap_or(Path::new("."));
-        for (kind, value) in workers {
+        let workers = value
+            .get_ref()
+            .as_table()
+            .ok_or_else(|| source.type_error(value, "`workers`", "a table of [workers.KIND]"))?;
+        for (key, value) in workers.iter() {
+            let kind = key.get_ref().as_ref();
             if !crate::spec::is_kind_name(kind) {
-                return Err(err(format!(
-                    "[workers.{kind:?}]: a worker kind is 1-64 characters of [A-Za-z0-9_-]"
-                )));
+                return Err(source.error(
+                    &key.span(),
+                    format!(
+                        "[workers.{kind:?}]: a worker kind is 1-64 characters of [A-Za-z0-9_-]"
+                    ),
+                ));
             }
-            let toml::Value::Table(t) = value else {
-                return Err(err(format!(
-                    "[workers.{kind}] must be a table, found {}",
-                    value.type_str()
-                )));
-            };
             let place = format!("[workers.{kind}]");
-            for key in t.keys() {
-                if !KEYS.contains(&key.as_str()) {
-                    return Err(err(format!(
-                        "{place}: unknown key `{key}`; expected one of: {}",
-                        KEYS.join(", ")
-                    )));
-                }
-            }
+            let t = source.table(value, &place)?;
+            source.check_keys(t, &place, KEYS)?;
             let command = match t.get("command") {
-                Some(toml::Value::String(s)) if !s.is_empty() => {
-                    let p = PathBuf::from(s);
-                    if p.components().count() > 1 && p.is_relative() {
-                        dir.join(p)
-                    } else {
-                        p
+                Some(v) => match v.get_ref().as_str() {
+                    Some(s) if !s.is_empty() => {
+                        let p = PathBuf::from(s);
+                        if p.components().count() > 1 && p.is_relative() {
+                            source.dir().join(p)
+                        } else {
+                            p
+                        }
                     }
+                    _ => {
+                        return Err(source.type_error(
+                            v,
+                            &format!("{place} command"),
+                            "a non-empty string",
+                        ));
+                    }
+                },
+                None => {
+                    return Err(source.error(&value.span(), format!("{place} has no `command`")));
                 }
-                Some(other) => {
-                    return Err(err(format!(
-                        "{place} command must be a non-empty string, found {}",
-                        other.type_str()
-                    )));
-                }
-                None => return Err(err(format!("{place} has no `command`"))),
             };
             let args = match t.get("args") {
                 None => Vec::new(),
-                Some(toml::Value::Array(items)) => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| match v {
-                        toml::Value::String(s) => Ok(s.clone()),
-                        other => Err(err(format!(
-                            "{place} args[{i}] must be a string, found {}",
-                            other.type_str()
-                        ))),
-                    })
-                    .collect::<Result<_, _>>()?,
-                Some(other) => {
-                    return Err(err(format!(
-                        "{place} args must be an array of strings, found {}",
-                        other.type_str()
-                    )));
-                }
+                Some(v) => match v.get_ref().as_array() {
+                    Some(items) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| {
+                            source
+                                .string(item, &format!("{place} args[{i}]"))
+                                .map(str::to_string)
+                        })
+                        .collect::<Result<_, _>>()?,
+                    None => {
+                        return Err(source.type_error(
+                            v,
+                            &format!("{place} args"),
+                            "an array of strings",
+                        ));
+                    }
+                },
             };
             let env = match t.get("env") {
                 None => BTreeMap::new(),
-                Some(toml::Value::Table(e)) => e
-                    .iter()
-                    .map(|(k, v)| match v {
-                        toml::Value::String(s) if !k.is_empty() && !k.contains(['=', '\0']) => {
-                            Ok((k.clone(), s.clone()))
-                        }
-                        toml::Value::String(_) => {
-                            Err(err(format!("{place} env: invalid variable name {k:?}")))
-                        }
-                        other => Err(err(format!(
-                            "{place} env `{k}` must be a string, found {}",
-                            other.type_str()
-                        ))),
-                    })
-                    .collect::<Result<_, _>>()?,
-                Some(other) => {
-                    return Err(err(format!(
-                        "{place} env must be a table of strings, found {}",
-                        other.type_str()
-                    )));
-                }
+                Some(v) => match v.get_ref().as_table() {
+                    Some(e) => e
+                        .iter()
+                        .map(|(k, v)| {
+                            let name = k.get_ref().as_ref();
+                            let value = source.string(v, &format!("{place} env `{name}`"))?;
+                            if name.is_empty() || name.contains(['=', '\0']) {
+                                return Err(source.error(
+                                    &k.span(),
+                                    format!("{place} env: invalid variable name {name:?}"),
+                                ));
+                            }
+                            Ok((name.to_string(), value.to_string()))
+                        })
+                        .collect::<Result<_, _>>()?,
+                    None => {
+                        return Err(source.type_error(
+                            v,
+                            &format!("{place} env"),
+                            "a table of strings",
+                        ));
+                    }
+                },
             };
             let hello_timeout = match t.get("hello_timeout_s") {
                 None => HELLO_TIMEOUT_DEFAULT,
-                Some(toml::Value::Integer(n))
-                    if (1..=HELLO_TIMEOUT_S_CEILING as i64).contains(n) =>
-                {
-                    Duration::from_secs(*n as u64)
-                }
-                Some(other) => {
-                    return Err(err(format!(
-                        "{place} hello_timeout_s must be an integer between 1 and {HELLO_TIMEOUT_S_CEILING}, found {other}"
-                    )));
-                }
+                Some(v) => match integer(v) {
+                    Some(n) if (1..=HELLO_TIMEOUT_S_CEILING as i64).contains(&n) => {
+                        Duration::from_secs(n as u64)
+                    }
+                    _ => {
+                        return Err(source.error(
+                            &v.span(),
+                            format!(
+                                "{place} hello_timeout_s must be an integer between 1 and {HELLO_TIMEOUT_S_CEILING}, found {}",
+                                v.get_ref().as_integer().map_or_else(
+                                    || v.get_ref().type_str().to_string(),
+                                    |i| i.as_str().to_string()
+                                )
+                            ),
+                        ));
+                    }
+                },
             };
             config.kinds.insert(
-                kind.clone(),
+                kind.to_string(),
                 WorkerCommand {
                     command,
                     args,
@@ -236,26 +234,6 @@ impl WorkerConfig {
             );
         }
         Ok(config)
-    }
-
-    /// Reads `file`, or `<home>/config.toml` when no file is given and it
-    /// exists; the built-in kinds otherwise.
-    pub fn load(file: Option<&Path>, home: &Path) -> Result<WorkerConfig, ConfigError> {
-        let default = home.join("config.toml");
-        let path = match file {
-            Some(f) => f.to_path_buf(),
-            None if default.is_file() => default,
-            None => return Ok(WorkerConfig::builtin(home)),
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-            file: path.clone(),
-            message: format!("cannot read: {e}"),
-        })?;
-        let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError {
-            file: path.clone(),
-            message: format!("invalid TOML: {}", e.message().trim()),
-        })?;
-        WorkerConfig::from_table(&table, &path, home)
     }
 
     /// How to start `kind`.
@@ -273,8 +251,15 @@ impl WorkerConfig {
 mod tests {
     use super::*;
 
-    fn table(text: &str) -> toml::Table {
-        toml::from_str(text).unwrap()
+    /// The `[workers]` section of `text`, read as the file `file`.
+    fn workers(text: &str, file: &str) -> Result<WorkerConfig, ConfigError> {
+        let root = toml::de::DeTable::parse(text).unwrap();
+        let source = Source::new(Path::new(file), text);
+        WorkerConfig::from_section(
+            &source,
+            root.get_ref().get("workers").unwrap(),
+            Path::new("/h"),
+        )
     }
 
     #[test]
@@ -293,11 +278,8 @@ mod tests {
 
     #[test]
     fn worker_tables_override_and_add_kinds() {
-        let c = WorkerConfig::from_table(
-            &table(
-                r#"
-                [hooks.x]
-                pipeline = "p.toml"
+        let c = workers(
+            r#"
                 [workers.fake]
                 command = "bin/fake.sh"
                 args = ["--fast"]
@@ -306,9 +288,7 @@ mod tests {
                 [workers.torch]
                 command = "/opt/py"
                 "#,
-            ),
-            Path::new("/etc/sluice/config.toml"),
-            Path::new("/h"),
+            "/etc/sluice/config.toml",
         )
         .unwrap();
         let fake = c.get("fake").unwrap();
@@ -323,68 +303,44 @@ mod tests {
     }
 
     #[test]
-    fn bad_worker_tables_name_the_table_and_key() {
+    fn bad_worker_tables_name_the_position_table_and_key() {
         let cases = [
             (
                 "[workers.w]\ncomand = \"x\"",
-                "[workers.w]: unknown key `comand`; expected one of: command, args, env, hello_timeout_s",
+                "2:1: unknown key `comand` in [workers.w]; expected one of: command, args, env, hello_timeout_s",
             ),
-            ("[workers.w]\nargs = []", "[workers.w] has no `command`"),
+            (
+                "[workers.w]\nargs = []",
+                "1:1: [workers.w] has no `command`",
+            ),
             (
                 "[workers.w]\ncommand = 3",
-                "[workers.w] command must be a non-empty string, found integer",
+                "2:11: [workers.w] command must be a non-empty string, found integer",
             ),
             (
                 "[workers.w]\ncommand = \"x\"\nargs = [1]",
-                "[workers.w] args[0] must be a string, found integer",
+                "3:9: [workers.w] args[0] must be a string, found integer",
             ),
             (
                 "[workers.w]\ncommand = \"x\"\nenv = { A = 1 }",
-                "[workers.w] env `A` must be a string, found integer",
+                "3:13: [workers.w] env `A` must be a string, found integer",
             ),
             (
                 "[workers.w]\ncommand = \"x\"\nhello_timeout_s = 0",
-                "[workers.w] hello_timeout_s must be an integer between 1 and 3600, found 0",
+                "3:19: [workers.w] hello_timeout_s must be an integer between 1 and 3600, found 0",
             ),
             (
                 "workers = 3",
-                "`workers` must be a table of [workers.KIND], found integer",
+                "1:11: `workers` must be a table of [workers.KIND], found integer",
             ),
             (
                 "[workers.\"a/b\"]\ncommand = \"x\"",
-                "[workers.\"a/b\"]: a worker kind is 1-64 characters of [A-Za-z0-9_-]",
+                "1:10: [workers.\"a/b\"]: a worker kind is 1-64 characters of [A-Za-z0-9_-]",
             ),
         ];
         for (text, expected) in cases {
-            let e = WorkerConfig::from_table(&table(text), Path::new("c.toml"), Path::new("/h"))
-                .unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                format!("config c.toml: {expected}"),
-                "{text}"
-            );
+            let e = workers(text, "c.toml").unwrap_err();
+            assert_eq!(e.to_string(), format!("c.toml:{expected}"), "{text}");
         }
-    }
-
-    #[test]
-    fn load_reads_the_home_config_only_when_present() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            WorkerConfig::load(None, dir.path()).unwrap(),
-            WorkerConfig::builtin(dir.path())
-        );
-        std::fs::write(
-            dir.path().join("config.toml"),
-            "[workers.w]\ncommand = \"/bin/true\"\n",
-        )
-        .unwrap();
-        assert!(
-            WorkerConfig::load(None, dir.path())
-                .unwrap()
-                .get("w")
-                .is_some()
-        );
-        let e = WorkerConfig::load(Some(&dir.path().join("nope.toml")), dir.path()).unwrap_err();
-        assert!(e.message.starts_with("cannot read: "), "{e}");
     }
 }

@@ -966,7 +966,7 @@ async fn git_hook(
                     HookError::Unauthorized { .. } => {
                         ApiError::new(Code::Unauthorized, e.to_string())
                     }
-                    HookError::Io { .. } | HookError::Config { .. } => ApiError::internal(e),
+                    HookError::Io { .. } => ApiError::internal(e),
                     HookError::BadPayload { .. } => ApiError::new(Code::BadRequest, e.to_string()),
                 })?;
         match decision {

@@ -549,10 +549,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     std::fs::create_dir_all(args.home.join("server"))?;
-    let hooks = match &config.path {
-        Some(p) => crate::hook::load_config(p)?,
-        None => BTreeMap::new(),
-    };
+    let hooks = config.hooks.clone();
     let root = match &config.server.root {
         Some(r) => r.clone(),
         None => std::env::current_dir()?,
@@ -576,7 +573,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("sluice: warning: {warning}");
     }
     let index = index::Index::open(&args.home.join("server").join("index.sqlite"))?;
-    let workers = crate::gpu::WorkerConfig::load(config.path.as_deref(), &args.home)?;
+    let workers = config.workers.clone();
     let gpu = Arc::new(crate::gpu::Dispatcher::new(
         workers,
         args.home.join("scratch").join("gpu"),
