@@ -356,7 +356,7 @@ impl GpuReport {
         let availability = telemetry::availability();
         GpuReport {
             available: availability.is_ok(),
-            reason: availability.err(),
+            reason: availability.err().map(|e| e.to_string()),
             jobs,
         }
     }

@@ -41,10 +41,12 @@ pub use compare::{Comparison, LOSS_RELATIVE_TOLERANCE, compare};
 pub use config::{ConfigError, WorkerConfig};
 pub use dispatch::{CANCEL_GRACE, Dispatcher, JobRequest};
 pub use handle::JobHandle;
+pub use ingest::{InputError, OpenRefusal, OutputError, OutputProblem};
 pub use job::{
     GPUS_PER_JOB_MAX, GpuReport, JOB_INPUTS_MAX, JobReport, JobSpecRecord, OP_BYTES_MAX,
     PARAMS_JSON_BYTES_MAX, State, fingerprint,
 };
+pub use pool::WorkerError;
 pub use port::{AttemptGpu, Backend, Ledger, RecordedJobs};
 pub use protocol::Hello;
-pub use telemetry::{DeviceInfo, Usage};
+pub use telemetry::{DeviceInfo, NvmlUnavailable, TelemetryUnavailable, Usage};
