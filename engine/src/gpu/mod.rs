@@ -4,7 +4,7 @@
 //! [`AttemptGpu`] (the host-api `GpuPort`, in `port`); a long-lived
 //! [`Dispatcher`] (`dispatch`, shared by every run of a process: a warm
 //! pool) runs each job on a native worker process of that kind, speaking
-//! the JSON-lines protocol of `examples/workers/PROTOCOL.md` ([`protocol`]),
+//! the JSON-lines protocol of `workers/PROTOCOL.md` ([`protocol`]),
 //! with workers kept in per-kind pools ([`pool`]) started from the engine
 //! config ([`config`]) and watched by NVML ([`telemetry`]). A job is data
 //! in `job` ([`JobSpecRecord`], [`JobReport`]); a submitted one is a
