@@ -2,11 +2,20 @@
 //! `cargo metadata`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::harness::repo;
 
-fn dependencies() -> BTreeMap<String, Vec<String>> {
+/// A workspace package as `cargo metadata` describes it.
+struct Package {
+    /// Absolute path of its `Cargo.toml`.
+    manifest_path: PathBuf,
+    /// Names of the packages it depends on (normal, dev and build).
+    dependencies: Vec<String>,
+}
+
+fn packages() -> BTreeMap<String, Package> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([
             "metadata",
@@ -29,14 +38,28 @@ fn dependencies() -> BTreeMap<String, Vec<String>> {
         .unwrap()
         .iter()
         .map(|p| {
-            let deps = p["dependencies"]
+            let dependencies = p["dependencies"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|d| d["name"].as_str().unwrap().to_string())
                 .collect();
-            (p["name"].as_str().unwrap().to_string(), deps)
+            let manifest_path = PathBuf::from(p["manifest_path"].as_str().unwrap());
+            (
+                p["name"].as_str().unwrap().to_string(),
+                Package {
+                    manifest_path,
+                    dependencies,
+                },
+            )
         })
+        .collect()
+}
+
+fn dependencies() -> BTreeMap<String, Vec<String>> {
+    packages()
+        .into_iter()
+        .map(|(name, p)| (name, p.dependencies))
         .collect()
 }
 
@@ -87,7 +110,7 @@ fn crates_depend_only_in_the_designed_direction() {
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "vocabulary",
-        &["digest", "fault", "quoting", "limits", "expr"],
+        &["digest", "fault", "quoting", "limits", "expr", "position"],
     ),
     (
         "vocabulary over IO",
@@ -244,4 +267,38 @@ fn the_layer_check_catches_an_upward_edge() {
     );
     assert_eq!(edges, vec![(1, "run".to_string())]);
     assert!(layer_of("run") > layer_of("store"));
+}
+#[test]
+fn no_crate_outside_examples_depends_on_a_crate_under_examples() {
+    let packages = packages();
+    let root = repo().canonicalize().unwrap();
+    let examples = root.join("examples");
+    let is_example = |p: &Package| p.manifest_path.starts_with(&examples);
+    let rel = |p: &Package| {
+        p.manifest_path
+            .strip_prefix(&root)
+            .unwrap_or(&p.manifest_path)
+            .display()
+            .to_string()
+    };
+    assert!(
+        packages.values().filter(|p| is_example(p)).count() >= 8,
+        "no package found under {} (is the path comparison broken?)",
+        examples.display()
+    );
+    let edges: Vec<String> = packages
+        .iter()
+        .filter(|(_, p)| !is_example(p))
+        .flat_map(|(name, p)| {
+            p.dependencies
+                .iter()
+                .filter_map(|d| packages.get(d).filter(|q| is_example(q)).map(|q| (d, q)))
+                .map(move |(d, q)| format!("{name} ({}) -> {d} ({})", rel(p), rel(q)))
+        })
+        .collect();
+    assert!(
+        edges.is_empty(),
+        "crates outside examples/ must not depend on crates under examples/ (the engine may use a worker crate, never an example): {}",
+        edges.join("; ")
+    );
 }

@@ -37,7 +37,7 @@ pub const HELLO_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 pub const HELLO_TIMEOUT_S_CEILING: u64 = 3600;
 
 /// The reference PyTorch worker, embedded so a release binary is enough.
-pub const TORCH_WORKER_PY: &str = include_str!("../../../examples/workers/torch/worker.py");
+pub const TORCH_WORKER_PY: &str = include_str!("../../../workers/torch/worker.py");
 
 /// A file the engine writes before starting a worker (only if its bytes
 /// differ from what is there).

@@ -33,6 +33,115 @@ pub const JOB_LOG_BYTES_MAX: usize = 1 << 20;
 /// How long a worker may take to exit after `shutdown` before it is killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Why no worker of a kind could be had. Every variant names the kind; one
+/// that had started says how it ended (`status`) and, where it wrote any,
+/// the last line of its stderr (`log_tail`, empty or `; its stderr ends:
+/// …`).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The directory of a built-in script could not be created.
+    #[error("worker `{kind}`: {}: {error}", dir.display())]
+    ScriptDir {
+        /// Worker kind.
+        kind: String,
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The IO error.
+        error: io::Error,
+    },
+    /// A built-in script could not be written.
+    #[error("worker `{kind}`: {error}")]
+    Script {
+        /// Worker kind.
+        kind: String,
+        /// The write error.
+        error: crate::durable::DurableError,
+    },
+    /// The process could not be started.
+    #[error("worker `{kind}`: cannot start {}: {error}", command.display())]
+    Start {
+        /// Worker kind.
+        kind: String,
+        /// The program.
+        command: std::path::PathBuf,
+        /// The spawn error.
+        error: io::Error,
+    },
+    /// The threads reading its pipes could not be started.
+    #[error("worker `{kind}`: cannot start its reader threads: {error} ({status})")]
+    ReaderThreads {
+        /// Worker kind.
+        kind: String,
+        /// The thread error.
+        error: io::Error,
+        /// How it ended.
+        status: String,
+    },
+    /// Its first message was not a `hello`.
+    #[error("worker `{kind}` did not start with hello (first message: {first}); killed ({status})")]
+    NotHello {
+        /// Worker kind.
+        kind: String,
+        /// The type of its first message.
+        first: &'static str,
+        /// How it ended.
+        status: String,
+    },
+    /// Its first line broke the protocol.
+    #[error("worker `{kind}` sent a malformed first line: {problem}; killed ({status}){log_tail}")]
+    MalformedHello {
+        /// Worker kind.
+        kind: String,
+        /// What is wrong with the line.
+        problem: String,
+        /// How it ended.
+        status: String,
+        /// Its last stderr line.
+        log_tail: String,
+    },
+    /// It exited before its `hello`.
+    #[error("worker `{kind}` exited ({status}) before saying hello{log_tail}")]
+    ExitedBeforeHello {
+        /// Worker kind.
+        kind: String,
+        /// How it ended.
+        status: String,
+        /// Its last stderr line.
+        log_tail: String,
+    },
+    /// No `hello` within the kind's `hello_timeout`.
+    #[error("worker `{kind}` did not say hello within {timeout_s} s; killed ({status}){log_tail}")]
+    HelloTimeout {
+        /// Worker kind.
+        kind: String,
+        /// The timeout.
+        timeout_s: u64,
+        /// How it ended.
+        status: String,
+        /// Its last stderr line.
+        log_tail: String,
+    },
+    /// It speaks another protocol version.
+    #[error(
+        "worker `{kind}` speaks protocol {protocol}; this engine speaks {}; killed ({status})",
+        protocol::PROTOCOL_VERSION
+    )]
+    Protocol {
+        /// Worker kind.
+        kind: String,
+        /// The version in its `hello`.
+        protocol: u64,
+        /// How it ended.
+        status: String,
+    },
+    /// The pool is closed.
+    #[error("worker `{kind}`: the dispatcher is shutting down")]
+    ShuttingDown {
+        /// Worker kind.
+        kind: String,
+    },
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -429,16 +538,23 @@ impl Worker {
         kind: &str,
         cmd: &WorkerCommand,
         gpu: Option<&str>,
-    ) -> Result<Worker, String> {
+    ) -> Result<Worker, WorkerError> {
         if let Some(m) = &cmd.materialize
             && std::fs::read_to_string(&m.path).ok().as_deref() != Some(m.contents)
         {
             if let Some(dir) = m.path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("worker `{kind}`: {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|error| WorkerError::ScriptDir {
+                    kind: kind.to_string(),
+                    dir: dir.to_path_buf(),
+                    error,
+                })?;
             }
-            crate::durable::write_atomic(&m.path, m.contents.as_bytes(), false)
-                .map_err(|e| format!("worker `{kind}`: {e}"))?;
+            crate::durable::write_atomic(&m.path, m.contents.as_bytes(), false).map_err(
+                |error| WorkerError::Script {
+                    kind: kind.to_string(),
+                    error,
+                },
+            )?;
         }
         let mut command = Command::new(&cmd.command);
         command
@@ -453,11 +569,10 @@ impl Worker {
             .stderr(Stdio::piped())
             // Its own process group: killing the worker kills what it started.
             .process_group(0);
-        let mut child = command.spawn().map_err(|e| {
-            format!(
-                "worker `{kind}`: cannot start {}: {e}",
-                cmd.command.display()
-            )
+        let mut child = command.spawn().map_err(|error| WorkerError::Start {
+            kind: kind.to_string(),
+            command: cmd.command.clone(),
+            error,
         })?;
         let instance = SPAWNED.fetch_add(1, Ordering::Relaxed) + 1;
         let inbox = Arc::new(Inbox::default());
@@ -501,11 +616,13 @@ impl Worker {
             stderr: log,
             jobs: 0,
         };
-        if let Err(e) = started {
+        if let Err(error) = started {
             let status = worker.kill();
-            return Err(format!(
-                "worker `{kind}`: cannot start its reader threads: {e} ({status})"
-            ));
+            return Err(WorkerError::ReaderThreads {
+                kind: kind.to_string(),
+                error,
+                status,
+            });
         }
         let deadline = Instant::now() + cmd.hello_timeout;
         let first = worker.inbox.next(u64::MAX, deadline);
@@ -513,41 +630,46 @@ impl Worker {
             Next::Message(FromWorker::Hello(h)) => h,
             Next::Message(other) => {
                 let status = worker.kill();
-                return Err(format!(
-                    "worker `{kind}` did not start with hello (first message: {}); killed ({status})",
-                    message_kind(&other)
-                ));
+                return Err(WorkerError::NotHello {
+                    kind: kind.to_string(),
+                    first: message_kind(&other),
+                    status,
+                });
             }
-            Next::Malformed(m) => {
+            Next::Malformed(problem) => {
                 let status = worker.kill();
-                return Err(format!(
-                    "worker `{kind}` sent a malformed first line: {m}; killed ({status}){}",
-                    worker.log_tail()
-                ));
+                return Err(WorkerError::MalformedHello {
+                    kind: kind.to_string(),
+                    problem,
+                    status,
+                    log_tail: worker.log_tail(),
+                });
             }
             Next::Eof => {
                 let status = worker.kill();
-                return Err(format!(
-                    "worker `{kind}` exited ({status}) before saying hello{}",
-                    worker.log_tail()
-                ));
+                return Err(WorkerError::ExitedBeforeHello {
+                    kind: kind.to_string(),
+                    status,
+                    log_tail: worker.log_tail(),
+                });
             }
             Next::Timeout | Next::Cancel => {
                 let status = worker.kill();
-                return Err(format!(
-                    "worker `{kind}` did not say hello within {} s; killed ({status}){}",
-                    cmd.hello_timeout.as_secs(),
-                    worker.log_tail()
-                ));
+                return Err(WorkerError::HelloTimeout {
+                    kind: kind.to_string(),
+                    timeout_s: cmd.hello_timeout.as_secs(),
+                    status,
+                    log_tail: worker.log_tail(),
+                });
             }
         };
         if hello.protocol != protocol::PROTOCOL_VERSION {
             let status = worker.kill();
-            return Err(format!(
-                "worker `{kind}` speaks protocol {}; this engine speaks {}; killed ({status})",
-                hello.protocol,
-                protocol::PROTOCOL_VERSION
-            ));
+            return Err(WorkerError::Protocol {
+                kind: kind.to_string(),
+                protocol: hello.protocol,
+                status,
+            });
         }
         worker.hello = hello;
         Ok(worker)
@@ -732,7 +854,7 @@ impl Pool {
         cmd: &WorkerCommand,
         gpu: Option<&str>,
         cancelled: &dyn Fn() -> bool,
-    ) -> Result<Option<Acquired>, String> {
+    ) -> Result<Option<Acquired>, WorkerError> {
         let key = PoolKey {
             kind: kind.to_string(),
             gpu: gpu.map(str::to_string),
@@ -745,7 +867,9 @@ impl Pool {
                     return Ok(None);
                 }
                 if s.closed {
-                    return Err(format!("worker `{kind}`: the dispatcher is shutting down"));
+                    return Err(WorkerError::ShuttingDown {
+                        kind: kind.to_string(),
+                    });
                 }
                 if let Some(w) = s.idle.get_mut(&key).and_then(Vec::pop) {
                     *s.busy.entry(kind.to_string()).or_default() += 1;

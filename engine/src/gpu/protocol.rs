@@ -1,4 +1,4 @@
-//! Worker protocol v1 (`examples/workers/PROTOCOL.md`): the JSON-lines
+//! Worker protocol v1 (`workers/PROTOCOL.md`): the JSON-lines
 //! messages between the engine and a worker, and the checks every line
 //! from a worker goes through before the engine acts on it.
 //!

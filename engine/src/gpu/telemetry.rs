@@ -30,36 +30,57 @@ pub const ENV_NVML: &str = "SLUICE_NVML";
 /// `libnvidia-ml.so.1`.
 pub const ENV_NVML_LIB: &str = "SLUICE_NVML_LIB";
 
-static NVML: OnceLock<Result<Nvml, String>> = OnceLock::new();
+/// Why there is no NVML in this process (a normal state, not a failure).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NvmlUnavailable {
+    /// Turned off by the environment.
+    #[error("disabled by {ENV_NVML}=off")]
+    Disabled,
+    /// The library (named) could not be loaded or initialised.
+    #[error("NVML ({lib}) could not be loaded: {reason}")]
+    NotLoaded {
+        /// The library path tried.
+        lib: String,
+        /// NVML's error.
+        reason: String,
+    },
+}
+
+/// Telemetry is unavailable, and why: what a step report's `gpu.reason`
+/// says.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("gpu telemetry unavailable: {0}")]
+pub struct TelemetryUnavailable(pub NvmlUnavailable);
+
+static NVML: OnceLock<Result<Nvml, NvmlUnavailable>> = OnceLock::new();
 
 /// The process-wide NVML handle, initialised once, or why there is none.
-pub fn nvml() -> Result<&'static Nvml, &'static str> {
+pub fn nvml() -> Result<&'static Nvml, &'static NvmlUnavailable> {
     NVML.get_or_init(|| {
         if std::env::var(ENV_NVML).is_ok_and(|v| v == "off") {
-            return Err(format!("disabled by {ENV_NVML}=off"));
+            return Err(NvmlUnavailable::Disabled);
         }
         let lib = std::env::var_os(ENV_NVML_LIB);
         let mut builder = Nvml::builder();
         if let Some(path) = &lib {
             builder.lib_path(OsStr::new(path));
         }
-        builder.init().map_err(|e| {
-            let what = lib.as_ref().map_or_else(
+        builder.init().map_err(|e| NvmlUnavailable::NotLoaded {
+            lib: lib.as_ref().map_or_else(
                 || "libnvidia-ml.so.1".to_string(),
                 |p| p.to_string_lossy().into_owned(),
-            );
-            format!("NVML ({what}) could not be loaded: {e}")
+            ),
+            reason: e.to_string(),
         })
     })
     .as_ref()
-    .map_err(String::as_str)
 }
 
 /// `Ok` when telemetry works here; otherwise the reason it is unavailable.
-pub fn availability() -> Result<(), String> {
+pub fn availability() -> Result<(), TelemetryUnavailable> {
     nvml()
         .map(|_| ())
-        .map_err(|e| format!("gpu telemetry unavailable: {e}"))
+        .map_err(|e| TelemetryUnavailable(e.clone()))
 }
 
 /// A GPU as NVML sees it.

@@ -1,6 +1,6 @@
 //! `train-gpu`: trains a multi-layer perceptron classifier on a native
 //! worker. The component never computes: it submits a `train-mlp` job
-//! (`examples/workers/PROTOCOL.md`) through the engine's gpu interface,
+//! (`workers/PROTOCOL.md`) through the engine's gpu interface,
 //! waits for it, and publishes the model the worker wrote as its own
 //! output, without its bytes crossing the sandbox.
 //!

@@ -1,10 +1,10 @@
 //! The reference CPU worker of the Sluice worker protocol, version 1
-//! (`examples/workers/PROTOCOL.md`): a long-lived process that the engine
+//! (`workers/PROTOCOL.md`): a long-lived process that the engine
 //! hands `train-mlp` jobs over JSON lines, and that trains them natively
 //! and deterministically with [`sluice_tabular::mlp::train`].
 //!
 //! It is the worker a machine without a GPU uses, and the oracle the
-//! PyTorch worker (`examples/workers/torch`) is compared with: same op,
+//! PyTorch worker (`workers/torch`) is compared with: same op,
 //! same params, same model document. It is not a scheduler (jobs run one
 //! at a time, in the order they arrive) and knows nothing of the engine's
 //! store beyond the input paths and digests a `run` names.

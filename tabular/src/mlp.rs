@@ -4,7 +4,7 @@
 //! mean cross-entropy, in `f64`.
 //!
 //! This is the model of the worker op `train-mlp`
-//! (`examples/workers/PROTOCOL.md`): the CPU worker runs [`train`], the
+//! (`workers/PROTOCOL.md`): the CPU worker runs [`train`], the
 //! PyTorch worker trains the same architecture and writes the same
 //! document, and the `evaluate` step scores either (see
 //! [`crate::model::AnyModel`]).

@@ -10,6 +10,9 @@
 //! step crates in `examples/steps/*` are thin wrappers that feed it the
 //! step's inputs and parameters. It is not a general data-frame library, it
 //! never touches the file system, and it knows nothing about Sluice itself.
+//! It is a library at the repository root, not an example, because the
+//! reference CPU worker (`workers/cpu`, linked by the engine) trains with
+//! [`mlp`] too: one implementation of the model format for both.
 //!
 //! # The pipeline, module by module
 //!

@@ -3,7 +3,7 @@ fed JSON lines on stdin. Standard library only; torch is hidden from the
 worker (a stub package that fails to import), so these tests mean the same
 on a machine with PyTorch.
 
-    python3 -m unittest examples/workers/torch/test_protocol.py
+    python3 -m unittest workers/torch/test_protocol.py
 """
 
 import hashlib

@@ -1,4 +1,4 @@
-//! The wire format of protocol v1 (`examples/workers/PROTOCOL.md`): the
+//! The wire format of protocol v1 (`workers/PROTOCOL.md`): the
 //! messages this worker reads and writes, and bounded line reading.
 //!
 //! Invariant: a line is never buffered beyond [`MAX_LINE_BYTES`]; every

@@ -10,8 +10,8 @@ use sluice_tabular::ingest::{IngestOptions, ingest};
 use sluice_tabular::model::{HyperParams, train};
 use sluice_tabular::transform::{Dataset, Transform};
 
-const PENGUINS: &[u8] = include_bytes!("../../data/penguins.csv");
-const SHIFTED: &[u8] = include_bytes!("../../data/penguins-shifted.csv");
+const PENGUINS: &[u8] = include_bytes!("../../examples/data/penguins.csv");
+const SHIFTED: &[u8] = include_bytes!("../../examples/data/penguins-shifted.csv");
 
 /// The pipeline spec's settings.
 const HYPER: HyperParams = HyperParams {

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The PyTorch reference worker of the Sluice worker protocol, version 1.
 
-See examples/workers/PROTOCOL.md (the contract) and README.md beside this
+See workers/PROTOCOL.md (the contract) and README.md beside this
 file. The engine starts this process, sends JSON lines on stdin and reads
 JSON lines on stdout; stderr is the job log.
 
 It implements the op `train-mlp` exactly as the CPU worker
-(examples/workers/cpu) does -- same params and limits, same architecture
+(workers/cpu) does -- same params and limits, same architecture
 (ReLU hidden layers, He-uniform init, Adam, mean cross-entropy, seeded
 shuffles), same model document (`sluice_tabular::mlp`) -- on CUDA when a GPU
 is visible, else on the CPU, in float32.

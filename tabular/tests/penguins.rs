@@ -11,7 +11,7 @@ use sluice_tabular::stats::{Statistics, Summary};
 use sluice_tabular::transform::{Dataset, Transform};
 use sluice_tabular::validation::{AnomalyKind, DataSchema, find_anomalies};
 
-const PENGUINS: &[u8] = include_bytes!("../../data/penguins.csv");
+const PENGUINS: &[u8] = include_bytes!("../../examples/data/penguins.csv");
 
 /// The pipeline spec's settings.
 const HYPER: HyperParams = HyperParams {
