@@ -114,7 +114,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "vocabulary over IO",
-        &["failure", "durable", "artifact", "policy"],
+        &["failure", "durable", "artifact", "policy", "section"],
     ),
     ("model and storage", &["spec", "store"]),
     (
