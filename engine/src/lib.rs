@@ -5,37 +5,40 @@
 //! Start at [`cli::run`] (the `sluice` binary) or, as a library, at
 //! [`spec::load`] → [`run::execute`]. The crate is not the guest SDK (see
 //! `sluice-guest`) and not the WIT host bindings (see `sluice-host-api`).
-//! `ARCHITECTURE.md` at the repository root maps the modules.
+//! `ARCHITECTURE.md` at the repository root maps the modules and their
+//! layers. A module is `pub` only because another crate (the end-to-end
+//! tests, the examples, the `sluice` binary) names it; the rest are
+//! `pub(crate)`.
 
-pub mod artifact;
+pub(crate) mod artifact;
 pub mod attempt;
 pub mod build;
-pub mod cache;
+pub(crate) mod cache;
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub mod digest;
-pub mod durable;
-pub mod expr;
+pub(crate) mod durable;
+pub(crate) mod expr;
 pub mod failure;
-pub mod fault;
+pub(crate) mod fault;
 pub mod gpu;
 pub mod hook;
-pub mod junit;
-pub mod limits;
-pub mod policy;
-pub mod position;
-pub mod quoting;
-pub mod record;
-pub mod replay;
-pub mod report;
+pub(crate) mod junit;
+pub(crate) mod limits;
+pub(crate) mod policy;
+pub(crate) mod position;
+pub(crate) mod quoting;
+pub(crate) mod record;
+pub(crate) mod replay;
+pub(crate) mod report;
 pub mod run;
 pub mod sandbox;
-pub mod scaffold;
-pub mod scheduler;
+pub(crate) mod scaffold;
+pub(crate) mod scheduler;
 pub mod seal;
-pub mod section;
+pub(crate) mod section;
 pub mod server;
 pub mod spec;
 pub mod store;
 pub mod transparency;
-pub mod verify;
+pub(crate) mod verify;
