@@ -119,3 +119,56 @@ fn usage_errors_exit_2() {
         run.stderr
     );
 }
+
+/// Run directories enough that `sluice runs` writes more than a pipe
+/// buffer (64 KiB on Linux) in either format.
+const RUNS_OVER_A_PIPE_BUFFER: usize = 2000;
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_with_status_0() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let sb = Sandbox::new();
+    for i in 0..RUNS_OVER_A_PIPE_BUFFER {
+        // No summary: each is listed as an unfinished run.
+        std::fs::create_dir_all(sb.home().join(format!("runs/20000101-000000-{i:08x}"))).unwrap();
+    }
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .arg("--home")
+            .arg(sb.home())
+            .current_dir(sb.path())
+            .env_remove("SLUICE_HOME")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice")
+    };
+    // `sluice runs --json | head -c 100`: the reader leaves mid-document.
+    let mut child = spawn(&["runs", "--json"]);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    stdout.read_exact(&mut first).unwrap();
+    assert!(
+        first.starts_with(b"[{"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+
+    // The reader is gone before the first write (the table).
+    let mut child = spawn(&["runs"]);
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}

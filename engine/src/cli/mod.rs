@@ -21,7 +21,27 @@ pub const EXIT_RUN_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 /// Parses the process arguments and runs the command; returns the exit code.
+///
+/// A reader that goes away early (`sluice runs --json | head -1`) is not an
+/// error: like other Unix filters, the command stops quietly with status 0.
 pub fn run() -> anyhow::Result<u8> {
+    match dispatch() {
+        Err(e) if is_broken_pipe(&e) => Ok(0),
+        other => other,
+    }
+}
+
+/// Whether `err` comes from writing to a pipe whose reader has closed it
+/// (Rust ignores SIGPIPE, so such a write returns `EPIPE` instead).
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn dispatch() -> anyhow::Result<u8> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
