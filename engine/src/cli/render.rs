@@ -9,9 +9,39 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use comfy_table::CellAlignment::{self, Left, Right};
+use comfy_table::Table;
+
 use crate::digest::Digest;
 use crate::run::{self, RunId, RunStatus, RunSummary, StepStatus};
 use crate::spec;
+
+/// Spaces between two table columns.
+const COLUMN_GAP: u16 = 2;
+
+/// A borderless table with these column headers and alignments: columns
+/// [`COLUMN_GAP`] spaces apart, each as wide as its widest cell (never
+/// the terminal's width, so a pipe gets the same text).
+fn table<H: ToString>(columns: &[(H, CellAlignment)]) -> Table {
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(columns.iter().map(|(h, _)| h.to_string()));
+    for (column, (_, align)) in t.column_iter_mut().zip(columns) {
+        column
+            .set_padding((0, COLUMN_GAP))
+            .set_cell_alignment(*align);
+    }
+    t
+}
+
+/// `t` line by line, each after `indent`, trailing spaces trimmed.
+fn write_table(out: &mut dyn Write, t: &Table, indent: &str) -> io::Result<()> {
+    for line in t.lines() {
+        writeln!(out, "{indent}{}", line.trim_end())?;
+    }
+    Ok(())
+}
 
 /// `PATH: pipeline `NAME` is valid (N steps)`.
 pub(super) fn valid(out: &mut dyn Write, path: &Path, p: &spec::Pipeline) -> io::Result<()> {
@@ -68,25 +98,25 @@ pub(super) fn verify(
 
 /// The runs table: one row per run as `sluice runs --json` lists it.
 pub(super) fn runs(out: &mut dyn Write, rows: &[serde_json::Value]) -> io::Result<()> {
-    writeln!(
-        out,
-        "{:<26} {:<16} {:<10} {:<24} {:>9}",
-        "RUN", "PIPELINE", "STATUS", "STARTED", "WALL"
-    )?;
+    let mut t = table(&[
+        ("RUN", Left),
+        ("PIPELINE", Left),
+        ("STATUS", Left),
+        ("STARTED", Left),
+        ("WALL", Right),
+    ]);
     for r in rows {
-        writeln!(
-            out,
-            "{:<26} {:<16} {:<10} {:<24} {:>9}",
-            r["run_id"].as_str().unwrap_or(""),
-            r["pipeline"].as_str().unwrap_or("?"),
-            r["status"].as_str().unwrap_or("?"),
-            r["started_at"].as_str().unwrap_or("-"),
+        t.add_row([
+            r["run_id"].as_str().unwrap_or("").to_string(),
+            r["pipeline"].as_str().unwrap_or("?").to_string(),
+            r["status"].as_str().unwrap_or("?").to_string(),
+            r["started_at"].as_str().unwrap_or("-").to_string(),
             r["wall_ms"]
                 .as_u64()
                 .map_or("-".to_string(), |ms| format!("{ms} ms")),
-        )?;
+        ]);
     }
-    Ok(())
+    write_table(out, &t, "")
 }
 
 /// The sweep's combinations side by side, best first by `sort`.
@@ -125,44 +155,21 @@ pub(super) fn sweep(
             ", sorted by {k} (highest first)"
         ))
     )?;
-    let mut header = vec!["#".to_string()];
-    header.extend(params.iter().map(|p| p.to_string()));
-    header.extend(metrics.iter().map(|m| m.to_string()));
-    let body: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let mut cells = vec![format!("[{}]", r.index)];
-            cells.extend(params.iter().map(|p| r.params[*p].clone()));
-            cells.extend(metrics.iter().map(|m| {
-                r.metrics
-                    .get(*m)
-                    .map_or("-".to_string(), |v| format_metric(*v))
-            }));
-            cells
-        })
-        .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            body.iter()
-                .map(|row| row[c].chars().count())
-                .chain([header[c].chars().count()])
-                .max()
-                .unwrap_or(1)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:>w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
-    writeln!(out, "  {}", line(&header))?;
-    for cells in &body {
-        writeln!(out, "  {}", line(cells))?;
+    let mut header = vec![("#".to_string(), Right)];
+    header.extend(params.iter().map(|p| (p.to_string(), Right)));
+    header.extend(metrics.iter().map(|m| (m.to_string(), Right)));
+    let mut t = table(&header);
+    for r in &rows {
+        let mut cells = vec![format!("[{}]", r.index)];
+        cells.extend(params.iter().map(|p| r.params[*p].clone()));
+        cells.extend(metrics.iter().map(|m| {
+            r.metrics
+                .get(*m)
+                .map_or("-".to_string(), |v| format_metric(*v))
+        }));
+        t.add_row(cells);
     }
-    Ok(())
+    write_table(out, &t, "  ")
 }
 
 fn status_word(s: StepStatus) -> &'static str {
@@ -304,34 +311,33 @@ pub(super) fn summary(out: &mut dyn Write, s: &RunSummary) -> io::Result<()> {
     // GPU columns only when a step had a gpu grant, so other tables keep
     // their shape.
     let gpu = s.steps.iter().any(|r| r.gpu.is_some());
-    let gpu_header = if gpu {
-        format!(
-            " {:>11} {:>8} {:>10} {:>7}",
-            "GPU UTIL", "MEM UTIL", "FB MAX", "SM ACT"
-        )
-    } else {
-        String::new()
-    };
-    writeln!(
-        out,
-        "{:<16} {:<10} {:<6} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10}{gpu_header}",
-        "STEP", "STATUS", "CACHED", "ATTEMPTS", "WALL ms", "FUEL", "MEM PEAK", "IN", "OUT"
-    )?;
+    let mut header = vec![
+        ("STEP", Left),
+        ("STATUS", Left),
+        ("CACHED", Left),
+        ("ATTEMPTS", Right),
+        ("WALL ms", Right),
+        ("FUEL", Right),
+        ("MEM PEAK", Right),
+        ("IN", Right),
+        ("OUT", Right),
+    ];
+    if gpu {
+        header.extend([
+            ("GPU UTIL", Right),
+            ("MEM UTIL", Right),
+            ("FB MAX", Right),
+            ("SM ACT", Right),
+        ]);
+    }
+    let mut t = table(&header);
     for r in &s.steps {
-        let gpu_cells = if gpu {
-            let [util, mem, fb, sm] = gpu_cells(r.gpu.as_ref());
-            format!(" {util:>11} {mem:>8} {fb:>10} {sm:>7}")
-        } else {
-            String::new()
-        };
-        writeln!(
-            out,
-            "{:<16} {:<10} {:<6} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10}{gpu_cells}",
-            r.name,
-            status_word(r.status),
-            if r.cached { "yes" } else { "no" },
-            r.attempts,
-            r.wall_ms,
+        let mut cells = vec![
+            r.name.to_string(),
+            status_word(r.status).to_string(),
+            if r.cached { "yes" } else { "no" }.to_string(),
+            r.attempts.to_string(),
+            r.wall_ms.to_string(),
             fuel(r.fuel_used),
             if r.memory_peak_bytes == 0 {
                 "-".to_string()
@@ -340,8 +346,13 @@ pub(super) fn summary(out: &mut dyn Write, s: &RunSummary) -> io::Result<()> {
             },
             bytes(r.bytes_in),
             bytes(r.outputs.values().map(|o| o.size).sum()),
-        )?;
+        ];
+        if gpu {
+            cells.extend(gpu_cells(r.gpu.as_ref()));
+        }
+        t.add_row(cells);
     }
+    write_table(out, &t, "")?;
     for r in &s.steps {
         if let Some(g) = &r.gpu {
             gpu_jobs(out, &r.name, g)?;
@@ -494,5 +505,33 @@ fn format_metric(v: f64) -> String {
         format!("{v:.0}")
     } else {
         format!("{v:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+
+    fn text(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        f(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_runs_table_fits_columns_to_their_widest_cell() {
+        let rows = [
+            serde_json::json!({"run_id": "20261202-155232-18e9b089", "pipeline": "tabular-sweep",
+                "status": "succeeded", "started_at": "2026-12-02T15:52:32.957Z", "wall_ms": 93713}),
+            serde_json::json!({"run_id": "20000101-000000-0000beef", "status": "unfinished"}),
+        ];
+        expect![[r#"
+            RUN                       PIPELINE       STATUS      STARTED                       WALL
+            20261202-155232-18e9b089  tabular-sweep  succeeded   2026-12-02T15:52:32.957Z  93713 ms
+            20000101-000000-0000beef  ?              unfinished  -                                -
+        "#]]
+        .assert_eq(&text(|out| runs(out, &rows)));
     }
 }
