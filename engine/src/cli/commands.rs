@@ -109,7 +109,7 @@ pub(super) fn ci(args: CiArgs) -> anyhow::Result<u8> {
     let options = exec.options(home.home, no_cache, None)?;
     let progress = Progress::new(false);
     let summary = run::execute(&spec, &options, &progress)?;
-    let xml = crate::junit::report(&summary);
+    let xml = crate::junit::report(&summary)?;
     crate::durable::write_atomic(&junit, xml.as_bytes(), true)?;
     let out = &mut std::io::stdout();
     render::summary(out, &summary)?;
