@@ -1,5 +1,7 @@
 //! CLI surface: scaffolding, show/runs/logs, usage errors.
 
+use expect_test::expect_file;
+
 use crate::harness::{Sandbox, step};
 
 #[test]
@@ -50,13 +52,19 @@ fn show_runs_and_table_describe_a_finished_run() {
     );
     let run = sb.sluice(&["run", spec.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("STEP             STATUS     CACHED ATTEMPTS   WALL ms       FUEL   MEM PEAK         IN        OUT"), "{}", run.stdout);
-    assert!(
-        run.stdout
-            .contains("a                succeeded  no            1"),
-        "{}",
-        run.stdout
+    let words = |prefix: &str| -> Vec<String> {
+        let line = run.stdout.lines().find(|l| l.starts_with(prefix));
+        let line = line.unwrap_or_else(|| panic!("no line {prefix:?}: {}", run.stdout));
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    assert_eq!(
+        words("STEP "),
+        [
+            "STEP", "STATUS", "CACHED", "ATTEMPTS", "WALL", "ms", "FUEL", "MEM", "PEAK", "IN",
+            "OUT"
+        ]
     );
+    assert_eq!(words("a ")[..4], ["a", "succeeded", "no", "1"]);
     assert!(
         run.stderr.contains("✓ a"),
         "no progress line: {}",
@@ -118,4 +126,196 @@ fn usage_errors_exit_2() {
         "{}",
         run.stderr
     );
+}
+
+/// Run directories enough that `sluice runs` writes more than a pipe
+/// buffer (64 KiB on Linux) in either format.
+const RUNS_OVER_A_PIPE_BUFFER: usize = 2000;
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_with_status_0() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let sb = Sandbox::new();
+    for i in 0..RUNS_OVER_A_PIPE_BUFFER {
+        // No summary: each is listed as an unfinished run.
+        std::fs::create_dir_all(sb.home().join(format!("runs/20000101-000000-{i:08x}"))).unwrap();
+    }
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .arg("--home")
+            .arg(sb.home())
+            .current_dir(sb.path())
+            .env_remove("SLUICE_HOME")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice")
+    };
+    // `sluice runs --json | head -c 100`: the reader leaves mid-document.
+    let mut child = spawn(&["runs", "--json"]);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    stdout.read_exact(&mut first).unwrap();
+    assert!(
+        first.starts_with(b"[{"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+
+    // The reader is gone before the first write (the table).
+    let mut child = spawn(&["runs"]);
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}
+
+/// A home with one sealed run of a one-step pipeline; returns the run id.
+fn one_step_run(sb: &Sandbox) -> (crate::harness::Run, String) {
+    sb.write("in.txt", "x\n");
+    let append = crate::harness::toml_path(&crate::harness::component("append"));
+    let spec = sb.write(
+        "p.toml",
+        &format!("name = \"demo\"\n[sources]\nt = \"in.txt\"\n[steps.a]\ncomponent = {append}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ line = \"y\" }}\noutputs = [\"out\"]\n[steps.b]\ncomponent = {append}\ninputs = {{ in = \"a.out\" }}\nparams = {{ line = \"z\" }}\noutputs = [\"out\"]\n"),
+    );
+    let run = sb.sluice(&["run", spec.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let id = run.stdout.split_whitespace().nth(1).unwrap().to_string();
+    (run, id)
+}
+
+/// Text with what differs between runs replaced: the temp dir by `[TMP]`,
+/// run ids by `[RUN]`, timestamps by `[TIME]`, key ids by `[KEY]`,
+/// durations by `[N]`. Runs of two or more spaces become two: column
+/// widths follow those values, so a golden pins each cell and its order,
+/// not the padding.
+fn normalise(sb: &Sandbox, text: &str) -> String {
+    let mut text = text.to_string();
+    for dir in [sb.path().canonicalize().unwrap(), sb.path().to_path_buf()] {
+        text = text.replace(dir.to_str().unwrap(), "[TMP]");
+    }
+    let is_run_id = |t: &str| {
+        let b = t.as_bytes();
+        b.len() == 24
+            && b[8] == b'-'
+            && b[15] == b'-'
+            && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+            && b[16..]
+                .iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
+    let is_time = |t: &str| t.len() >= 20 && t.as_bytes()[4] == b'-' && t.as_bytes()[10] == b'T';
+    let is_status = |t: &str| matches!(t, "succeeded" | "cached" | "failed" | "skipped");
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        // Cells are separated by two or more spaces, words by one.
+        let cells: Vec<&str> = line
+            .trim()
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let mut out_cells = Vec::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let words: Vec<&str> = cell.split(' ').collect();
+            let mut out_words = Vec::new();
+            for (j, w) in words.iter().enumerate() {
+                let bare = w.trim_matches(|c: char| "()`:,".contains(c));
+                let next = words.get(j + 1).map(|n| n.trim_end_matches(')'));
+                let replaced = if is_run_id(bare) {
+                    w.replace(bare, "[RUN]")
+                } else if is_time(bare) {
+                    w.replace(bare, "[TIME]")
+                } else if j > 0
+                    && words[j - 1] == "by"
+                    && bare.chars().all(|c| c.is_ascii_hexdigit())
+                {
+                    w.replace(bare, "[KEY]")
+                } else if next == Some("ms") && bare.chars().all(|c| c.is_ascii_digit()) {
+                    w.replace(bare, "[N]")
+                } else {
+                    w.to_string()
+                };
+                out_words.push(replaced);
+            }
+            // The wall-time column of a step row: STEP STATUS CACHED ATTEMPTS WALL.
+            if i == 4 && cells.len() >= 9 && is_status(cells[1]) {
+                out_words = vec!["[N]".to_string()];
+            }
+            out_cells.push(out_words.join(" "));
+        }
+        lines.push(format!("{indent}{}", out_cells.join("  ")));
+    }
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn the_step_table_matches_its_golden_file() {
+    let sb = Sandbox::new();
+    let (run, id) = one_step_run(&sb);
+    expect_file!["golden/run.txt"].assert_eq(&normalise(&sb, &run.stdout));
+    let show = sb.sluice(&["show", &id]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    assert_eq!(show.stdout, run.stdout);
+}
+
+#[test]
+fn the_runs_table_matches_its_golden_file() {
+    let sb = Sandbox::new();
+    one_step_run(&sb);
+    std::fs::create_dir_all(sb.home().join("runs/20000101-000000-0000beef")).unwrap();
+    let corrupt = sb.home().join("runs/20000101-000000-0badf00d");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    std::fs::write(corrupt.join("summary.json"), b"{ not json").unwrap();
+    let runs = sb.sluice(&["runs"]);
+    assert_eq!(runs.code, 0, "{}", runs.stderr);
+    expect_file!["golden/runs.txt"].assert_eq(&normalise(&sb, &runs.stdout));
+}
+
+#[test]
+fn spec_errors_match_their_golden_file() {
+    let sb = Sandbox::new();
+    let spec = sb.write(
+        "bad.toml",
+        "name = \"bad\"\n[steps.a]\ncomponent = \"missing.wasm\"\ninputs = { in = \"b.out\" }\noutputs = [\"out\"]\n[steps.b]\ncomponent = \"missing.wasm\"\ninputs = { in = \"a.out\" }\noutputs = [\"out\"]\nretries = \"twice\"\n",
+    );
+    let validate = sb.sluice(&["validate", spec.to_str().unwrap()]);
+    assert_eq!(validate.code, 2, "{}", validate.stderr);
+    assert_eq!(validate.stdout, "");
+    expect_file!["golden/spec-errors.txt"].assert_eq(&normalise(&sb, &validate.stderr));
+}
+
+#[test]
+fn the_verify_and_replay_reports_match_their_golden_files() {
+    let sb = Sandbox::new();
+    let (_, id) = one_step_run(&sb);
+    let replay = sb.sluice(&["replay", &id]);
+    assert_eq!(replay.code, 0, "{}", replay.stderr);
+    expect_file!["golden/replay.txt"].assert_eq(&normalise(&sb, &replay.stdout));
+
+    let intact = sb.sluice(&["verify", &id]);
+    assert_eq!(intact.code, 0, "{}", intact.stderr);
+    let record = sb.home().join("runs").join(&id).join("record.jsonl");
+    let text = std::fs::read_to_string(&record).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(1);
+    std::fs::write(&record, lines.join("\n") + "\n").unwrap();
+    let tampered = sb.sluice(&["verify", &id]);
+    assert_eq!(tampered.code, 1, "{}", tampered.stderr);
+    expect_file!["golden/verify.txt"].assert_eq(&normalise(
+        &sb,
+        &format!("{}{}", intact.stdout, tampered.stdout),
+    ));
 }

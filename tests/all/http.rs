@@ -1,5 +1,7 @@
-//! A spawned `sluice serve` and a minimal HTTP/1.1 client over a real
-//! loopback socket (no client library between the test and the bytes).
+//! A spawned `sluice serve` and the tests' HTTP client: `ureq` over a real
+//! loopback socket for well-formed requests; raw `TcpStream`s (`connect`,
+//! `request_via`, `read_response`) for requests that must be malformed,
+//! slow, cut off or sent from a chosen source address.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -14,7 +16,12 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     stderr: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+    agent: ureq::Agent,
 }
+
+/// How long a test waits for any one response (a run can take a while
+/// on a loaded machine).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Server {
     /// Starts `sluice serve` on a free loopback port with `home` and, when
@@ -66,10 +73,17 @@ impl Server {
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
+        let agent = ureq::Agent::config_builder()
+            // Error statuses are what many tests are about: return them.
+            .http_status_as_error(false)
+            .timeout_global(Some(RESPONSE_TIMEOUT))
+            .build()
+            .into();
         Server {
             child,
             addr,
             stderr: std::sync::Mutex::new(stderr),
+            agent,
         }
     }
 
@@ -93,7 +107,50 @@ impl Server {
         body: Option<&[u8]>,
         headers: &[(&str, &str)],
     ) -> Response {
-        self.request_via(self.connect(), method, path, token, body, headers)
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(t) = token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let sent = match body {
+            Some(b) => self.agent.run(request.body(b).unwrap()),
+            None => self.agent.run(request.body(()).unwrap()),
+        };
+        let response = match sent {
+            Ok(r) => r,
+            // A server may answer (413) before reading all of a big body,
+            // which ureq reports as a failed send: read that answer raw.
+            Err(ureq::Error::Io(_)) if body.is_some() => {
+                return self.request_via(self.connect(), method, path, token, body, headers);
+            }
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = response
+            .into_body()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()
+            .unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"));
+        Response {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// One request over the connection `s` (e.g. from [`Server::connect_from`]).
@@ -185,38 +242,34 @@ impl Server {
         token: Option<&str>,
         mut f: impl FnMut(&str, &Value) -> bool,
     ) {
-        let mut s = self.connect();
-        let mut head = format!(
-            "GET /v1/runs/{id}/events HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: text/event-stream\r\n",
-            self.addr
-        );
+        let mut request = ureq::http::Request::builder()
+            .uri(format!("http://{}/v1/runs/{id}/events", self.addr))
+            .header("Accept", "text/event-stream");
         if let Some(t) = token {
-            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+            request = request.header("Authorization", format!("Bearer {t}"));
         }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).unwrap();
-        let mut r = BufReader::new(s);
-        let (status, headers) = read_head(&mut r);
-        assert_eq!(status, 200, "events of {id}");
-        assert!(header(&headers, "transfer-encoding").is_some_and(|v| v.contains("chunked")));
-        // Decode chunks into lines as they arrive.
-        let mut pending = String::new();
+        let response = self
+            .agent
+            .run(request.body(()).unwrap())
+            .unwrap_or_else(|e| panic!("events of {id}: {e}"));
+        assert_eq!(response.status().as_u16(), 200, "events of {id}");
+        let chunked = response
+            .headers()
+            .get("transfer-encoding")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("chunked"));
+        assert!(chunked, "events of {id}: not a chunked stream");
+        // ureq decodes the chunks; lines are read as they arrive.
         let mut event = String::new();
-        loop {
-            let Some(chunk) = read_chunk(&mut r) else {
-                return;
-            };
-            pending.push_str(&String::from_utf8(chunk).unwrap());
-            while let Some(i) = pending.find('\n') {
-                let line: String = pending.drain(..=i).collect();
-                let line = line.trim_end_matches(['\r', '\n']);
-                if let Some(e) = line.strip_prefix("event: ") {
-                    event = e.to_string();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    let data: Value = serde_json::from_str(d).unwrap();
-                    if !f(&event, &data) {
-                        return;
-                    }
+        for line in BufReader::new(response.into_body().into_reader()).lines() {
+            let Ok(line) = line else { return };
+            let line = line.trim_end_matches('\r');
+            if let Some(e) = line.strip_prefix("event: ") {
+                event = e.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                let data: Value = serde_json::from_str(d).unwrap();
+                if !f(&event, &data) {
+                    return;
                 }
             }
         }

@@ -134,7 +134,7 @@ async fn prometheus(State(app): Shared, headers: HeaderMap) -> ApiResult {
     Ok((
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
         )],
         text,
     )

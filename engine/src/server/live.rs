@@ -391,7 +391,7 @@ pub fn submit(
             &crate::record::rfc3339_now(),
         )
         .map_err(|e| ApiError::internal(format!("cannot record the run in the run index: {e}")))?;
-    app.metrics.submitted.fetch_add(1, Ordering::Relaxed);
+    app.metrics.run_submitted();
     enqueue(app, &id, tenant, &dag, request, false);
     Ok(id)
 }

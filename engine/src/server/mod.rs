@@ -325,7 +325,7 @@ impl App {
             (*tokens + now.duration_since(*at).as_secs_f64() * per_minute / 60.0).min(per_minute);
         *at = now;
         if *tokens < 1.0 {
-            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.metrics.request_rate_limited();
             return Err(ApiError::new(
                 Code::RateLimited,
                 format!(
@@ -444,7 +444,7 @@ async fn auth_guard(
     if let Some(ip) = peer
         && let Err(e) = app.auth_failures.check(ip)
     {
-        app.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        app.metrics.request_rate_limited();
         return e.into_response();
     }
     let response = next.run(request).await;
