@@ -143,11 +143,11 @@ pub struct HostConstants {
     pub metric_text_bytes: usize,
     /// [`sluice_host_api::MAX_METRIC_POINTS`].
     pub metric_points: usize,
-    /// [`limits::HOST_CALLS_MAX`].
+    /// `limits::HOST_CALLS_MAX`.
     pub host_calls: u64,
-    /// [`limits::HANDLES_MAX`].
+    /// `limits::HANDLES_MAX`.
     pub handles: usize,
-    /// [`limits::STACK_BYTES_MAX`].
+    /// `limits::STACK_BYTES_MAX`.
     pub stack_bytes: usize,
     /// [`sandbox::TABLE_ELEMENTS_MAX`].
     pub table_elements: usize,

@@ -42,8 +42,9 @@ pub(super) struct ExecArgs {
     /// (default: HOME/components).
     #[arg(long, env = "SLUICE_COMPILE_CACHE")]
     pub(super) compile_cache: Option<PathBuf>,
-    /// Engine config file: `[workers.KIND]` gpu worker commands, `[hooks]`
-    /// (default: HOME/config.toml when it exists).
+    /// Engine config file: `[server]`, `[[tokens]]`, `[hooks.NAME]`,
+    /// `[workers.KIND]`; unknown tables and keys are errors (default:
+    /// HOME/config.toml when it exists).
     #[arg(long, env = "SLUICE_CONFIG")]
     pub(super) config: Option<PathBuf>,
 }

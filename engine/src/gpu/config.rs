@@ -1,7 +1,7 @@
 //! Worker kinds: which command the engine starts for `worker = "KIND"`.
 //!
 //! Read from the `[workers.KIND]` tables of the engine config file (the
-//! `workers` section of [`crate::config::Config`], read once) over
+//! `workers` section of `crate::config::Config`, read once) over
 //! built-in defaults for the reference workers: `cpu` (this binary, `sluice
 //! worker cpu`) and `torch` (`python3 <home>/workers/torch/worker.py`, the
 //! script embedded in the binary and written there when it differs).

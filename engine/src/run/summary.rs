@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::{RunId, RunSummary};
 
 /// Loads the summary of a finished run, after checking it against the
-/// run's sealed record ([`crate::verify::summary_agrees`]).
+/// run's sealed record (`crate::verify::summary_agrees`).
 pub fn load_summary(home: &Path, run_id: &RunId) -> Result<RunSummary, LoadError> {
     let path = home.join("runs").join(run_id.as_str()).join("summary.json");
     let bytes = match fs::read(&path) {

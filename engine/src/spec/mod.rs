@@ -8,7 +8,7 @@
 //! runs nothing. Imports only the model's leaves (`expr`, `limits`,
 //! `policy`, `digest`, `position`), never a runtime module.
 //!
-//! The stages, one module each: [`model`] (what a validated spec is),
+//! The stages, one module each: `model` (what a validated spec is),
 //! `toml` (typed reads of TOML values), `pipeline` (the
 //! top-level table), `step` (one `[steps.NAME]` table), `param`
 //! (`${params.NAME}` interpolation), `link` (references, exit handlers and

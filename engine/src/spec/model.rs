@@ -47,7 +47,7 @@ pub struct SpecError {
     pub column: usize,
     /// What is wrong, naming the offender.
     pub message: String,
-    /// The [`PathPolicy`] refused a path (the service answers 403, not 422).
+    /// The `PathPolicy` refused a path (the service answers 403, not 422).
     pub denied: bool,
 }
 
