@@ -444,18 +444,80 @@ impl fmt::Display for Value {
 
 /// What a condition can see.
 pub trait Scope {
-    /// The value of a reference, or why there is none. The reason is the
-    /// implementor's own text (it knows what was missing); [`eval`] wraps
-    /// it in [`EvalError::Lookup`] with the reference.
-    fn lookup(&self, r: &Ref) -> Result<Value, String>;
+    /// The value of a reference, or why there is none; [`eval`] wraps the
+    /// reason in [`EvalError::Lookup`] with the reference.
+    fn lookup(&self, r: &Ref) -> Result<Value, Unresolved>;
+}
+
+/// Why a [`Scope`] has no value for a reference; each names its offender.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unresolved {
+    /// The pipeline has no such param.
+    #[error("no param `{0}`")]
+    NoParam(String),
+    /// The step has not settled (or does not exist).
+    #[error("step `{0}` has not run")]
+    NotRun(String),
+    /// The step reported no such metric.
+    #[error("step `{step}` reported no metric `{name}`")]
+    NoMetric {
+        /// The step.
+        step: String,
+        /// The metric.
+        name: String,
+    },
+    /// The step produced no such output.
+    #[error("step `{step}` produced no output `{output}`")]
+    NoOutput {
+        /// The step.
+        step: String,
+        /// The output.
+        output: String,
+    },
+    /// The output is larger than a condition may read.
+    #[error("output `{step}.{output}` is {size} bytes; conditions read outputs of at most {max}")]
+    OutputTooLarge {
+        /// The step.
+        step: String,
+        /// The output.
+        output: String,
+        /// Its size.
+        size: u64,
+        /// The most a condition reads.
+        max: u64,
+    },
+    /// The output's JSON has no such field.
+    #[error("output `{step}.{output}` has no JSON field `{field}`")]
+    NoField {
+        /// The step.
+        step: String,
+        /// The output.
+        output: String,
+        /// The field.
+        field: String,
+    },
+    /// The value is an array, object or null.
+    #[error("`{reference}` is {value}, not a number, string or boolean")]
+    NotScalar {
+        /// The reference, as written.
+        reference: String,
+        /// The JSON value it had.
+        value: String,
+    },
+    /// The output could not be read.
+    #[error("{0}")]
+    Unreadable(String),
+    /// A fixed map has no value under the reference.
+    #[error("`{0}` has no value")]
+    NoValue(String),
 }
 
 /// A fixed map of values (tests, params-only conditions).
 impl Scope for BTreeMap<String, Value> {
-    fn lookup(&self, r: &Ref) -> Result<Value, String> {
+    fn lookup(&self, r: &Ref) -> Result<Value, Unresolved> {
         self.get(&r.to_string())
             .cloned()
-            .ok_or_else(|| format!("`{r}` has no value"))
+            .ok_or_else(|| Unresolved::NoValue(r.to_string()))
     }
 }
 
@@ -468,7 +530,7 @@ pub enum EvalError {
         /// The reference, as written.
         reference: String,
         /// The scope's reason (it names the reference).
-        reason: String,
+        reason: Unresolved,
     },
     /// The whole condition (or a `not`/`and`/`or` operand) is not a boolean.
     #[error("the condition is {value}, not true or false")]

@@ -627,12 +627,27 @@ pub fn use_compiler_process(exe: PathBuf) {
 
 /// What `sluice compile-component --slots N` does: native code for `wasm`
 /// from an engine configured exactly as a sandbox of `slots` slots.
-pub fn compile_standalone(wasm: &[u8], slots: u32) -> Result<Vec<u8>, String> {
-    admit_imports(wasm)?;
-    let engine = Engine::new(&engine_config(slots)).map_err(|e| format!("{e:#}"))?;
+pub fn compile_standalone(wasm: &[u8], slots: u32) -> Result<Vec<u8>, CompileError> {
+    admit_imports(wasm).map_err(CompileError::Refused)?;
+    let engine =
+        Engine::new(&engine_config(slots)).map_err(|e| CompileError::Engine(format!("{e:#}")))?;
     engine
         .precompile_component(wasm)
-        .map_err(|e| format!("{e:#}"))
+        .map_err(|e| CompileError::Invalid(format!("{e:#}")))
+}
+
+/// Why [`compile_standalone`] produced no native code.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// Refused by its imports before compilation.
+    #[error("{0}")]
+    Refused(String),
+    /// The engine could not be configured.
+    #[error("{0}")]
+    Engine(String),
+    /// Not a valid component (wasmtime's reason).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Compiler {

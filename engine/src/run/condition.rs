@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::{StepReport, StepStatus};
+use crate::expr::Unresolved;
 use crate::spec::Pipeline;
 use crate::store::Store;
 
@@ -24,13 +25,13 @@ pub(crate) struct ConditionScope<'a> {
 }
 
 impl crate::expr::Scope for ConditionScope<'_> {
-    fn lookup(&self, r: &crate::expr::Ref) -> Result<crate::expr::Value, String> {
+    fn lookup(&self, r: &crate::expr::Ref) -> Result<crate::expr::Value, Unresolved> {
         use crate::expr::{Ref, Value};
         let report = |step: &str| {
             self.pipeline
                 .step_index(step)
                 .and_then(|i| self.reports[i].as_ref())
-                .ok_or_else(|| format!("step `{step}` has not run"))
+                .ok_or_else(|| Unresolved::NotRun(step.to_string()))
         };
         match r {
             Ref::Param(p) => self
@@ -38,12 +39,15 @@ impl crate::expr::Scope for ConditionScope<'_> {
                 .get(p)
                 .or_else(|| self.pipeline.params.get(p))
                 .map(|v| Value::Str(v.clone()))
-                .ok_or_else(|| format!("no param `{p}`")),
+                .ok_or_else(|| Unresolved::NoParam(p.clone())),
             Ref::Metric { step, name } => report(step)?
                 .metrics
                 .get(name)
                 .map(|v| Value::Num(*v))
-                .ok_or_else(|| format!("step `{step}` reported no metric `{name}`")),
+                .ok_or_else(|| Unresolved::NoMetric {
+                    step: step.clone(),
+                    name: name.clone(),
+                }),
             Ref::Output {
                 step,
                 output,
@@ -52,17 +56,22 @@ impl crate::expr::Scope for ConditionScope<'_> {
                 let o = report(step)?
                     .outputs
                     .get(output)
-                    .ok_or_else(|| format!("step `{step}` produced no output `{output}`"))?;
+                    .ok_or_else(|| Unresolved::NoOutput {
+                        step: step.clone(),
+                        output: output.clone(),
+                    })?;
                 if o.size > CONDITION_OUTPUT_BYTES_MAX {
-                    return Err(format!(
-                        "output `{step}.{output}` is {} bytes; conditions read outputs of at most {CONDITION_OUTPUT_BYTES_MAX}",
-                        o.size
-                    ));
+                    return Err(Unresolved::OutputTooLarge {
+                        step: step.clone(),
+                        output: output.clone(),
+                        size: o.size,
+                        max: CONDITION_OUTPUT_BYTES_MAX,
+                    });
                 }
                 let bytes = self
                     .store
                     .read_bytes(&o.digest)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Unresolved::Unreadable(e.to_string()))?;
                 let text = String::from_utf8_lossy(&bytes);
                 let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
                 let value = match field {
@@ -73,15 +82,20 @@ impl crate::expr::Scope for ConditionScope<'_> {
                         .as_ref()
                         .and_then(|j| j.get(f.as_str()))
                         .cloned()
-                        .ok_or_else(|| {
-                            format!("output `{step}.{output}` has no JSON field `{f}`")
+                        .ok_or_else(|| Unresolved::NoField {
+                            step: step.clone(),
+                            output: output.clone(),
+                            field: f.clone(),
                         })?,
                 };
                 match value {
                     serde_json::Value::Bool(b) => Ok(Value::Bool(b)),
                     serde_json::Value::Number(n) => Ok(Value::Num(n.as_f64().unwrap_or(f64::NAN))),
                     serde_json::Value::String(s) => Ok(Value::Str(s)),
-                    other => Err(format!("`{r}` is {other}, not a number, string or boolean")),
+                    other => Err(Unresolved::NotScalar {
+                        reference: r.to_string(),
+                        value: other.to_string(),
+                    }),
                 }
             }
             // A cached step succeeded (its result came from the cache).
