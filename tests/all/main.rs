@@ -7,6 +7,7 @@ mod http;
 mod architecture;
 mod audit;
 mod blocking;
+mod build;
 mod cache;
 mod cli;
 mod crash;
