@@ -7,11 +7,12 @@
 //! instantiates it afresh for each step as Sluice does.
 //!
 //! ```sh
-//! cargo run --release --example bare_host -- COMPONENT.wasm INPUT WORKDIR N [chain|fan]
+//! cargo run --release --example bare_host -- COMPONENT.wasm INPUT WORKDIR N [chain|fan [PREFIX]]
 //! ```
 //!
 //! `chain`: step i reads the output of step i-1; `fan`: every step reads
-//! INPUT. Prints one line: `steps N loop_ns T` (the loop only, not the
+//! INPUT. Step i's `line` parameter is `PREFIX i` (PREFIX `line` by
+//! default; an empty PREFIX makes it empty), as `bench/chain.sh` writes it. Prints one line: `steps N loop_ns T` (the loop only, not the
 //! compilation).
 
 use std::fs::File;
@@ -206,12 +207,13 @@ impl HasData for HasHost {
 fn main() -> wasmtime::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        eprintln!("usage: bare_host COMPONENT.wasm INPUT WORKDIR N [chain|fan]");
+        eprintln!("usage: bare_host COMPONENT.wasm INPUT WORKDIR N [chain|fan [PREFIX]]");
         std::process::exit(2);
     }
     let (wasm, input, work) = (&args[1], PathBuf::from(&args[2]), PathBuf::from(&args[3]));
     let n: usize = args[4].parse()?;
     let fan = args.get(5).map(String::as_str) == Some("fan");
+    let prefix = args.get(6).map_or("line", String::as_str);
 
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(8)
@@ -256,7 +258,11 @@ fn main() -> wasmtime::Result<()> {
             table: ResourceTable::new(),
             input: step_input,
             output: work.join(format!("{i}")),
-            line: format!("line {i}"),
+            line: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix} {i}")
+            },
         };
         let mut store = Store::new(&engine, host);
         store.set_fuel(FUEL_PER_STEP)?;
