@@ -42,7 +42,7 @@ const TEMP_NAME_RANDOM_BYTES: usize = 8;
 /// is planting files at random names, which deserves an error.
 const TEMP_NAME_ATTEMPTS: u32 = 16;
 /// Mode of files written by [`write_atomic`] (before the umask).
-const PUBLIC_FILE_MODE: u32 = 0o644;
+pub const PUBLIC_FILE_MODE: u32 = 0o644;
 
 /// Writes `bytes` to `path` atomically (temp file in the same directory,
 /// rename), fsyncing when `durable`.
@@ -64,6 +64,22 @@ pub fn write_atomic_mode(
     durable: bool,
     mode: u32,
 ) -> Result<(), DurableError> {
+    stage(path, bytes, durable, mode)?.commit()
+}
+
+/// The first half of [`write_atomic_mode`]: the bytes in a temp file next
+/// to `path` (fsynced when `durable`), not yet visible at `path`. A caller
+/// with other durable work overlaps it with this fsync, then calls
+/// [`Staged::commit`]. Dropped uncommitted, the temp file is removed.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: Option<PathBuf>,
+    path: PathBuf,
+    durable: bool,
+}
+
+/// Writes `bytes` into a fresh temp file beside `path`; see [`Staged`].
+pub fn stage(path: &Path, bytes: &[u8], durable: bool, mode: u32) -> Result<Staged, DurableError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -94,6 +110,11 @@ pub fn write_atomic_mode(
             }
         }
     };
+    let staged = Staged {
+        tmp: Some(tmp),
+        path: path.to_path_buf(),
+        durable,
+    };
     let result = (|| {
         crate::fault::file(path)?;
         if mode != PUBLIC_FILE_MODE {
@@ -104,15 +125,33 @@ pub fn write_atomic_mode(
         if durable {
             f.sync_all()?;
         }
-        drop(f);
-        fs::rename(&tmp, path)
+        Ok(())
     })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
+    // On error `staged` drops here and removes the temp file.
+    result.map_err(io_err(path))?;
+    Ok(staged)
+}
+
+impl Staged {
+    /// Renames the temp file into place and, when durable, fsyncs the
+    /// directory so the new name survives a crash.
+    pub fn commit(mut self) -> Result<(), DurableError> {
+        let tmp = self.tmp.take().expect("a staged file is committed once");
+        if let Err(e) = fs::rename(&tmp, &self.path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&self.path)(e));
+        }
+        if self.durable {
+            sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        }
+        Ok(())
     }
-    if durable {
-        sync_dir(dir)?;
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = fs::remove_file(tmp);
+        }
     }
-    Ok(())
 }

@@ -487,6 +487,15 @@ impl Log {
 
     /// [`Log::append`] under the caller's exclusive lock.
     fn append_locked(&self, entry: &[u8]) -> Result<u64, LogError> {
+        let (index, hash, line) = self.prepare_append(entry)?;
+        self.write_entry_line(&line)?;
+        self.write_leaf(index, &hash)?;
+        Ok(index)
+    }
+
+    /// Under the exclusive lock: the new leaf's index and hash and its
+    /// entry line, after repairing what a crashed appender left.
+    fn prepare_append(&self, entry: &[u8]) -> Result<(u64, Hash, Vec<u8>), LogError> {
         let hash = leaf_hash(entry);
         // Another process may have crashed mid-append since we opened.
         let index = self.repair()?;
@@ -514,18 +523,25 @@ impl Log {
         // Serializing strings and integers cannot fail.
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
         bytes.push(b'\n');
-        // The entry line first: a crash before the leaf lands leaves only an
-        // orphan line, which the next repair removes.
+        Ok((index, hash, bytes))
+    }
+
+    /// The entry line first: a crash before the leaf lands leaves only an
+    /// orphan line, which the next repair removes.
+    fn write_entry_line(&self, line: &[u8]) -> Result<(), LogError> {
         let entries_len = self.file_len(&self.entries, &self.entries_path)?;
         self.entries
-            .write_all_at(&bytes, entries_len)
+            .write_all_at(line, entries_len)
             .and_then(|()| self.entries.sync_data())
-            .map_err(io_err(&self.entries_path))?;
+            .map_err(io_err(&self.entries_path))
+    }
+
+    /// The leaf, once its entry line is durable.
+    fn write_leaf(&self, index: u64, hash: &Hash) -> Result<(), LogError> {
         crate::fault::point("log")
-            .and_then(|()| self.leaves.write_all_at(&hash, index * HASH_BYTES))
+            .and_then(|()| self.leaves.write_all_at(hash, index * HASH_BYTES))
             .and_then(|()| self.leaves.sync_data())
-            .map_err(io_err(&self.leaves_path))?;
-        Ok(index)
+            .map_err(io_err(&self.leaves_path))
     }
 
     /// The number of leaves.
@@ -574,15 +590,38 @@ impl Log {
         sign: impl FnOnce(u64, &Hash) -> Vec<u8>,
     ) -> Result<(u64, u64, Vec<u8>), LogError> {
         let _guard = self.lock_exclusive()?;
-        let index = self.append_locked(entry)?;
+        let (index, hash, line) = self.prepare_append(entry)?;
         let size = index + 1;
-        let root = root_of(&self.leaf_hashes_locked(size)?);
+        let mut leaves = self.leaf_hashes_locked(index)?;
+        leaves.push(hash);
+        let root = root_of(&leaves);
         let head = sign(size, &root);
         let path = self.dir.join(HEAD_FILE);
-        crate::durable::write_atomic(&path, &head, true).map_err(|e| LogError::Io {
+        let head_err = |e: crate::durable::DurableError| LogError::Io {
             path: path.clone(),
             source: io::Error::other(e.to_string()),
-        })?;
+        };
+        // The new head is known before the leaf is written, so its temp
+        // file's fsync overlaps the entry line's (one journal commit, not
+        // two); it is renamed into place only once the leaf is durable, so
+        // the head never describes a tree the log does not hold.
+        let (staged, entry_written) = std::thread::scope(|s| {
+            let staged = s.spawn(|| {
+                crate::durable::stage(&path, &head, true, crate::durable::PUBLIC_FILE_MODE)
+            });
+            let entry_written = self.write_entry_line(&line);
+            let staged = staged.join().unwrap_or_else(|_| {
+                Err(crate::durable::DurableError {
+                    path: path.clone(),
+                    source: io::Error::other("staging the head panicked"),
+                })
+            });
+            (staged, entry_written)
+        });
+        entry_written?;
+        let staged = staged.map_err(head_err)?;
+        self.write_leaf(index, &hash)?;
+        staged.commit().map_err(head_err)?;
         Ok((index, size, head))
     }
 

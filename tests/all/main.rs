@@ -8,6 +8,7 @@ mod architecture;
 mod attempt;
 mod audit;
 mod blocking;
+mod build;
 mod cache;
 mod cli;
 mod config;
