@@ -137,11 +137,11 @@ impl EngineDescription {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConstants {
-    /// [`sluice_host_api::MAX_READ_CHUNK_BYTES`].
+    /// [`sluice_host_api::READ_CHUNK_BYTES_MAX`].
     pub read_chunk_bytes: u64,
-    /// [`sluice_host_api::MAX_METRIC_TEXT_BYTES`].
+    /// [`sluice_host_api::METRIC_TEXT_BYTES_MAX`].
     pub metric_text_bytes: usize,
-    /// [`sluice_host_api::MAX_METRIC_POINTS`].
+    /// [`sluice_host_api::METRIC_POINTS_MAX`].
     pub metric_points: usize,
     /// `limits::HOST_CALLS_MAX`.
     pub host_calls: u64,
@@ -157,9 +157,9 @@ impl HostConstants {
     /// This host's.
     pub fn current() -> HostConstants {
         HostConstants {
-            read_chunk_bytes: sluice_host_api::MAX_READ_CHUNK_BYTES,
-            metric_text_bytes: sluice_host_api::MAX_METRIC_TEXT_BYTES,
-            metric_points: sluice_host_api::MAX_METRIC_POINTS,
+            read_chunk_bytes: sluice_host_api::READ_CHUNK_BYTES_MAX,
+            metric_text_bytes: sluice_host_api::METRIC_TEXT_BYTES_MAX,
+            metric_points: sluice_host_api::METRIC_POINTS_MAX,
             host_calls: limits::HOST_CALLS_MAX,
             handles: limits::HANDLES_MAX,
             stack_bytes: limits::STACK_BYTES_MAX,

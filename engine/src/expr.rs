@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Longest condition accepted, in bytes.
-pub const MAX_EXPR_BYTES: usize = 1024;
+pub const EXPR_BYTES_MAX: usize = 1024;
 /// Deepest nesting of parentheses and `not`.
-pub const MAX_DEPTH: usize = 32;
+pub const DEPTH_MAX: usize = 32;
 
 /// A comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,8 +260,8 @@ impl Parser {
     fn not(&mut self) -> Result<Expr, ParseError> {
         if self.keyword("not") {
             self.depth += 1;
-            if self.depth > MAX_DEPTH {
-                return self.err(format!("nested deeper than {MAX_DEPTH}"));
+            if self.depth > DEPTH_MAX {
+                return self.err(format!("nested deeper than {DEPTH_MAX}"));
             }
             let inner = self.not()?;
             self.depth -= 1;
@@ -290,8 +290,8 @@ impl Parser {
             Tok::Str(s) => Ok(Expr::Str(s)),
             Tok::LParen => {
                 self.depth += 1;
-                if self.depth > MAX_DEPTH {
-                    return self.err(format!("nested deeper than {MAX_DEPTH}"));
+                if self.depth > DEPTH_MAX {
+                    return self.err(format!("nested deeper than {DEPTH_MAX}"));
                 }
                 let inner = self.or()?;
                 self.depth -= 1;
@@ -359,11 +359,11 @@ fn reference(word: &str) -> Option<Ref> {
 
 /// Parses a condition.
 pub fn parse(text: &str) -> Result<Expr, ParseError> {
-    if text.len() > MAX_EXPR_BYTES {
+    if text.len() > EXPR_BYTES_MAX {
         return Err(ParseError {
             offset: 0,
             message: format!(
-                "condition is {} bytes; the limit is {MAX_EXPR_BYTES}",
+                "condition is {} bytes; the limit is {EXPR_BYTES_MAX}",
                 text.len()
             ),
         });
@@ -717,7 +717,7 @@ mod props {
     use proptest::test_runner::Config;
 
     /// Nesting of `not` and parentheses as the parser counts it is bounded
-    /// by `MAX_DEPTH`; a parsed tree's `Not` chain can be no deeper.
+    /// by `DEPTH_MAX`; a parsed tree's `Not` chain can be no deeper.
     fn not_depth(e: &Expr) -> usize {
         match e {
             Expr::Not(x) => 1 + not_depth(x),
@@ -953,9 +953,9 @@ mod props {
         ) {
             match parse(&text) {
                 Ok(e) => {
-                    prop_assert!(text.len() <= MAX_EXPR_BYTES);
-                    prop_assert!(not_depth(&e) <= MAX_DEPTH, "{text:?}");
-                    prop_assert!(tree_depth(&e) <= MAX_EXPR_BYTES, "{text:?}");
+                    prop_assert!(text.len() <= EXPR_BYTES_MAX);
+                    prop_assert!(not_depth(&e) <= DEPTH_MAX, "{text:?}");
+                    prop_assert!(tree_depth(&e) <= EXPR_BYTES_MAX, "{text:?}");
                     // Evaluation never panics; a failure names something.
                     if let Err(m) = eval(&e, &scope()) {
                         prop_assert!(!m.to_string().is_empty());
@@ -964,7 +964,7 @@ mod props {
                 Err(err) => {
                     prop_assert!(err.offset <= text.len(), "{err:?} in {text:?}");
                     prop_assert!(!err.message.is_empty());
-                    if text.len() > MAX_EXPR_BYTES {
+                    if text.len() > EXPR_BYTES_MAX {
                         prop_assert!(err.message.contains("the limit is"), "{err:?}");
                     }
                 }
@@ -979,12 +979,12 @@ mod props {
                 format!("{}true", "not ".repeat(depth))
             };
             match parse(&text) {
-                Ok(_) => prop_assert!(depth <= MAX_DEPTH, "depth {depth} accepted"),
+                Ok(_) => prop_assert!(depth <= DEPTH_MAX, "depth {depth} accepted"),
                 Err(e) => {
-                    prop_assert!(depth > MAX_DEPTH, "depth {depth} refused: {e:?}");
-                    prop_assert_eq!(e.message, format!("nested deeper than {MAX_DEPTH}"));
+                    prop_assert!(depth > DEPTH_MAX, "depth {depth} refused: {e:?}");
+                    prop_assert_eq!(e.message, format!("nested deeper than {DEPTH_MAX}"));
                     let unit = if parens { 1 } else { 4 };
-                    prop_assert_eq!(e.offset, (MAX_DEPTH + 1) * unit);
+                    prop_assert_eq!(e.offset, (DEPTH_MAX + 1) * unit);
                 }
             }
         }
@@ -992,7 +992,7 @@ mod props {
         #[test]
         fn generated_conditions_parse_as_written_and_agree_with_the_reference(r in arb_r()) {
             let text = render(&r);
-            prop_assume!(text.len() <= MAX_EXPR_BYTES);
+            prop_assume!(text.len() <= EXPR_BYTES_MAX);
             let parsed = parse(&text).map_err(|e| TestCaseError::fail(format!("{text:?}: {e:?}")))?;
             prop_assert_eq!(&parsed, &expected(&r), "{}", text);
             let want = match reference(&r) {

@@ -29,7 +29,7 @@ use crate::section::{ConfigError, Source, Value};
 /// caps deliveries at 25 MB but trims commit lists; 1 MiB leaves room for
 /// large pushes while bounding what an unauthenticated sender can make the
 /// service buffer before the signature is checked).
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub const BODY_BYTES_MAX: usize = 1 << 20;
 
 /// How long a claimed payload is remembered (30 days): deliveries are
 /// retried by senders within hours, so a month covers every honest repeat;
@@ -235,9 +235,9 @@ pub fn parse_push(hook: &Hook, body: &[u8]) -> Result<Push, HookError> {
         hook: hook.name.clone(),
         reason,
     };
-    if body.len() > MAX_BODY_BYTES {
+    if body.len() > BODY_BYTES_MAX {
         return Err(bad(format!(
-            "{} bytes; the limit is {MAX_BODY_BYTES}",
+            "{} bytes; the limit is {BODY_BYTES_MAX}",
             body.len()
         )));
     }

@@ -38,7 +38,7 @@ use crate::quoting::{escape_controls, sanitize};
 
 /// Largest component accepted: bounds compile time and memory on untrusted
 /// bytes (wasmtime does not treat compile-time DoS as a vulnerability).
-pub const MAX_COMPONENT_BYTES: u64 = 64 << 20;
+pub const COMPONENT_BYTES_MAX: u64 = 64 << 20;
 /// Epoch tick: the granularity of wall-clock timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Where the virtual wall clock starts: 2020-01-01T00:00:00Z. A fixed
@@ -590,7 +590,7 @@ pub const COMPILE_TIMEOUT_MS_DEFAULT: u64 = 120_000;
 /// overrides); the pooling allocator's reservations are not data.
 pub const COMPILE_MEMORY_MIB_DEFAULT: u64 = 4096;
 /// Most native-code bytes a compiler process may return.
-const COMPILED_BYTES_MAX: usize = 16 * MAX_COMPONENT_BYTES as usize;
+const COMPILED_BYTES_MAX: usize = 16 * COMPONENT_BYTES_MAX as usize;
 
 /// Compiles components in a separate, bounded process: this executable
 /// run as `sluice compile-component`. Installed once by the binary
@@ -921,9 +921,9 @@ impl Sandbox {
             digest: *digest,
             reason,
         };
-        if wasm.len() as u64 > MAX_COMPONENT_BYTES {
+        if wasm.len() as u64 > COMPONENT_BYTES_MAX {
             return Err(err(format!(
-                "{} bytes; the limit is {MAX_COMPONENT_BYTES}",
+                "{} bytes; the limit is {COMPONENT_BYTES_MAX}",
                 wasm.len()
             )));
         }

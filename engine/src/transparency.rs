@@ -10,7 +10,7 @@
 //! only damage is a torn leaf record or entry lines past the last leaf; both
 //! are cut off on the next open or append, with a warning. The tree is never
 //! stored: roots and proofs are recomputed from the leaf hashes, which are
-//! read into memory (at most [`MAX_LEAVES`]). [`Log::append_signed`] stores
+//! read into memory (at most [`LEAVES_MAX`]). [`Log::append_signed`] stores
 //! a signed tree head (size + root, signed by the caller's key) in
 //! `<home>/log/head` under the append lock, so it always describes the
 //! newest tree: proofs recomputed from local leaves prove something only
@@ -34,7 +34,7 @@ pub const HASH_BYTES: u64 = 32;
 /// Most leaves a log may hold. Tree operations read every leaf hash into
 /// memory; this keeps that under 320 MiB. A local log grows by one leaf per
 /// sealed run, so reaching it means something is appending in a loop.
-pub const MAX_LEAVES: u64 = 10_000_000;
+pub const LEAVES_MAX: u64 = 10_000_000;
 
 /// Directory under the Sluice home that holds the log.
 const LOG_DIR: &str = "log";
@@ -68,14 +68,14 @@ pub enum LogError {
         /// The cause.
         source: io::Error,
     },
-    /// The log already holds [`MAX_LEAVES`] leaves.
-    #[error("transparency log {path} is full: it holds {MAX_LEAVES} leaves, the most allowed")]
+    /// The log already holds [`LEAVES_MAX`] leaves.
+    #[error("transparency log {path} is full: it holds {LEAVES_MAX} leaves, the most allowed")]
     Full {
         /// The leaves file.
         path: PathBuf,
     },
-    /// The leaves file holds more than [`MAX_LEAVES`] leaves.
-    #[error("transparency log {path} holds {leaves} leaves, more than the {MAX_LEAVES} allowed")]
+    /// The leaves file holds more than [`LEAVES_MAX`] leaves.
+    #[error("transparency log {path} holds {leaves} leaves, more than the {LEAVES_MAX} allowed")]
     TooLarge {
         /// The leaves file.
         path: PathBuf,
@@ -364,7 +364,7 @@ impl Log {
             let _guard = log.lock_exclusive()?;
             log.repair()?
         };
-        if leaves > MAX_LEAVES {
+        if leaves > LEAVES_MAX {
             return Err(LogError::TooLarge {
                 path: log.leaves_path.clone(),
                 leaves,
@@ -499,7 +499,7 @@ impl Log {
         let hash = leaf_hash(entry);
         // Another process may have crashed mid-append since we opened.
         let index = self.repair()?;
-        if index >= MAX_LEAVES {
+        if index >= LEAVES_MAX {
             return Err(LogError::Full {
                 path: self.leaves_path.clone(),
             });
@@ -560,11 +560,11 @@ impl Log {
     /// lock on the same file would convert, then release, the caller's).
     fn leaf_hashes_locked(&self, size: u64) -> Result<Vec<Hash>, LogError> {
         let log_size =
-            (self.file_len(&self.leaves, &self.leaves_path)? / HASH_BYTES).min(MAX_LEAVES);
+            (self.file_len(&self.leaves, &self.leaves_path)? / HASH_BYTES).min(LEAVES_MAX);
         if size > log_size {
             return Err(LogError::SizeBeyondLog { size, log_size });
         }
-        // `size <= MAX_LEAVES`, so this fits in memory and in usize.
+        // `size <= LEAVES_MAX`, so this fits in memory and in usize.
         let mut raw = vec![0u8; (size * HASH_BYTES) as usize];
         self.leaves
             .read_exact_at(&mut raw, 0)
@@ -1216,7 +1216,7 @@ mod tests {
             .write(true)
             .open(&leaves_path)
             .unwrap()
-            .set_len(MAX_LEAVES * HASH_BYTES)
+            .set_len(LEAVES_MAX * HASH_BYTES)
             .unwrap();
         let err = log.append(b"one too many").unwrap_err();
         assert!(
@@ -1228,11 +1228,11 @@ mod tests {
             .write(true)
             .open(&leaves_path)
             .unwrap()
-            .set_len((MAX_LEAVES + 1) * HASH_BYTES)
+            .set_len((LEAVES_MAX + 1) * HASH_BYTES)
             .unwrap();
         let err = Log::open(home.path()).unwrap_err();
         assert!(
-            matches!(&err, LogError::TooLarge { leaves, .. } if *leaves == MAX_LEAVES + 1),
+            matches!(&err, LogError::TooLarge { leaves, .. } if *leaves == LEAVES_MAX + 1),
             "{err:?}"
         );
     }

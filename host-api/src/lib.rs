@@ -42,14 +42,14 @@ pub const WORLD: &str = "sluice:step/step@0.1.0";
 
 /// Largest chunk one `reader.read` returns, whatever the guest asks for, so
 /// a `read(max = u64::MAX)` never sizes a host allocation.
-pub const MAX_READ_CHUNK_BYTES: u64 = 1 << 20;
+pub const READ_CHUNK_BYTES_MAX: u64 = 1 << 20;
 
 /// Most distinct metric names and series points a step may report; bounds
 /// host memory spent on a guest's metrics.
-pub const MAX_METRIC_POINTS: usize = 100_000;
+pub const METRIC_POINTS_MAX: usize = 100_000;
 
 /// Longest metric name, tag key or tag value, in bytes.
-pub const MAX_METRIC_TEXT_BYTES: usize = 256;
+pub const METRIC_TEXT_BYTES_MAX: usize = 256;
 
 /// Which limit ended an attempt. The sandbox reports these as
 /// `limit: <kind>` failures.
@@ -439,11 +439,11 @@ impl StepHost {
 
     fn record_point(&mut self, name: &str) -> wasmtime::Result<()> {
         self.metrics.points += 1;
-        if self.metrics.points > MAX_METRIC_POINTS {
+        if self.metrics.points > METRIC_POINTS_MAX {
             return Err(LimitExceeded {
                 kind: LimitKind::Output,
                 detail: format!(
-                    "step `{}` reported more than {MAX_METRIC_POINTS} metric points (last: `{}`)",
+                    "step `{}` reported more than {METRIC_POINTS_MAX} metric points (last: `{}`)",
                     self.step,
                     truncate(name)
                 ),
@@ -466,10 +466,10 @@ pub enum FinishError {
 }
 
 fn truncate(s: &str) -> String {
-    if s.len() <= MAX_METRIC_TEXT_BYTES {
+    if s.len() <= METRIC_TEXT_BYTES_MAX {
         return s.to_string();
     }
-    let mut end = MAX_METRIC_TEXT_BYTES;
+    let mut end = METRIC_TEXT_BYTES_MAX;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -544,9 +544,9 @@ impl artifacts::Host for StepHost {
         if let Err(e) = self.check_new_output(&name, "created") {
             return Ok(Err(e));
         }
-        if media_type.len() > MAX_METRIC_TEXT_BYTES || media_type.contains(char::is_control) {
+        if media_type.len() > METRIC_TEXT_BYTES_MAX || media_type.contains(char::is_control) {
             return Ok(Err(WitError::Invalid(format!(
-                "output `{name}`: media type must be at most {MAX_METRIC_TEXT_BYTES} printable bytes"
+                "output `{name}`: media type must be at most {METRIC_TEXT_BYTES_MAX} printable bytes"
             ))));
         }
         let sink = match answer(self.artifacts.create(&name))? {
@@ -617,7 +617,7 @@ impl artifacts::HostReader for StepHost {
         max: u64,
     ) -> wasmtime::Result<Result<Vec<u8>, WitError>> {
         self.count_call()?;
-        let len = max.min(MAX_READ_CHUNK_BYTES) as usize;
+        let len = max.min(READ_CHUNK_BYTES_MAX) as usize;
         let handle = self.table.get_mut(&reader)?;
         let mut buf = vec![0u8; len];
         let mut filled = 0;

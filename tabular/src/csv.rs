@@ -10,7 +10,7 @@
 
 use std::io::BufRead;
 
-use crate::{Error, LineReader, MAX_COLUMNS, MAX_LINE_BYTES, Result};
+use crate::{COLUMNS_MAX, Error, LINE_BYTES_MAX, LineReader, Result};
 
 const WHAT: &str = "CSV";
 
@@ -67,10 +67,10 @@ impl<R: BufRead> CsvReader<R> {
                 None => *start_line.insert(line),
             };
             record_bytes += bytes.len() + 1;
-            if record_bytes > MAX_LINE_BYTES {
+            if record_bytes > LINE_BYTES_MAX {
                 return Err(format_error(
                     start,
-                    format!("record longer than {MAX_LINE_BYTES} bytes"),
+                    format!("record longer than {LINE_BYTES_MAX} bytes"),
                 ));
             }
             for &b in bytes {
@@ -135,10 +135,10 @@ impl<R: BufRead> CsvReader<R> {
 }
 
 fn push_field(fields: &mut Vec<String>, field: &mut Vec<u8>, line: u64) -> Result<()> {
-    if fields.len() == MAX_COLUMNS {
+    if fields.len() == COLUMNS_MAX {
         return Err(Error::Limit {
             what: "CSV fields in a record",
-            limit: MAX_COLUMNS,
+            limit: COLUMNS_MAX,
         });
     }
     let text = String::from_utf8(std::mem::take(field))
@@ -255,11 +255,11 @@ mod tests {
 
     #[test]
     fn too_many_fields_is_a_limit_error() {
-        let header = vec!["c"; MAX_COLUMNS + 1].join(",");
+        let header = vec!["c"; COLUMNS_MAX + 1].join(",");
         let err = parse(&header).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("too many CSV fields in a record (limit {MAX_COLUMNS})")
+            format!("too many CSV fields in a record (limit {COLUMNS_MAX})")
         );
     }
 }

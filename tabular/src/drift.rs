@@ -64,7 +64,7 @@ pub const DEFAULT_BINS: usize = 10;
 /// Most bins per number column: the edges are written into the report,
 /// and with more bins than this each bin's share of a sample of ordinary
 /// size is noise.
-pub const MAX_BINS: usize = 1_000;
+pub const BINS_MAX: usize = 1_000;
 
 /// Smallest share of a sample a PSI bin is given, so that an empty bin
 /// contributes a finite term.
@@ -101,7 +101,7 @@ impl Default for Thresholds {
 pub struct DriftOptions {
     /// When a feature counts as drifted.
     pub thresholds: Thresholds,
-    /// Bins per number column, in `[2, MAX_BINS]`; fewer when reference
+    /// Bins per number column, in `[2, BINS_MAX]`; fewer when reference
     /// quantiles coincide.
     pub bins: usize,
 }
@@ -130,9 +130,9 @@ impl DriftOptions {
                 )));
             }
         }
-        if !(2..=MAX_BINS).contains(&self.bins) {
+        if !(2..=BINS_MAX).contains(&self.bins) {
             return Err(Error::invalid(format!(
-                "bins must be within [2, {MAX_BINS}], got {}",
+                "bins must be within [2, {BINS_MAX}], got {}",
                 self.bins
             )));
         }
@@ -909,7 +909,7 @@ mod tests {
         };
         assert_eq!(
             err(&data, &data, bins(1)),
-            format!("bins must be within [2, {MAX_BINS}], got 1")
+            format!("bins must be within [2, {BINS_MAX}], got 1")
         );
         let psi = |psi| DriftOptions {
             thresholds: Thresholds {

@@ -27,10 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Classifier;
 use crate::transform::Dataset;
-use crate::{Error, MAX_CLASSES, Result};
+use crate::{CLASSES_MAX, Error, Result};
 
 /// Largest blessing document read, in bytes; a real one is under 100.
-pub const MAX_BLESSING_BYTES: u64 = 64 << 10;
+pub const BLESSING_BYTES_MAX: u64 = 64 << 10;
 
 /// Precision, recall and F1 of one class.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -87,10 +87,10 @@ pub fn evaluate<M: Classifier + ?Sized>(model: &M, data: &Dataset) -> Result<Eva
         .filter(|y| !known.contains(y))
         .collect();
     classes.extend(unseen.iter().map(|s| s.to_string()));
-    if classes.len() > MAX_CLASSES {
+    if classes.len() > CLASSES_MAX {
         return Err(Error::Limit {
             what: "classes in evaluation",
-            limit: MAX_CLASSES,
+            limit: CLASSES_MAX,
         });
     }
     let index: BTreeMap<&str, usize> = classes
@@ -196,12 +196,12 @@ impl Blessing {
     pub fn read(reader: impl Read) -> Result<Self> {
         let mut bytes = Vec::new();
         reader
-            .take(MAX_BLESSING_BYTES + 1)
+            .take(BLESSING_BYTES_MAX + 1)
             .read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > MAX_BLESSING_BYTES {
+        if bytes.len() as u64 > BLESSING_BYTES_MAX {
             return Err(Error::Document {
                 what: "blessing",
-                message: format!("larger than {MAX_BLESSING_BYTES} bytes"),
+                message: format!("larger than {BLESSING_BYTES_MAX} bytes"),
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| Error::Document {

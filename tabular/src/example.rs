@@ -19,7 +19,7 @@ use std::io::{BufRead, Write};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::{Error, LineReader, MAX_COLUMNS, MAX_ROWS, Result};
+use crate::{COLUMNS_MAX, Error, LineReader, ROWS_MAX, Result};
 
 const WHAT: &str = "examples";
 
@@ -81,10 +81,10 @@ impl Schema {
     /// Checks the schema is usable: a bounded number of uniquely named
     /// columns, one of which is the label.
     pub fn check(&self) -> Result<()> {
-        if self.columns.len() > MAX_COLUMNS {
+        if self.columns.len() > COLUMNS_MAX {
             return Err(Error::Limit {
                 what: "columns",
-                limit: MAX_COLUMNS,
+                limit: COLUMNS_MAX,
             });
         }
         let mut seen = BTreeSet::new();
@@ -286,10 +286,10 @@ impl<R: BufRead> ExampleReader<R> {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            if self.rows == MAX_ROWS {
+            if self.rows == ROWS_MAX {
                 return Err(Error::Limit {
                     what: "example rows",
-                    limit: MAX_ROWS,
+                    limit: ROWS_MAX,
                 });
             }
             let row: Vec<Value> = serde_json::from_slice(bytes)

@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 
 use crate::csv::CsvReader;
 use crate::example::{Column, ColumnType, ExampleWriter, Schema, Value};
-use crate::{Error, MAX_ROWS, Result};
+use crate::{Error, ROWS_MAX, Result};
 
 /// What [`ingest`] needs to know.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,10 +110,10 @@ pub fn ingest(
     let mut index = 0u64;
     let mut rows_dropped = 0u64;
     while let Some((_, fields)) = reader.next_record()? {
-        if index as usize == MAX_ROWS {
+        if index as usize == ROWS_MAX {
             return Err(Error::Limit {
                 what: "CSV rows",
-                limit: MAX_ROWS,
+                limit: ROWS_MAX,
             });
         }
         let cells: Vec<Option<String>> = fields

@@ -69,33 +69,33 @@ pub const JSON_MEDIA_TYPE: &str = "application/json";
 /// Most data rows a CSV, examples file or dataset may hold. Every step keeps
 /// its rows in memory (a split or a fit needs them all), and a step's memory
 /// limit is a few hundred MiB.
-pub const MAX_ROWS: usize = 1_000_000;
+pub const ROWS_MAX: usize = 1_000_000;
 
 /// Most columns a table may have; bounds per-column state and header size.
-pub const MAX_COLUMNS: usize = 10_000;
+pub const COLUMNS_MAX: usize = 10_000;
 
 /// Longest CSV record or JSON line, in bytes; bounds the read buffer so a
 /// file without newlines cannot exhaust memory.
-pub const MAX_LINE_BYTES: usize = 16 << 20;
+pub const LINE_BYTES_MAX: usize = 16 << 20;
 
 /// Most distinct values a string column may have and still be treated as
 /// categorical (schema categories, one-hot features). Beyond this the
 /// column is free text: validation does not check its values and the
 /// transform leaves it out.
-pub const MAX_CATEGORIES: usize = 1_000;
+pub const CATEGORIES_MAX: usize = 1_000;
 
 /// Most distinct labels; a label with more is not a class label.
-pub const MAX_CLASSES: usize = 1_000;
+pub const CLASSES_MAX: usize = 1_000;
 
 /// Most features after one-hot encoding.
-pub const MAX_FEATURES: usize = 100_000;
+pub const FEATURES_MAX: usize = 100_000;
 
 /// Most feature values (rows × features) in a dataset held in memory:
 /// 50 M `f64`s is 400 MB.
-pub const MAX_DATASET_VALUES: usize = 50_000_000;
+pub const DATASET_VALUES_MAX: usize = 50_000_000;
 
 /// Most training epochs; each is a full pass over the data.
-pub const MAX_EPOCHS: u32 = 100_000;
+pub const EPOCHS_MAX: u32 = 100_000;
 
 /// `"1 value"`, `"2 values"`: a count and a noun, plural unless 1.
 pub(crate) fn count_of(count: u64, singular: &str, plural: &str) -> String {
@@ -126,7 +126,7 @@ pub(crate) fn write_json_line<T: serde::Serialize>(
     Ok(())
 }
 
-/// Reads lines of at most [`MAX_LINE_BYTES`] each; `line` is 1-based.
+/// Reads lines of at most [`LINE_BYTES_MAX`] each; `line` is 1-based.
 pub(crate) struct LineReader<R> {
     reader: R,
     buf: Vec<u8>,
@@ -149,7 +149,7 @@ impl<R: std::io::BufRead> LineReader<R> {
     pub(crate) fn next_line(&mut self) -> Result<Option<(u64, &[u8])>> {
         use std::io::{BufRead, Read};
         self.buf.clear();
-        let limit = MAX_LINE_BYTES as u64 + 1;
+        let limit = LINE_BYTES_MAX as u64 + 1;
         let n = self
             .reader
             .by_ref()
@@ -168,7 +168,7 @@ impl<R: std::io::BufRead> LineReader<R> {
             return Err(Error::Format {
                 what: self.what,
                 line: self.line,
-                message: format!("line longer than {MAX_LINE_BYTES} bytes"),
+                message: format!("line longer than {LINE_BYTES_MAX} bytes"),
             });
         }
         Ok(Some((self.line, &self.buf)))

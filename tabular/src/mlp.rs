@@ -39,7 +39,7 @@ use serde_json::Value;
 
 use crate::model::Classifier;
 use crate::transform::Dataset;
-use crate::{Error, MAX_CLASSES, MAX_EPOCHS, MAX_FEATURES, MAX_ROWS, Result};
+use crate::{CLASSES_MAX, EPOCHS_MAX, Error, FEATURES_MAX, ROWS_MAX, Result};
 
 /// The model kind recorded in the document.
 pub const MLP_KIND: &str = "mlp";
@@ -49,18 +49,18 @@ pub const ACTIVATION: &str = "relu";
 
 /// Most hidden layers: deeper plain ReLU stacks train poorly without
 /// normalisation, which this model does not have.
-pub const MAX_HIDDEN_LAYERS: u32 = 8;
+pub const HIDDEN_LAYERS_MAX: u32 = 8;
 
 /// Most units per hidden layer.
-pub const MAX_WIDTH: u32 = 4096;
+pub const WIDTH_MAX: u32 = 4096;
 
 /// Largest mini-batch; one larger than the data is the whole data.
-pub const MAX_BATCH_SIZE: u32 = MAX_ROWS as u32;
+pub const BATCH_SIZE_MAX: u32 = ROWS_MAX as u32;
 
 /// Most parameters (weights and biases): the document takes about 20 bytes
 /// per parameter, and `evaluate` reads at most
-/// [`crate::model::MAX_MODEL_BYTES`] of it.
-pub const MAX_PARAMS: u64 = 10_000_000;
+/// [`crate::model::MODEL_BYTES_MAX`] of it.
+pub const PARAMS_MAX: u64 = 10_000_000;
 
 /// Adam's decay rates and denominator term, PyTorch's defaults.
 const ADAM_BETA1: f64 = 0.9;
@@ -70,15 +70,15 @@ const ADAM_EPSILON: f64 = 1e-8;
 /// Training settings: the `params` of the worker op `train-mlp`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MlpParams {
-    /// Hidden layers, `0..=MAX_HIDDEN_LAYERS` (0 is softmax regression).
+    /// Hidden layers, `0..=HIDDEN_LAYERS_MAX` (0 is softmax regression).
     pub hidden_layers: u32,
-    /// Units per hidden layer, `1..=MAX_WIDTH`.
+    /// Units per hidden layer, `1..=WIDTH_MAX`.
     pub width: u32,
     /// Adam's step size, finite and > 0.
     pub learning_rate: f64,
-    /// Full passes over the data, `1..=MAX_EPOCHS`.
+    /// Full passes over the data, `1..=EPOCHS_MAX`.
     pub epochs: u32,
-    /// Rows per gradient step, `1..=MAX_BATCH_SIZE`.
+    /// Rows per gradient step, `1..=BATCH_SIZE_MAX`.
     pub batch_size: u32,
 }
 
@@ -144,10 +144,10 @@ impl MlpParams {
                 )))
             }
         };
-        range("hidden_layers", self.hidden_layers, 0, MAX_HIDDEN_LAYERS)?;
-        range("width", self.width, 1, MAX_WIDTH)?;
-        range("epochs", self.epochs, 1, MAX_EPOCHS)?;
-        range("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)?;
+        range("hidden_layers", self.hidden_layers, 0, HIDDEN_LAYERS_MAX)?;
+        range("width", self.width, 1, WIDTH_MAX)?;
+        range("epochs", self.epochs, 1, EPOCHS_MAX)?;
+        range("batch_size", self.batch_size, 1, BATCH_SIZE_MAX)?;
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return Err(Error::invalid(format!(
                 "learning_rate must be a positive finite number, got {}",
@@ -513,9 +513,9 @@ pub fn train(
     }
     let sizes = params.layer_sizes(d, k);
     let count = param_count(&sizes);
-    if count > MAX_PARAMS {
+    if count > PARAMS_MAX {
         return Err(Error::invalid(format!(
-            "the network would have {count} parameters (limit {MAX_PARAMS}); lower width or hidden_layers"
+            "the network would have {count} parameters (limit {PARAMS_MAX}); lower width or hidden_layers"
         )));
     }
     let y = crate::model::class_indices(data)?;
@@ -612,16 +612,16 @@ impl Mlp {
             ));
         }
         let (k, d) = (self.classes.len(), self.features.len());
-        if k == 0 || k > MAX_CLASSES || d > MAX_FEATURES {
+        if k == 0 || k > CLASSES_MAX || d > FEATURES_MAX {
             return fail(format!(
-                "{k} classes and {d} features; expected 1..={MAX_CLASSES} and at most {MAX_FEATURES}"
+                "{k} classes and {d} features; expected 1..={CLASSES_MAX} and at most {FEATURES_MAX}"
             ));
         }
-        if self.layers.is_empty() || self.layers.len() > MAX_HIDDEN_LAYERS as usize + 1 {
+        if self.layers.is_empty() || self.layers.len() > HIDDEN_LAYERS_MAX as usize + 1 {
             return fail(format!(
                 "{} layers; expected 1..={}",
                 self.layers.len(),
-                MAX_HIDDEN_LAYERS + 1
+                HIDDEN_LAYERS_MAX + 1
             ));
         }
         let mut inputs = d;

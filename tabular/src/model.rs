@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::mlp::{MLP_KIND, Mlp};
 use crate::transform::Dataset;
-use crate::{Error, MAX_CLASSES, MAX_EPOCHS, MAX_FEATURES, Result};
+use crate::{CLASSES_MAX, EPOCHS_MAX, Error, FEATURES_MAX, Result};
 
 /// This model's kind, recorded so a reader can tell it from an [`Mlp`].
 pub const MODEL_KIND: &str = "softmax_regression";
@@ -33,14 +33,14 @@ pub const MODEL_KIND: &str = "softmax_regression";
 /// Largest model document read, in bytes: the largest model the limits
 /// allow is far smaller than the data it was trained on, and a document is
 /// read whole.
-pub const MAX_MODEL_BYTES: u64 = 256 << 20;
+pub const MODEL_BYTES_MAX: u64 = 256 << 20;
 
 /// Training settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HyperParams {
     /// Gradient-descent step size, > 0.
     pub learning_rate: f64,
-    /// Full passes over the data, at most [`MAX_EPOCHS`].
+    /// Full passes over the data, at most [`EPOCHS_MAX`].
     pub epochs: u32,
     /// L2 penalty on the weights, ≥ 0.
     pub l2: f64,
@@ -65,9 +65,9 @@ impl HyperParams {
                 self.learning_rate
             )));
         }
-        if self.epochs > MAX_EPOCHS {
+        if self.epochs > EPOCHS_MAX {
             return Err(Error::invalid(format!(
-                "epochs must be at most {MAX_EPOCHS}, got {}",
+                "epochs must be at most {EPOCHS_MAX}, got {}",
                 self.epochs
             )));
         }
@@ -220,9 +220,9 @@ impl Model {
             )));
         }
         let (k, d) = (self.classes.len(), self.features.len());
-        if k == 0 || k > MAX_CLASSES || d > MAX_FEATURES {
+        if k == 0 || k > CLASSES_MAX || d > FEATURES_MAX {
             return Err(document_error(format!(
-                "{k} classes and {d} features; expected 1..={MAX_CLASSES} and at most {MAX_FEATURES}"
+                "{k} classes and {d} features; expected 1..={CLASSES_MAX} and at most {FEATURES_MAX}"
             )));
         }
         if self.weights.len() != k
@@ -319,13 +319,13 @@ fn argmax(values: &[f64]) -> usize {
     best
 }
 
-/// A model document's bytes, at most [`MAX_MODEL_BYTES`].
+/// A model document's bytes, at most [`MODEL_BYTES_MAX`].
 pub(crate) fn read_document(reader: impl Read) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    reader.take(MAX_MODEL_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_MODEL_BYTES {
+    reader.take(MODEL_BYTES_MAX + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MODEL_BYTES_MAX {
         return Err(document_error(format!(
-            "larger than {MAX_MODEL_BYTES} bytes"
+            "larger than {MODEL_BYTES_MAX} bytes"
         )));
     }
     Ok(bytes)
@@ -519,10 +519,10 @@ mod tests {
             "learning_rate must be a positive number, got 0"
         );
         assert_eq!(
-            bad(0.1, MAX_EPOCHS + 1, 0.0),
+            bad(0.1, EPOCHS_MAX + 1, 0.0),
             format!(
-                "epochs must be at most {MAX_EPOCHS}, got {}",
-                MAX_EPOCHS + 1
+                "epochs must be at most {EPOCHS_MAX}, got {}",
+                EPOCHS_MAX + 1
             )
         );
         assert_eq!(

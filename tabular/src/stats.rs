@@ -10,7 +10,7 @@
 //!
 //! `std` is the population standard deviation; `min`/`max`/`mean`/`std`
 //! are `null` for a column without values. `top` holds the
-//! [`MAX_TOP_VALUES`] most frequent strings, ties broken by value.
+//! [`TOP_VALUES_MAX`] most frequent strings, ties broken by value.
 
 use std::io::{BufRead, Write};
 
@@ -21,7 +21,7 @@ use crate::example::{ColumnType, ExampleReader};
 use crate::profile::{ColumnProfile, Profile};
 
 /// How many of a string column's most frequent values are listed.
-pub const MAX_TOP_VALUES: usize = 10;
+pub const TOP_VALUES_MAX: usize = 10;
 
 /// Statistics of a whole examples file.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -125,7 +125,7 @@ fn column_statistics(column: &ColumnProfile) -> ColumnStatistics {
                 .collect();
             // Stable sort: equal counts keep the map's value order.
             top.sort_by_key(|v| std::cmp::Reverse(v.count));
-            top.truncate(MAX_TOP_VALUES);
+            top.truncate(TOP_VALUES_MAX);
             Summary::String {
                 distinct: column.categories.len() as u64,
                 top,
@@ -185,15 +185,15 @@ mod tests {
     fn top_values_are_capped() {
         let mut text =
             String::from(r#"{"schema":{"label":"k","columns":[{"name":"k","type":"string"}]}}"#);
-        for i in 0..(MAX_TOP_VALUES + 5) {
+        for i in 0..(TOP_VALUES_MAX + 5) {
             text.push_str(&format!("\n[\"v{i:02}\"]"));
         }
         let stats = Statistics::read(text.as_bytes()).unwrap();
         let Summary::String { distinct, top } = &stats.columns[0].summary else {
             panic!("k is a string column");
         };
-        assert_eq!(*distinct, (MAX_TOP_VALUES + 5) as u64);
-        assert_eq!(top.len(), MAX_TOP_VALUES);
+        assert_eq!(*distinct, (TOP_VALUES_MAX + 5) as u64);
+        assert_eq!(top.len(), TOP_VALUES_MAX);
         assert_eq!(top[0].value, "v00");
     }
 }

@@ -4,7 +4,7 @@
 //! - A number column becomes one feature, standardised with the training
 //!   mean and population standard deviation (a constant column divides by
 //!   1); a missing value becomes the mean, i.e. `0`.
-//! - A string column with at most [`MAX_CATEGORIES`] training values
+//! - A string column with at most [`CATEGORIES_MAX`] training values
 //!   becomes one 0/1 feature per value, named `column=value`, in sorted
 //!   value order; missing and unseen values are all zeros. A string column
 //!   with more values is free text and is skipped.
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::example::{ColumnType, ExampleReader, Examples, Schema, Value};
 use crate::profile::Profile;
 use crate::{
-    Error, LineReader, MAX_CATEGORIES, MAX_CLASSES, MAX_DATASET_VALUES, MAX_FEATURES, MAX_ROWS,
+    CATEGORIES_MAX, CLASSES_MAX, DATASET_VALUES_MAX, Error, FEATURES_MAX, LineReader, ROWS_MAX,
     Result,
 };
 
@@ -107,9 +107,9 @@ impl Transform {
                 train.schema.label
             )));
         }
-        if classes.len() > MAX_CLASSES {
+        if classes.len() > CLASSES_MAX {
             return Err(Error::invalid(format!(
-                "label `{}` has {} distinct values (limit {MAX_CLASSES}); is it a class label?",
+                "label `{}` has {} distinct values (limit {CLASSES_MAX}); is it a class label?",
                 train.schema.label,
                 classes.len()
             )));
@@ -135,7 +135,7 @@ impl Transform {
                         },
                     });
                 }
-                ColumnType::String if column.categories.len() > MAX_CATEGORIES => {
+                ColumnType::String if column.categories.len() > CATEGORIES_MAX => {
                     skipped.push(column.name.clone());
                 }
                 ColumnType::String => {
@@ -147,10 +147,10 @@ impl Transform {
                     });
                 }
             }
-            if features.len() > MAX_FEATURES {
+            if features.len() > FEATURES_MAX {
                 return Err(Error::Limit {
                     what: "features",
-                    limit: MAX_FEATURES,
+                    limit: FEATURES_MAX,
                 });
             }
         }
@@ -388,16 +388,16 @@ impl Dataset {
             })?;
         };
         let d = header.features.len();
-        if d > MAX_FEATURES {
+        if d > FEATURES_MAX {
             return Err(Error::Limit {
                 what: "features",
-                limit: MAX_FEATURES,
+                limit: FEATURES_MAX,
             });
         }
-        if header.classes.len() > MAX_CLASSES {
+        if header.classes.len() > CLASSES_MAX {
             return Err(Error::Limit {
                 what: "classes",
-                limit: MAX_CLASSES,
+                limit: CLASSES_MAX,
             });
         }
         let distinct: BTreeSet<&String> = header.classes.iter().collect();
@@ -414,16 +414,16 @@ impl Dataset {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            if dataset.y.len() == MAX_ROWS {
+            if dataset.y.len() == ROWS_MAX {
                 return Err(Error::Limit {
                     what: "dataset rows",
-                    limit: MAX_ROWS,
+                    limit: ROWS_MAX,
                 });
             }
-            if dataset.x.len() + d > MAX_DATASET_VALUES {
+            if dataset.x.len() + d > DATASET_VALUES_MAX {
                 return Err(Error::Limit {
                     what: "dataset values (rows × features)",
-                    limit: MAX_DATASET_VALUES,
+                    limit: DATASET_VALUES_MAX,
                 });
             }
             let row: DatasetRowIn = serde_json::from_slice(bytes).map_err(|e| {

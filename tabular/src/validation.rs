@@ -10,7 +10,7 @@
 //! ```
 //!
 //! `range` is `null` for a number column without values; `categories` is
-//! `null` for a string column with more than [`MAX_CATEGORIES`] distinct
+//! `null` for a string column with more than [`CATEGORIES_MAX`] distinct
 //! values (free text, not checked).
 //!
 //! Anomalies (`anomalies` output), a JSON array, at most one entry per
@@ -23,7 +23,7 @@
 //! ```
 //!
 //! `count` is the number of rows affected, `examples` up to
-//! [`MAX_ANOMALY_EXAMPLES`] distinct offending values in order of first
+//! [`ANOMALY_EXAMPLES_MAX`] distinct offending values in order of first
 //! appearance, `rows` up to as many 0-based row indices.
 
 use std::collections::BTreeSet;
@@ -34,10 +34,10 @@ use serde::Serialize;
 
 use crate::example::{ColumnType, ExampleReader, Value};
 use crate::profile::Profile;
-use crate::{MAX_CATEGORIES, Result, count_of};
+use crate::{CATEGORIES_MAX, Result, count_of};
 
 /// How many offending values and row indices an anomaly lists.
-pub const MAX_ANOMALY_EXAMPLES: usize = 5;
+pub const ANOMALY_EXAMPLES_MAX: usize = 5;
 
 /// What training data says a column's values look like.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -100,7 +100,7 @@ impl DataSchema {
                         range: c.moments.min().zip(c.moments.max()).map(|(a, b)| [a, b]),
                     },
                     ColumnType::String => Domain::String {
-                        categories: (c.categories.len() <= MAX_CATEGORIES)
+                        categories: (c.categories.len() <= CATEGORIES_MAX)
                             .then(|| c.categories.keys().cloned().collect()),
                     },
                 },
@@ -166,9 +166,9 @@ pub struct Anomaly {
     pub count: u64,
     /// What is wrong, for people.
     pub detail: String,
-    /// Up to [`MAX_ANOMALY_EXAMPLES`] distinct offending values.
+    /// Up to [`ANOMALY_EXAMPLES_MAX`] distinct offending values.
     pub examples: Vec<Value>,
-    /// Up to [`MAX_ANOMALY_EXAMPLES`] 0-based indices of affected rows.
+    /// Up to [`ANOMALY_EXAMPLES_MAX`] 0-based indices of affected rows.
     pub rows: Vec<u64>,
 }
 
@@ -202,11 +202,11 @@ impl Tally {
 
     fn add(&mut self, row: u64, value: Option<&Value>) {
         self.count += 1;
-        if self.rows.len() < MAX_ANOMALY_EXAMPLES {
+        if self.rows.len() < ANOMALY_EXAMPLES_MAX {
             self.rows.push(row);
         }
         if let Some(value) = value
-            && self.examples.len() < MAX_ANOMALY_EXAMPLES
+            && self.examples.len() < ANOMALY_EXAMPLES_MAX
             && !self.examples.contains(value)
         {
             self.examples.push(value.clone());
@@ -427,7 +427,7 @@ mod tests {
     fn free_text_columns_are_not_checked_for_categories() {
         let mut train =
             String::from(r#"{"schema":{"label":"k","columns":[{"name":"k","type":"string"}]}}"#);
-        for i in 0..=MAX_CATEGORIES {
+        for i in 0..=CATEGORIES_MAX {
             train.push_str(&format!("\n[\"v{i}\"]"));
         }
         let schema = DataSchema::read(train.as_bytes()).unwrap();

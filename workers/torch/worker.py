@@ -35,23 +35,23 @@ TRAIN_MLP = "train-mlp"
 OPS = [TRAIN_MLP]
 
 # The protocol's limit on one line, either way.
-MAX_LINE_BYTES = 1 << 20
+LINE_BYTES_MAX = 1 << 20
 # Runs read ahead of the job loop; the engine sends one at a time.
-MAX_QUEUED_MESSAGES = 64
-MAX_PROGRESS_MESSAGES = 10
+QUEUED_MESSAGES_MAX = 64
+PROGRESS_MESSAGES_MAX = 10
 
 # The limits of sluice_tabular (lib.rs and mlp.rs), so both workers accept
 # and reject the same jobs.
-MAX_HIDDEN_LAYERS = 8
-MAX_WIDTH = 4096
-MAX_EPOCHS = 100_000
-MAX_BATCH_SIZE = 1_000_000
-MAX_PARAMS = 10_000_000
-MAX_ROWS = 1_000_000
-MAX_FEATURES = 100_000
-MAX_CLASSES = 1_000
-MAX_DATASET_VALUES = 50_000_000
-MAX_DATASET_LINE_BYTES = 16 << 20
+HIDDEN_LAYERS_MAX = 8
+WIDTH_MAX = 4096
+EPOCHS_MAX = 100_000
+BATCH_SIZE_MAX = 1_000_000
+PARAMS_MAX = 10_000_000
+ROWS_MAX = 1_000_000
+FEATURES_MAX = 100_000
+CLASSES_MAX = 1_000
+DATASET_VALUES_MAX = 50_000_000
+DATASET_LINE_BYTES_MAX = 16 << 20
 # Rows per forward pass when scoring the trained model on the training set.
 EVAL_CHUNK_ROWS = 65_536
 
@@ -63,10 +63,10 @@ DEFAULT_PARAMS = {
     "batch_size": 32,
 }
 INT_RANGES = {
-    "hidden_layers": (0, MAX_HIDDEN_LAYERS),
-    "width": (1, MAX_WIDTH),
-    "epochs": (1, MAX_EPOCHS),
-    "batch_size": (1, MAX_BATCH_SIZE),
+    "hidden_layers": (0, HIDDEN_LAYERS_MAX),
+    "width": (1, WIDTH_MAX),
+    "epochs": (1, EPOCHS_MAX),
+    "batch_size": (1, BATCH_SIZE_MAX),
 }
 
 MODEL_OUTPUT = "model"
@@ -293,12 +293,12 @@ def read_dataset(path):
     with open(path, "rb") as f:
         line_no = 0
         while True:
-            raw = f.readline(MAX_DATASET_LINE_BYTES + 1)
+            raw = f.readline(DATASET_LINE_BYTES_MAX + 1)
             if not raw:
                 break
             line_no += 1
-            if len(raw) > MAX_DATASET_LINE_BYTES:
-                raise bad(line_no, f"line longer than {MAX_DATASET_LINE_BYTES} bytes")
+            if len(raw) > DATASET_LINE_BYTES_MAX:
+                raise bad(line_no, f"line longer than {DATASET_LINE_BYTES_MAX} bytes")
             if not raw.strip():
                 continue
             try:
@@ -314,10 +314,10 @@ def read_dataset(path):
                 ):
                     raise bad(line_no, 'expected {"features":[…],"classes":[…]}')
                 header = value
-                if len(header["features"]) > MAX_FEATURES:
-                    raise bad(line_no, f"more than {MAX_FEATURES} features")
-                if len(header["classes"]) > MAX_CLASSES:
-                    raise bad(line_no, f"more than {MAX_CLASSES} classes")
+                if len(header["features"]) > FEATURES_MAX:
+                    raise bad(line_no, f"more than {FEATURES_MAX} features")
+                if len(header["classes"]) > CLASSES_MAX:
+                    raise bad(line_no, f"more than {CLASSES_MAX} classes")
                 index = {c: i for i, c in enumerate(header["classes"])}
                 continue
             d = len(header["features"])
@@ -336,8 +336,8 @@ def read_dataset(path):
                     f"train-mlp: training row {len(y)}: label `{label}` is not among "
                     "the dataset's classes"
                 )
-            if len(y) >= MAX_ROWS or len(x) + d > MAX_DATASET_VALUES:
-                raise bad(line_no, f"more than {MAX_ROWS} rows or {MAX_DATASET_VALUES} values")
+            if len(y) >= ROWS_MAX or len(x) + d > DATASET_VALUES_MAX:
+                raise bad(line_no, f"more than {ROWS_MAX} rows or {DATASET_VALUES_MAX} values")
             x.extend(float(v) for v in row)
             y.append(index[label])
     if header is None:
@@ -385,9 +385,9 @@ def run_job(req, control, emit):
         raise JobFailed("train-mlp: training dataset has no classes")
     sizes = layer_sizes(params, len(data.features), len(data.classes))
     count = param_count(sizes)
-    if count > MAX_PARAMS:
+    if count > PARAMS_MAX:
         raise JobFailed(
-            f"train-mlp: the network would have {count} parameters (limit {MAX_PARAMS}); "
+            f"train-mlp: the network would have {count} parameters (limit {PARAMS_MAX}); "
             "lower width or hidden_layers"
         )
     torch = load_torch()
@@ -448,7 +448,7 @@ def train_mlp(torch, req, params, data, sizes, control, emit):
         return -(torch.log_softmax(logits, dim=1) * mask).sum()
 
     epochs, batch = params["epochs"], min(params["batch_size"], n)
-    stride = -(-epochs // MAX_PROGRESS_MESSAGES)
+    stride = -(-epochs // PROGRESS_MESSAGES_MAX)
     losses = []
     if cuda:
         torch.cuda.synchronize()
@@ -618,7 +618,7 @@ class Worker:
     def __init__(self, stdin, stdout):
         self.stdin = stdin
         self.stdout = stdout
-        self.jobs = queue.Queue(maxsize=MAX_QUEUED_MESSAGES)
+        self.jobs = queue.Queue(maxsize=QUEUED_MESSAGES_MAX)
         # Jobs queued or running: id -> cancel event.
         self.live = {}
         self.lock = threading.Lock()
@@ -630,12 +630,12 @@ class Worker:
 
     def read_line(self):
         """(bytes or None at end of input, too_long)."""
-        raw = self.stdin.readline(MAX_LINE_BYTES + 1)
+        raw = self.stdin.readline(LINE_BYTES_MAX + 1)
         if not raw:
             return None, False
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+        if len(raw) > LINE_BYTES_MAX and not raw.endswith(b"\n"):
             while raw and not raw.endswith(b"\n"):
-                raw = self.stdin.readline(MAX_LINE_BYTES + 1)
+                raw = self.stdin.readline(LINE_BYTES_MAX + 1)
             return b"", True
         return raw, False
 
@@ -650,7 +650,7 @@ class Worker:
                 line_no += 1
                 received = time.monotonic()
                 if too_long:
-                    log(f"worker: input line {line_no}: longer than {MAX_LINE_BYTES} bytes, skipped")
+                    log(f"worker: input line {line_no}: longer than {LINE_BYTES_MAX} bytes, skipped")
                     continue
                 if not raw.strip():
                     continue

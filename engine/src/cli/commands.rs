@@ -31,14 +31,14 @@ pub(super) fn compile_component(args: CompileComponentArgs) -> anyhow::Result<u8
     use std::io::Read as _;
     let mut wasm = Vec::new();
     std::io::stdin()
-        .take(crate::sandbox::MAX_COMPONENT_BYTES + 1)
+        .take(crate::sandbox::COMPONENT_BYTES_MAX + 1)
         .read_to_end(&mut wasm)
         .context("compile-component: reading stdin")?;
-    if wasm.len() as u64 > crate::sandbox::MAX_COMPONENT_BYTES {
+    if wasm.len() as u64 > crate::sandbox::COMPONENT_BYTES_MAX {
         eprintln!(
             "{} bytes or more; the limit is {}",
             wasm.len(),
-            crate::sandbox::MAX_COMPONENT_BYTES
+            crate::sandbox::COMPONENT_BYTES_MAX
         );
         return Ok(1);
     }

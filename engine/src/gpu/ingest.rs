@@ -88,7 +88,7 @@ pub enum OutputProblem {
     #[error("reported digest {0} is not sha256:<64 hex>")]
     BadDigest(String),
     /// The reported media type is empty, too long or not printable.
-    #[error("media type {0} is not 1-{max} printable bytes", max = sluice_host_api::MAX_METRIC_TEXT_BYTES)]
+    #[error("media type {0} is not 1-{max} printable bytes", max = sluice_host_api::METRIC_TEXT_BYTES_MAX)]
     BadMediaType(String),
     /// The file cannot be opened as a regular file.
     #[error("{file} {refusal}")]
@@ -181,7 +181,7 @@ fn media_type(reported: Option<&str>) -> Result<String, OutputProblem> {
         None => Ok("application/octet-stream".to_string()),
         Some(m)
             if !m.is_empty()
-                && m.len() <= sluice_host_api::MAX_METRIC_TEXT_BYTES
+                && m.len() <= sluice_host_api::METRIC_TEXT_BYTES_MAX
                 && !m.contains(char::is_control) =>
         {
             Ok(m.to_string())

@@ -76,12 +76,12 @@ pub(crate) fn resolve_components(
                 .or_insert_with(|| {
                     let meta = fs::metadata(&wasm)
                         .map_err(|e| format!("component {}: {e}", wasm.display()))?;
-                    if meta.len() > sandbox::MAX_COMPONENT_BYTES {
+                    if meta.len() > sandbox::COMPONENT_BYTES_MAX {
                         return Err(format!(
                             "component {} is {} bytes; the limit is {}",
                             wasm.display(),
                             meta.len(),
-                            sandbox::MAX_COMPONENT_BYTES
+                            sandbox::COMPONENT_BYTES_MAX
                         ));
                     }
                     let bytes = fs::read(&wasm)

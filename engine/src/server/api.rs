@@ -883,7 +883,7 @@ struct HookQuery {
 /// `POST /v1/hooks/git`: unauthenticated by token, authenticated by the
 /// hook's HMAC. Everything checkable without the body (hook name, signature
 /// and delivery headers, declared length) is checked before a byte of it
-/// is read, and the body is capped at [`crate::hook::MAX_BODY_BYTES`].
+/// is read, and the body is capped at [`crate::hook::BODY_BYTES_MAX`].
 async fn git_hook(
     State(app): Shared,
     axum::Extension(peer): axum::Extension<super::Peer>,
@@ -956,7 +956,7 @@ async fn git_hook(
         })?;
     crate::hook::check_delivery(&hook, &delivery)
         .map_err(|e| ApiError::new(Code::BadRequest, e.to_string()))?;
-    let bytes = read_body_limited(&app, body, crate::hook::MAX_BODY_BYTES).await?;
+    let bytes = read_body_limited(&app, body, crate::hook::BODY_BYTES_MAX).await?;
     let handle = tokio::runtime::Handle::current();
     blocking(move || {
         use crate::hook::{Decision, HookError};

@@ -18,9 +18,9 @@ use crate::spec::{ComponentSource, Pipeline};
 /// `step` and `end` events are always kept — at most two per attempt plus
 /// two — so a stream always shows every state change; the first drop adds
 /// one `dropped` event saying so (the run's summary keeps every metric).
-const MAX_EVENTS: usize = 20_000;
+const EVENTS_MAX: usize = 20_000;
 /// Log lines per step and stream sent as events.
-const MAX_LOG_LINES: usize = 200;
+const LOG_LINES_MAX: usize = 200;
 
 /// One server-sent event.
 #[derive(Clone, Debug)]
@@ -47,7 +47,7 @@ pub struct StepLive {
 #[derive(Debug, Default)]
 struct State {
     events: Vec<LiveEvent>,
-    /// Whether `log`/`metric` events were dropped past [`MAX_EVENTS`].
+    /// Whether `log`/`metric` events were dropped past [`EVENTS_MAX`].
     dropped: bool,
     steps: BTreeMap<String, StepLive>,
     end: Option<Status>,
@@ -99,7 +99,7 @@ impl LiveRun {
 
     fn push(&self, kind: &'static str, data: Value) {
         let mut s = self.state();
-        if s.events.len() >= MAX_EVENTS && matches!(kind, "log" | "metric") {
+        if s.events.len() >= EVENTS_MAX && matches!(kind, "log" | "metric") {
             if !s.dropped {
                 s.dropped = true;
                 let id = s.events.len() as u64;
@@ -107,7 +107,7 @@ impl LiveRun {
                     id,
                     kind: "dropped",
                     data: json!({"message": format!(
-                        "this run has over {MAX_EVENTS} events: further log and metric events are not streamed (the run's summary has every metric)"
+                        "this run has over {EVENTS_MAX} events: further log and metric events are not streamed (the run's summary has every metric)"
                     )}),
                 });
                 drop(s);
@@ -240,7 +240,7 @@ impl LiveObserver {
                 continue;
             };
             let text = crate::quoting::escape_controls(&String::from_utf8_lossy(&bytes), 64 * 1024);
-            for line in text.lines().take(MAX_LOG_LINES) {
+            for line in text.lines().take(LOG_LINES_MAX) {
                 self.live.push(
                     "log",
                     json!({"step": report.name, "stream": stream, "line": line}),
@@ -655,13 +655,13 @@ pub fn replayed_events(summary: &RunSummary, status: Status) -> Vec<LiveEvent> {
     let mut dropped = false;
     for s in &summary.steps {
         for (name, value) in &s.metrics {
-            if metrics_sent == MAX_EVENTS {
+            if metrics_sent == EVENTS_MAX {
                 if !dropped {
                     dropped = true;
                     push(
                         "dropped",
                         json!({"message": format!(
-                            "this run has over {MAX_EVENTS} metric events: the rest are not streamed (the run's summary has every metric)"
+                            "this run has over {EVENTS_MAX} metric events: the rest are not streamed (the run's summary has every metric)"
                         )}),
                     );
                 }
@@ -690,7 +690,7 @@ mod backlog_tests {
     fn metric_floods_are_bounded_and_state_changes_kept() {
         let live = LiveRun::new("r", "t", &[]);
         live.push("run", json!({"status": "running"}));
-        for i in 0..MAX_EVENTS + 5_000 {
+        for i in 0..EVENTS_MAX + 5_000 {
             live.push(
                 "metric",
                 json!({"step": "s", "name": format!("m{i}"), "value": 1}),
@@ -701,8 +701,8 @@ mod backlog_tests {
         let (events, ended) = live.events_from(0);
         assert!(ended);
         // The backlog stops at the cap, plus the notice and the state changes.
-        assert_eq!(events.len(), MAX_EVENTS + 3);
-        let kinds: Vec<&str> = events[MAX_EVENTS - 1..].iter().map(|e| e.kind).collect();
+        assert_eq!(events.len(), EVENTS_MAX + 3);
+        let kinds: Vec<&str> = events[EVENTS_MAX - 1..].iter().map(|e| e.kind).collect();
         assert_eq!(kinds, ["metric", "dropped", "step", "end"]);
         assert_eq!(
             events.iter().filter(|e| e.kind == "dropped").count(),

@@ -312,11 +312,11 @@ impl App {
         let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
         // Hook senders are keyed by address: forget recovered buckets
         // before the map outgrows the per-address bound.
-        if rate.len() >= MAX_TRACKED_PEERS && !rate.contains_key(key) {
+        if rate.len() >= TRACKED_PEERS_MAX && !rate.contains_key(key) {
             rate.retain(|_, (t, at)| {
                 *t + now.duration_since(*at).as_secs_f64() * per_minute / 60.0 < per_minute
             });
-            if rate.len() >= MAX_TRACKED_PEERS {
+            if rate.len() >= TRACKED_PEERS_MAX {
                 rate.clear();
             }
         }
@@ -368,7 +368,7 @@ pub struct Peer(pub IpAddr);
 /// Addresses tracked at most by the per-address limits; past it, entries
 /// that have recovered are forgotten first, then all (a flood from that
 /// many addresses is beyond what a per-address limit can answer anyway).
-const MAX_TRACKED_PEERS: usize = 4096;
+const TRACKED_PEERS_MAX: usize = 4096;
 
 /// A token bucket of failed authentications per client address: capacity
 /// `auth_failures_per_minute`, refilled continuously. A request is refused
@@ -419,10 +419,10 @@ impl AuthFailures {
     fn failed(&self, peer: IpAddr) {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_TRACKED_PEERS && !buckets.contains_key(&peer) {
+        if buckets.len() >= TRACKED_PEERS_MAX && !buckets.contains_key(&peer) {
             let full = self.per_minute;
             buckets.retain(|_, b| b.0 + now.duration_since(b.1).as_secs_f64() * full / 60.0 < full);
-            if buckets.len() >= MAX_TRACKED_PEERS {
+            if buckets.len() >= TRACKED_PEERS_MAX {
                 buckets.clear();
             }
         }

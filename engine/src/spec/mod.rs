@@ -36,8 +36,8 @@ use crate::position::LineIndex;
 
 pub use model::{
     ComponentSource, EXPANDED_EDGES_MAX, Finally, GRANT_KEYS, Grant, INTERPOLATED_BYTES_MAX,
-    InputRef, MAX_JOBS_CEILING, MAX_JOBS_DEFAULT, MAX_PORTS_PER_STEP, MAX_RETRIES, MAX_SPEC_BYTES,
-    MAX_STEPS, MAX_SWEEP_COMBINATIONS, MIN_FREE_MEMORY_MIB_CEILING, PARAM_BYTES_MAX, Pipeline,
+    InputRef, JOBS_MAX_CEILING, JOBS_MAX_DEFAULT, MIN_FREE_MEMORY_MIB_CEILING, PARAM_BYTES_MAX,
+    PORTS_PER_STEP_MAX, Pipeline, RETRIES_MAX, SPEC_BYTES_MAX, STEPS_MAX, SWEEP_COMBINATIONS_MAX,
     SpecError, Step, is_kind_name, parse_cron,
 };
 pub use param::InterpolateError;
@@ -74,9 +74,9 @@ pub fn load_with(
         }]);
     }
     match std::fs::metadata(path) {
-        Ok(m) if m.len() > MAX_SPEC_BYTES => {
+        Ok(m) if m.len() > SPEC_BYTES_MAX => {
             return Err(at_file(format!(
-                "spec is {} bytes; the limit is {MAX_SPEC_BYTES}",
+                "spec is {} bytes; the limit is {SPEC_BYTES_MAX}",
                 m.len()
             )));
         }

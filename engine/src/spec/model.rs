@@ -14,13 +14,13 @@ use std::path::PathBuf;
 use crate::limits::Limits;
 
 /// Most steps a pipeline may declare.
-pub const MAX_STEPS: usize = 10_000;
+pub const STEPS_MAX: usize = 10_000;
 /// Most inputs or outputs one step may declare.
-pub const MAX_PORTS_PER_STEP: usize = 256;
+pub const PORTS_PER_STEP_MAX: usize = 256;
 /// Most combinations a `[sweep]` may expand to.
-pub const MAX_SWEEP_COMBINATIONS: usize = 1024;
+pub const SWEEP_COMBINATIONS_MAX: usize = 1024;
 /// Most dependency edges plus inputs of the pipeline after sweep expansion
-/// and exit-handler wiring: with steps bounded by [`MAX_STEPS`], this keeps
+/// and exit-handler wiring: with steps bounded by [`STEPS_MAX`], this keeps
 /// the graph (a few words per edge) to tens of MB and the scheduler's work
 /// linear in something small.
 pub const EXPANDED_EDGES_MAX: usize = 1_000_000;
@@ -32,9 +32,9 @@ pub const INTERPOLATED_BYTES_MAX: usize = 1 << 20;
 /// expanded.
 pub const PARAM_BYTES_MAX: usize = 64 << 20;
 /// Most times a step may be retried.
-pub const MAX_RETRIES: u64 = 10;
+pub const RETRIES_MAX: u64 = 10;
 /// Largest spec file accepted.
-pub const MAX_SPEC_BYTES: u64 = 4 << 20;
+pub const SPEC_BYTES_MAX: u64 = 4 << 20;
 
 /// One problem in a spec, with its position.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,9 +202,9 @@ pub enum Finally {
 /// Keys accepted in a step's `gpu = { ... }` grant.
 pub const GRANT_KEYS: &[&str] = &["worker", "max_jobs", "min_free_memory_mib"];
 /// Jobs a grant allows per attempt when it does not say.
-pub const MAX_JOBS_DEFAULT: u32 = 1;
+pub const JOBS_MAX_DEFAULT: u32 = 1;
 /// The most jobs a grant may allow per attempt.
-pub const MAX_JOBS_CEILING: u64 = 64;
+pub const JOBS_MAX_CEILING: u64 = 64;
 /// The largest `min_free_memory_mib` a grant may ask for (16 TiB).
 pub const MIN_FREE_MEMORY_MIB_CEILING: u64 = 1 << 24;
 

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use toml::de::DeValue;
 
-use super::model::{MAX_STEPS, Pipeline, parse_cron};
+use super::model::{Pipeline, STEPS_MAX, parse_cron};
 use super::toml::{Table, Validator};
 
 impl Validator {
@@ -177,11 +177,11 @@ impl Validator {
             self.error(root_span, "the pipeline declares no [steps]".to_string());
             return None;
         };
-        if steps_table.len() > MAX_STEPS {
+        if steps_table.len() > STEPS_MAX {
             self.error(
                 &steps_span,
                 format!(
-                    "{} steps declared; the limit is {MAX_STEPS}",
+                    "{} steps declared; the limit is {STEPS_MAX}",
                     steps_table.len()
                 ),
             );

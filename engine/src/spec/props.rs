@@ -163,11 +163,11 @@ fn check(text: &str) -> Result<(), TestCaseError> {
     match parse(&path, text, &[]) {
         Ok(p) => {
             prop_assert!(
-                p.sweep.len() <= MAX_SWEEP_COMBINATIONS,
+                p.sweep.len() <= SWEEP_COMBINATIONS_MAX,
                 "{} combinations",
                 p.sweep.len()
             );
-            prop_assert!(p.steps.len() <= MAX_STEPS);
+            prop_assert!(p.steps.len() <= STEPS_MAX);
             let mut names = BTreeSet::new();
             for (i, s) in p.steps.iter().enumerate() {
                 prop_assert!(names.insert(s.name.clone()), "duplicate step {}", s.name);

@@ -15,8 +15,8 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::model::{
-    ComponentSource, Finally, GRANT_KEYS, Grant, MAX_JOBS_CEILING, MAX_JOBS_DEFAULT,
-    MAX_PORTS_PER_STEP, MAX_RETRIES, MIN_FREE_MEMORY_MIB_CEILING, is_kind_name,
+    ComponentSource, Finally, GRANT_KEYS, Grant, JOBS_MAX_CEILING, JOBS_MAX_DEFAULT,
+    MIN_FREE_MEMORY_MIB_CEILING, PORTS_PER_STEP_MAX, RETRIES_MAX, is_kind_name,
 };
 use super::toml::{NAME_RULE, Table, Validator};
 use crate::limits::{self, Limits};
@@ -95,10 +95,10 @@ impl Validator {
                     let Some(inputs) = self.table(value, &format!("{place} inputs")) else {
                         continue;
                     };
-                    if inputs.len() > MAX_PORTS_PER_STEP {
+                    if inputs.len() > PORTS_PER_STEP_MAX {
                         self.error(
                             &value.span(),
-                            format!("step `{name}` declares more than {MAX_PORTS_PER_STEP} inputs"),
+                            format!("step `{name}` declares more than {PORTS_PER_STEP_MAX} inputs"),
                         );
                         continue;
                     }
@@ -140,11 +140,11 @@ impl Validator {
                         );
                         continue;
                     };
-                    if items.len() > MAX_PORTS_PER_STEP {
+                    if items.len() > PORTS_PER_STEP_MAX {
                         self.error(
                             &value.span(),
                             format!(
-                                "step `{name}` declares more than {MAX_PORTS_PER_STEP} outputs"
+                                "step `{name}` declares more than {PORTS_PER_STEP_MAX} outputs"
                             ),
                         );
                         continue;
@@ -173,7 +173,7 @@ impl Validator {
                 }
                 "retries" => {
                     step.retries = self
-                        .integer(value, &format!("step `{name}` retries"), MAX_RETRIES)
+                        .integer(value, &format!("step `{name}` retries"), RETRIES_MAX)
                         .unwrap_or(0) as u32;
                 }
                 "cache" => {
@@ -286,7 +286,7 @@ impl Validator {
         let t = self.table(value, &place)?;
         let mut worker = None;
         let mut worker_seen = false;
-        let mut max_jobs = MAX_JOBS_DEFAULT;
+        let mut max_jobs = JOBS_MAX_DEFAULT;
         let mut min_free_memory_mib = 0;
         for (key, v) in t.iter() {
             let what = format!("{place} `{}`", key.get_ref());
@@ -309,7 +309,7 @@ impl Validator {
                         );
                     }
                 }
-                "max_jobs" => match self.integer(v, &what, MAX_JOBS_CEILING) {
+                "max_jobs" => match self.integer(v, &what, JOBS_MAX_CEILING) {
                     Some(0) => self.error(&v.span(), format!("{what} must be at least 1")),
                     Some(n) => max_jobs = n as u32,
                     None => {}

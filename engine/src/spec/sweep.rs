@@ -3,8 +3,8 @@
 //! `STEP[*].OUTPUT` collections wired to every copy.
 //!
 //! Invariant: the grid's size, and the expansion's steps, edges and param
-//! bytes, are computed from counts and refused past [`MAX_SWEEP_COMBINATIONS`],
-//! [`MAX_STEPS`], [`EXPANDED_EDGES_MAX`] and [`PARAM_BYTES_MAX`] before
+//! bytes, are computed from counts and refused past [`SWEEP_COMBINATIONS_MAX`],
+//! [`STEPS_MAX`], [`EXPANDED_EDGES_MAX`] and [`PARAM_BYTES_MAX`] before
 //! anything is cloned.
 //! Boundary: pure.
 
@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use super::model::{
-    EXPANDED_EDGES_MAX, InputRef, MAX_STEPS, MAX_SWEEP_COMBINATIONS, PARAM_BYTES_MAX, Step,
+    EXPANDED_EDGES_MAX, InputRef, PARAM_BYTES_MAX, STEPS_MAX, SWEEP_COMBINATIONS_MAX, Step,
 };
 use super::param::{param_refs, resolved_bytes_max, substitute_over};
 use super::toml::Validator;
@@ -53,7 +53,7 @@ impl Validator {
         });
         let mut sweep: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
         let sweep_span = raw_sweep.first().map(|(_, _, span)| span.clone());
-        if combinations > MAX_SWEEP_COMBINATIONS {
+        if combinations > SWEEP_COMBINATIONS_MAX {
             let shape: Vec<String> = axes
                 .iter()
                 .map(|(key, values, _)| format!("`{key}` ({} values)", values.len()))
@@ -61,7 +61,7 @@ impl Validator {
             self.error(
                 sweep_span.as_ref().unwrap_or(&(0..0)),
                 format!(
-                    "the [sweep] {} has {combinations} combinations; the limit is {MAX_SWEEP_COMBINATIONS}",
+                    "the [sweep] {} has {combinations} combinations; the limit is {SWEEP_COMBINATIONS_MAX}",
                     shape.join(" x ")
                 ),
             );
@@ -177,11 +177,11 @@ impl Validator {
         let copies = |i: usize| if affected[i] { sweep.len() } else { 1 };
         let total_steps = (0..steps.len()).fold(0usize, |n, i| n.saturating_add(copies(i)));
         let fanned = affected.iter().filter(|a| **a).count();
-        if total_steps > MAX_STEPS {
+        if total_steps > STEPS_MAX {
             self.error(
                 sweep_span,
                 format!(
-                    "the [sweep]'s {} combinations fan out {fanned} steps into {total_steps} steps; the limit is {MAX_STEPS}",
+                    "the [sweep]'s {} combinations fan out {fanned} steps into {total_steps} steps; the limit is {STEPS_MAX}",
                     sweep.len()
                 ),
             );

@@ -32,7 +32,7 @@ const MODEL_FILE: &str = "model.json";
 
 /// Most `progress` messages per job: enough to watch, few enough not to
 /// flood the engine's log on a job of 100 000 tiny epochs.
-pub(crate) const MAX_PROGRESS_MESSAGES: u32 = 10;
+pub(crate) const PROGRESS_MESSAGES_MAX: u32 = 10;
 
 /// How a job ended.
 #[derive(Debug)]
@@ -139,7 +139,7 @@ fn train_mlp(
         req.seed
     );
 
-    let stride = params.epochs.div_ceil(MAX_PROGRESS_MESSAGES);
+    let stride = params.epochs.div_ceil(PROGRESS_MESSAGES_MAX);
     let mut losses = Vec::with_capacity(params.epochs as usize);
     let mut report_error: Option<io::Error> = None;
     let broken = std::cell::Cell::new(false);

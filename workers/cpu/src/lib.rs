@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-pub use protocol::{MAX_LINE_BYTES, PROTOCOL_VERSION};
+pub use protocol::{LINE_BYTES_MAX, PROTOCOL_VERSION};
 
 use job::{Control, Outcome};
 use protocol::{Device, Incoming, Line, Outgoing, RunRequest, Status};
@@ -51,7 +51,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Most messages read ahead of the job loop. The engine sends one job at a
 /// time, so this only bounds memory against a misbehaving sender; when it
 /// is full the reader stops reading until a job finishes.
-const MAX_QUEUED_MESSAGES: usize = 64;
+const QUEUED_MESSAGES_MAX: usize = 64;
 
 /// What the reader thread hands the job loop.
 enum Queued {
@@ -64,7 +64,7 @@ enum Queued {
 }
 
 /// Jobs queued or running, by id, with their cancel flags. Bounded by
-/// [`MAX_QUEUED_MESSAGES`] + 2: an id enters when its `run` is queued and
+/// [`QUEUED_MESSAGES_MAX`] + 2: an id enters when its `run` is queued and
 /// leaves when its result is sent.
 type Live = Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>;
 
@@ -82,7 +82,7 @@ type Live = Arc<Mutex<BTreeMap<String, Arc<AtomicBool>>>>;
 pub fn serve(input: impl BufRead + Send + 'static, mut output: impl Write) -> io::Result<()> {
     protocol::send(&mut output, &hello())?;
     let live: Live = Arc::default();
-    let (queue, jobs) = mpsc::sync_channel(MAX_QUEUED_MESSAGES);
+    let (queue, jobs) = mpsc::sync_channel(QUEUED_MESSAGES_MAX);
     let reader = {
         let live = Arc::clone(&live);
         thread::Builder::new()
@@ -219,7 +219,7 @@ fn read_messages(mut input: impl BufRead, queue: &mpsc::SyncSender<Queued>, live
             Line::End => break,
             Line::TooLong => {
                 eprintln!(
-                    "worker: input line {line_no}: longer than {MAX_LINE_BYTES} bytes, skipped"
+                    "worker: input line {line_no}: longer than {LINE_BYTES_MAX} bytes, skipped"
                 );
                 continue;
             }

@@ -1,7 +1,7 @@
 //! The wire format of protocol v1 (`workers/PROTOCOL.md`): the
 //! messages this worker reads and writes, and bounded line reading.
 //!
-//! Invariant: a line is never buffered beyond [`MAX_LINE_BYTES`]; every
+//! Invariant: a line is never buffered beyond [`LINE_BYTES_MAX`]; every
 //! outgoing message is one `\n`-terminated JSON line, flushed.
 //! Boundary: knows the shapes of messages, not what a job does.
 
@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Longest line either side may send, in bytes (the protocol's limit).
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+pub const LINE_BYTES_MAX: usize = 1 << 20;
 
 /// A message to the engine.
 #[derive(Debug, Serialize)]
@@ -164,18 +164,18 @@ impl Incoming {
 pub(crate) enum Line {
     /// A line, without its terminator, in the caller's buffer.
     Complete,
-    /// A line over [`MAX_LINE_BYTES`], skipped up to its end.
+    /// A line over [`LINE_BYTES_MAX`], skipped up to its end.
     TooLong,
     /// End of input.
     End,
 }
 
-/// Reads one line into `buf`, never holding more than [`MAX_LINE_BYTES`]
+/// Reads one line into `buf`, never holding more than [`LINE_BYTES_MAX`]
 /// + 1 bytes of it.
 pub(crate) fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Line> {
     use std::io::Read;
     buf.clear();
-    let limit = MAX_LINE_BYTES as u64 + 1;
+    let limit = LINE_BYTES_MAX as u64 + 1;
     let n = input.by_ref().take(limit).read_until(b'\n', buf)?;
     if n == 0 {
         return Ok(Line::End);
@@ -187,7 +187,7 @@ pub(crate) fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Resu
         }
         return Ok(Line::Complete);
     }
-    if buf.len() <= MAX_LINE_BYTES {
+    if buf.len() <= LINE_BYTES_MAX {
         // The last line, without a terminator.
         return Ok(Line::Complete);
     }
@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn lines_are_split_bounded_and_overlong_ones_skipped() {
         let mut data = b"{\"a\":1}\r\n".to_vec();
-        data.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+        data.extend(std::iter::repeat_n(b'x', LINE_BYTES_MAX + 10));
         data.extend(b"\nlast");
         let mut input = io::BufReader::with_capacity(4096, &data[..]);
         let mut buf = Vec::new();

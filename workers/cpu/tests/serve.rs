@@ -496,7 +496,7 @@ fn malformed_lines_are_skipped_and_a_malformed_run_fails_by_id() {
     let worker = Worker::start();
     worker.send_raw(b"this is not json\n");
     worker.send_raw(b"\n");
-    worker.send_raw(&[b'x'; sluice_cpu_worker::MAX_LINE_BYTES + 1]);
+    worker.send_raw(&[b'x'; sluice_cpu_worker::LINE_BYTES_MAX + 1]);
     worker.send_raw(b"\n");
     worker.send(json!({"type": "dance", "id": "x"}));
     worker.send(json!({"type": "run", "id": "bad", "output_dir": "/nowhere"}));

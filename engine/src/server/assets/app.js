@@ -10,16 +10,16 @@ const POLL_MS = 2000;
 /** Runs per page of the runs list. */
 const PAGE_LIMIT = 50;
 /** Active runs beyond the first page re-read one by one per refresh. */
-const REFRESH_MAX_RUNS = 20;
+const REFRESH_RUNS_MAX = 20;
 /** A logs panel keeps at most this many characters (the head is dropped). */
-const LOG_MAX_CHARS = 1_000_000;
+const LOG_CHARS_MAX = 1_000_000;
 /** Points drawn per chart; longer series are thinned evenly. */
-const CHART_MAX_POINTS = 400;
+const CHART_POINTS_MAX = 400;
 /** Live metric points kept per series before the step reports. */
 const LIVE_SERIES_MAX = 10_000;
 /** Event-stream reconnect back-off bounds, ms. */
 const RETRY_MIN_MS = 1000;
-const RETRY_MAX_MS = 15000;
+const RETRY_MS_MAX = 15000;
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
@@ -438,7 +438,7 @@ function runsView(main, query, life) {
         if (byId.has(r.id)) Object.assign(byId.get(r.id), r);
         else fresh.push(r);
       }
-      const stale = runs.filter((r) => !onPage.has(r.id) && !TERMINAL_RUN.has(r.status)).slice(0, REFRESH_MAX_RUNS);
+      const stale = runs.filter((r) => !onPage.has(r.id) && !TERMINAL_RUN.has(r.status)).slice(0, REFRESH_RUNS_MAX);
       await Promise.all(stale.map(async (r) => {
         try {
           const { steps, sweep, ...brief } = await api(`/v1/runs/${enc(r.id)}`, { signal: life.signal });
@@ -899,7 +899,7 @@ function runView(main, id, query, life) {
     logs.querySelector('.placeholder')?.remove();
     const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
     span.append(`${line}\n`);
-    if (span.textContent.length > LOG_MAX_CHARS) span.textContent = span.textContent.slice(-LOG_MAX_CHARS);
+    if (span.textContent.length > LOG_CHARS_MAX) span.textContent = span.textContent.slice(-LOG_CHARS_MAX);
     if (atBottom) logs.scrollTop = logs.scrollHeight;
   }
 
@@ -1000,7 +1000,7 @@ function runView(main, id, query, life) {
           signal: life.signal,
           lastId,
           onEvent: (type, data, eid) => { if (eid) lastId = eid; delay = RETRY_MIN_MS; onEvent(type, data); },
-          onRetry: (ms) => { delay = Math.min(Math.max(ms, RETRY_MIN_MS), RETRY_MAX_MS); },
+          onRetry: (ms) => { delay = Math.min(Math.max(ms, RETRY_MIN_MS), RETRY_MS_MAX); },
         });
       } catch (err) {
         if (isAbort(err) || err.status === 401 || err.status === 404) break;
@@ -1010,7 +1010,7 @@ function runView(main, id, query, life) {
       if (!life.alive) return;
       if (!st.ended) {
         await new Promise((resolve) => life.after(delay, resolve));
-        delay = Math.min(delay * 2, RETRY_MAX_MS);
+        delay = Math.min(delay * 2, RETRY_MS_MAX);
       }
       // The snapshot is the truth after a gap or at the end.
       try { await reload(); } catch (err) { if (isAbort(err)) return; }
@@ -1084,10 +1084,10 @@ function chart(points, { name, yMin, yMax, unit = '', format = fmt.num }) {
   const B = 14;
   let pts = (points || []).filter((p) => Array.isArray(p) && Number.isFinite(p[0]) && Number.isFinite(p[1]));
   const n = pts.length;
-  if (n > CHART_MAX_POINTS) {
-    const stride = n / CHART_MAX_POINTS;
+  if (n > CHART_POINTS_MAX) {
+    const stride = n / CHART_POINTS_MAX;
     const thin = [];
-    for (let i = 0; i < CHART_MAX_POINTS; i++) thin.push(pts[Math.floor(i * stride)]);
+    for (let i = 0; i < CHART_POINTS_MAX; i++) thin.push(pts[Math.floor(i * stride)]);
     thin.push(pts[n - 1]);
     pts = thin;
   }

@@ -35,7 +35,7 @@ const DEFAULT_TIMEOUT_S: u64 = 600;
 /// reproducible.
 const DEFAULT_SEED: u64 = 42;
 /// Longest job timeout accepted: a day.
-const MAX_TIMEOUT_S: u64 = 86_400;
+const TIMEOUT_S_MAX: u64 = 86_400;
 
 fn run(ctx: &mut Ctx) -> Result<()> {
     let defaults = MlpParams::default();
@@ -50,8 +50,8 @@ fn run(ctx: &mut Ctx) -> Result<()> {
     params.check()?;
     let worker: String = ctx.param_or("worker", DEFAULT_WORKER.to_owned())?;
     let timeout_s: u64 = ctx.param_or("timeout_s", DEFAULT_TIMEOUT_S)?;
-    if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
-        bail!("timeout_s must be within 1..={MAX_TIMEOUT_S}, got {timeout_s}");
+    if !(1..=TIMEOUT_S_MAX).contains(&timeout_s) {
+        bail!("timeout_s must be within 1..={TIMEOUT_S_MAX}, got {timeout_s}");
     }
     let deterministic: bool = ctx.param_or("deterministic", true)?;
     let seed = match ctx.param_or("seed", 0u64)? {
