@@ -15,9 +15,9 @@ use sluice_engine::store::Store;
 
 use crate::harness::{Sandbox, compile_cache, component, step, toml_path};
 
-/// Runs a two-step `append` chain and returns the sandbox, the run's
-/// summary and its `step-started` events.
-fn recorded_chain() -> (Sandbox, Value, Vec<Value>) {
+/// Runs a two-step `append` chain (`a` → `b`) and returns the sandbox,
+/// the run's summary and its `step-started` events.
+pub(crate) fn recorded_chain() -> (Sandbox, Value, Vec<Value>) {
     let sb = Sandbox::new();
     sb.write("in.txt", "input\n");
     let append = toml_path(&component("append"));
