@@ -385,6 +385,11 @@ impl Request {
         if self.attempt == 0 {
             return Err(inconsistent("attempt 0 (attempts count from 1)".into()));
         }
+        if let Some((key, value, ceiling)) = self.limits().out_of_bounds() {
+            return Err(inconsistent(format!(
+                "limit `{key}` is {value}, above its ceiling {ceiling}"
+            )));
+        }
         Ok(AttemptSpec {
             step: d.step.clone(),
             attempt: self.attempt,
@@ -912,6 +917,16 @@ mod tests {
         assert_eq!(
             refuse(&|r| r.attempt = 0),
             "attempt description of step `alpha` is inconsistent: attempt 0 (attempts count from 1)"
+        );
+        // Bounds a spec enforces hold for requests that did not come from
+        // one (another process's, later): no unbounded memory or time.
+        assert_eq!(
+            refuse(&|r| r.description.limits.memory_mib = 1 << 30),
+            "attempt description of step `alpha` is inconsistent: limit `memory_mib` is 1073741824, above its ceiling 4096"
+        );
+        assert_eq!(
+            refuse(&|r| r.timeout_s = 86_401),
+            "attempt description of step `alpha` is inconsistent: limit `timeout_s` is 86401, above its ceiling 86400"
         );
         let unknown = serde_json::to_string(&request).unwrap().replacen(
             "\"attempt\":1",

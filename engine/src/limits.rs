@@ -1,5 +1,5 @@
 //! Per-step sandbox limits: defaults and the operator's ceilings. Which of
-//! them enter the step cache key, and why, is decided in `cache`.
+//! them enter the step cache key, and why, is decided in `attempt`.
 //!
 //! Invariant: every limit is finite and at most its ceiling.
 
@@ -77,5 +77,21 @@ impl Limits {
     /// Log cap in bytes.
     pub fn log_bytes(&self) -> usize {
         (self.log_kib << 10) as usize
+    }
+
+    /// The first limit above its ceiling, as (key, value, ceiling); `None`
+    /// when every limit is within bounds. The spec enforces the same
+    /// bounds; the attempt seam checks them again for requests that did
+    /// not come from a spec.
+    pub fn out_of_bounds(&self) -> Option<(&'static str, u64, u64)> {
+        [
+            ("memory_mib", self.memory_mib, MEMORY_MIB_CEILING),
+            ("fuel", self.fuel, FUEL_CEILING),
+            ("timeout_s", self.timeout_s, TIMEOUT_S_CEILING),
+            ("output_mib", self.output_mib, OUTPUT_MIB_CEILING),
+            ("log_kib", self.log_kib, LOG_KIB_CEILING),
+        ]
+        .into_iter()
+        .find(|(_, value, ceiling)| value > ceiling)
     }
 }
