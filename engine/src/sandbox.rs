@@ -927,6 +927,15 @@ impl Sandbox {
                 wasm.len()
             )));
         }
+        // The digest names the code in the record, the cache key and the
+        // compile cache: it must be these bytes' (a caller's mistake would
+        // otherwise run one component under another's name).
+        let actual = Digest::of(wasm);
+        if actual != *digest {
+            return Err(err(format!(
+                "its bytes hash to {actual}, not to the digest given"
+            )));
+        }
         if !wasm.starts_with(b"\0asm") {
             return Err(err("not a WebAssembly binary".to_string()));
         }
@@ -1342,6 +1351,27 @@ mod admission_tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_component_is_prepared_only_under_its_own_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cc");
+        let sandbox = Sandbox::new(&cache, 1).unwrap();
+        let wasm = wat::parse_str("(component)").unwrap();
+        let other = Digest::of(b"other code");
+        let err = sandbox
+            .prepare(Path::new("c.wasm"), &wasm, &other)
+            .err()
+            .expect("refused");
+        assert_eq!(
+            err.reason,
+            format!(
+                "its bytes hash to {}, not to the digest given",
+                Digest::of(&wasm)
+            )
+        );
+        assert_eq!(entries(&cache), Vec::<String>::new());
     }
 
     #[test]
