@@ -48,6 +48,7 @@ pub mod csv;
 pub mod drift;
 pub mod evaluation;
 pub mod example;
+pub mod generate;
 pub mod ingest;
 pub mod mlp;
 pub mod model;
