@@ -15,9 +15,10 @@ sizes=("$@")
 ((${#sizes[@]})) || sizes=(100000 1000000)
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
-cargo build --release -q -p sluice-engine -p sluice-tabular
+cargo build --release -q -p sluice-engine
+cargo build --release -q -p sluice-tabular --example penguins-gen
 sluice="$PWD/target/release/sluice"
-generator="$PWD/target/release/penguins-gen"
+generator="$PWD/target/release/examples/penguins-gen"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export SLUICE_COMPILE_CACHE="$work/compile-cache"

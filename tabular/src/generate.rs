@@ -119,6 +119,19 @@ impl SplitMix64 {
     }
 }
 
+/// The usage line of the `penguins-gen` example.
+pub const USAGE: &str = "usage: penguins-gen ROWS [SEED]  (non-negative integers)";
+
+/// `(rows, seed)` from the arguments of `penguins-gen ROWS [SEED]` (seed 0
+/// by default), or `None` for anything else.
+pub fn parse_args(args: &[String]) -> Option<(u64, u64)> {
+    match args {
+        [rows] => Some((rows.parse().ok()?, 0)),
+        [rows, seed] => Some((rows.parse().ok()?, seed.parse().ok()?)),
+        _ => None,
+    }
+}
+
 /// Writes a header and `rows` penguins-shaped rows to `out`, determined by
 /// `seed` alone. Wrap `out` in a `BufWriter` for speed.
 pub fn write_penguins(out: &mut impl Write, rows: u64, seed: u64) -> io::Result<()> {
@@ -166,6 +179,16 @@ mod tests {
         let mut out = Vec::new();
         write_penguins(&mut out, rows, seed).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn arguments_are_rows_and_an_optional_seed() {
+        let args = |a: &[&str]| parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(args(&["10"]), Some((10, 0)));
+        assert_eq!(args(&["10", "7"]), Some((10, 7)));
+        for bad in [&[][..], &["many"], &["10", "-1"], &["10", "1", "2"]] {
+            assert_eq!(args(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

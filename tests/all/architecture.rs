@@ -13,6 +13,8 @@ struct Package {
     manifest_path: PathBuf,
     /// Names of the packages it depends on (normal, dev and build).
     dependencies: Vec<String>,
+    /// Names of its binary targets.
+    bins: Vec<String>,
 }
 
 fn packages() -> BTreeMap<String, Package> {
@@ -45,11 +47,19 @@ fn packages() -> BTreeMap<String, Package> {
                 .map(|d| d["name"].as_str().unwrap().to_string())
                 .collect();
             let manifest_path = PathBuf::from(p["manifest_path"].as_str().unwrap());
+            let bins = p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+                .map(|t| t["name"].as_str().unwrap().to_string())
+                .collect();
             (
                 p["name"].as_str().unwrap().to_string(),
                 Package {
                     manifest_path,
                     dependencies,
+                    bins,
                 },
             )
         })
@@ -300,5 +310,21 @@ fn no_crate_outside_examples_depends_on_a_crate_under_examples() {
         edges.is_empty(),
         "crates outside examples/ must not depend on crates under examples/ (the engine may use a worker crate, never an example): {}",
         edges.join("; ")
+    );
+}
+
+/// The README's first command is `cargo run --release -- run ...` at the
+/// workspace root: it works only while `sluice` is the one binary there
+/// (a second one, even in a library crate, makes `cargo run` ask which).
+#[test]
+fn sluice_is_the_only_binary_so_cargo_run_means_sluice() {
+    let bins: Vec<(String, String)> = packages()
+        .into_iter()
+        .flat_map(|(name, p)| p.bins.into_iter().map(move |b| (name.clone(), b)))
+        .collect();
+    assert_eq!(
+        bins,
+        vec![("sluice-engine".to_string(), "sluice".to_string())],
+        "make other programs examples (`cargo run --example`)"
     );
 }
