@@ -20,6 +20,26 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A row of a table input (`what`: `examples`, `dataset`) is unusable;
+    /// `row` is 1-based.
+    Row {
+        /// Which input.
+        what: &'static str,
+        /// The 1-based row number.
+        row: u64,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A binary stream input (`what`: `examples`, `dataset`) is malformed
+    /// or truncated; `offset` is the byte where reading stopped.
+    Stream {
+        /// Which input.
+        what: &'static str,
+        /// The byte offset.
+        offset: u64,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A JSON document input (`what`: `model`, `blessing`) is malformed.
     Document {
         /// Which document.
@@ -76,6 +96,12 @@ impl fmt::Display for Error {
                 line,
                 message,
             } => write!(f, "{what} line {line}: {message}"),
+            Error::Row { what, row, message } => write!(f, "{what} row {row}: {message}"),
+            Error::Stream {
+                what,
+                offset,
+                message,
+            } => write!(f, "{what} at byte {offset}: {message}"),
             Error::Document { what, message } => write!(f, "{what}: {message}"),
             Error::Limit { what, limit } => write!(f, "too many {what} (limit {limit})"),
             Error::Invalid(message) => f.write_str(message),

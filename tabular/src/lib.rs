@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod csv;
+pub mod dataset;
 pub mod drift;
 pub mod evaluation;
 pub mod example;
@@ -54,6 +55,7 @@ pub mod mlp;
 pub mod model;
 pub mod profile;
 pub mod stats;
+pub mod table;
 pub mod transform;
 pub mod validation;
 
@@ -113,16 +115,6 @@ pub(crate) fn write_json_document<T: serde::Serialize>(
     value: &T,
 ) -> Result<()> {
     serde_json::to_writer_pretty(&mut w, value).map_err(Error::from_json_write)?;
-    w.write_all(b"\n")?;
-    Ok(())
-}
-
-/// Writes `value` as one compact JSON line.
-pub(crate) fn write_json_line<T: serde::Serialize>(
-    mut w: impl std::io::Write,
-    value: &T,
-) -> Result<()> {
-    serde_json::to_writer(&mut w, value).map_err(Error::from_json_write)?;
     w.write_all(b"\n")?;
     Ok(())
 }

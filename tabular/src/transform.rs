@@ -14,12 +14,7 @@
 //! Columns are matched by name, so evaluation examples may order columns
 //! differently or lack some (their features are then `0`).
 //!
-//! The dataset format, JSON Lines:
-//!
-//! ```text
-//! {"features":["bill_length_mm","island=Biscoe"],"classes":["Adelie","Gentoo"]}
-//! {"x":[-0.88,1.0],"y":"Adelie"}
-//! ```
+//! The dataset format (an Arrow IPC stream) is in [`crate::dataset`].
 //!
 //! The fitted transform (`transform` output) is a JSON document:
 //!
@@ -30,19 +25,16 @@
 //!  "skipped": []}
 //! ```
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+pub use crate::dataset::{Dataset, DatasetBatch, DatasetReader, DatasetWriter};
 use crate::example::{ColumnType, ExampleReader, Examples, Schema, Value};
 use crate::profile::Profile;
 use crate::{
-    CATEGORIES_MAX, CLASSES_MAX, DATASET_VALUES_MAX, Error, FEATURES_MAX, LineReader, ROWS_MAX,
-    Result,
+    CATEGORIES_MAX, CLASSES_MAX, Error, FEATURES_MAX, Result,
 };
-
-const WHAT: &str = "dataset";
 
 /// How one input column becomes features.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -276,189 +268,6 @@ impl Bound {
         counts.rows += 1;
         Ok(())
     }
-}
-
-#[derive(Serialize, Deserialize)]
-struct DatasetHeader {
-    features: Vec<String>,
-    classes: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct DatasetRowOut<'a> {
-    x: &'a [f64],
-    y: &'a str,
-}
-
-#[derive(Deserialize)]
-struct DatasetRowIn {
-    x: Vec<f64>,
-    y: String,
-}
-
-/// Writes a dataset: the header line, then one line per row.
-pub struct DatasetWriter<W> {
-    out: W,
-    width: usize,
-}
-
-impl<W: Write> DatasetWriter<W> {
-    /// Writes the header line.
-    pub fn new(mut out: W, features: &[String], classes: &[String]) -> Result<Self> {
-        crate::write_json_line(
-            &mut out,
-            &DatasetHeader {
-                features: features.to_vec(),
-                classes: classes.to_vec(),
-            },
-        )?;
-        Ok(DatasetWriter {
-            out,
-            width: features.len(),
-        })
-    }
-
-    /// Writes one row; `x` has one finite value per feature.
-    pub fn row(&mut self, x: &[f64], y: &str) -> Result<()> {
-        if x.len() != self.width {
-            return Err(Error::invalid(format!(
-                "row has {} values for {} features",
-                x.len(),
-                self.width
-            )));
-        }
-        crate::write_json_line(&mut self.out, &DatasetRowOut { x, y })
-    }
-}
-
-/// A dataset in memory: a row-major feature matrix and a label per row.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dataset {
-    /// Feature names.
-    pub features: Vec<String>,
-    /// Class names from the header (the training classes).
-    pub classes: Vec<String>,
-    /// `rows × features` values, row-major.
-    pub x: Vec<f64>,
-    /// One label per row.
-    pub y: Vec<String>,
-}
-
-impl Dataset {
-    /// Number of rows.
-    pub fn rows(&self) -> usize {
-        self.y.len()
-    }
-
-    /// Row `i`'s features.
-    pub fn row(&self, i: usize) -> &[f64] {
-        let d = self.features.len();
-        &self.x[i * d..(i + 1) * d]
-    }
-
-    /// Checks the matrix has one row of `features` values per label (a
-    /// dataset built in code rather than read may not).
-    pub fn check(&self) -> Result<()> {
-        if self.x.len() != self.y.len() * self.features.len() {
-            return Err(Error::invalid(format!(
-                "dataset has {} values for {} rows of {} features",
-                self.x.len(),
-                self.y.len(),
-                self.features.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Reads a dataset, checking every row's width and values.
-    pub fn read(reader: impl BufRead) -> Result<Self> {
-        let mut lines = LineReader::new(reader, WHAT);
-        let header: DatasetHeader = loop {
-            let Some((line, bytes)) = lines.next_line()? else {
-                return Err(format_error(1, "empty input: no header line"));
-            };
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            break serde_json::from_slice(bytes).map_err(|e| {
-                format_error(
-                    line,
-                    format!("expected {{\"features\":[…],\"classes\":[…]}}: {e}"),
-                )
-            })?;
-        };
-        let d = header.features.len();
-        if d > FEATURES_MAX {
-            return Err(Error::Limit {
-                what: "features",
-                limit: FEATURES_MAX,
-            });
-        }
-        if header.classes.len() > CLASSES_MAX {
-            return Err(Error::Limit {
-                what: "classes",
-                limit: CLASSES_MAX,
-            });
-        }
-        let distinct: BTreeSet<&String> = header.classes.iter().collect();
-        if distinct.len() != header.classes.len() {
-            return Err(format_error(1, "classes are not distinct"));
-        }
-        let mut dataset = Dataset {
-            features: header.features,
-            classes: header.classes,
-            x: Vec::new(),
-            y: Vec::new(),
-        };
-        while let Some((line, bytes)) = lines.next_line()? {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            if dataset.y.len() == ROWS_MAX {
-                return Err(Error::Limit {
-                    what: "dataset rows",
-                    limit: ROWS_MAX,
-                });
-            }
-            if dataset.x.len() + d > DATASET_VALUES_MAX {
-                return Err(Error::Limit {
-                    what: "dataset values (rows × features)",
-                    limit: DATASET_VALUES_MAX,
-                });
-            }
-            let row: DatasetRowIn = serde_json::from_slice(bytes).map_err(|e| {
-                format_error(
-                    line,
-                    format!("expected {{\"x\":[numbers],\"y\":\"label\"}}: {e}"),
-                )
-            })?;
-            if row.x.len() != d {
-                return Err(format_error(
-                    line,
-                    format!("expected {d} features, found {}", row.x.len()),
-                ));
-            }
-            if row.x.iter().any(|v| !v.is_finite()) {
-                return Err(format_error(line, "features must be finite"));
-            }
-            dataset.x.extend_from_slice(&row.x);
-            dataset.y.push(row.y);
-        }
-        Ok(dataset)
-    }
-
-    /// Writes the dataset.
-    pub fn write(&self, out: impl Write) -> Result<()> {
-        let mut writer = DatasetWriter::new(out, &self.features, &self.classes)?;
-        for i in 0..self.rows() {
-            writer.row(self.row(i), &self.y[i])?;
-        }
-        Ok(())
-    }
-}
-
-fn format_error(line: u64, message: impl Into<String>) -> Error {
-    Error::format(WHAT, line, message)
 }
 
 #[cfg(test)]
