@@ -62,6 +62,24 @@ pub mod bindings {
 
 use bindings::sluice::step::{artifacts, gpu as wit_gpu, metrics, params, types};
 
+#[cfg(feature = "arrow")]
+pub mod table;
+#[cfg(feature = "arrow")]
+pub use table::{TableArtifact, TableReader, TableWriter};
+
+/// The Apache Arrow crates the table I/O is built on (feature `arrow`),
+/// re-exported so a step uses the same versions.
+#[cfg(feature = "arrow")]
+pub mod arrow {
+    pub use arrow_array as array;
+    pub use arrow_ipc as ipc;
+    pub use arrow_schema as schema;
+    pub use arrow_select as select;
+}
+
+/// The largest chunk one host read returns (the host's own cap).
+const HOST_CHUNK_MAX: usize = 1 << 20;
+
 /// Size of the read and write buffers: large enough that host calls stay
 /// coarse (a boundary crossing costs ~0.2 µs), small enough for tiny steps.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -168,6 +186,16 @@ impl Ctx {
             pos: 0,
             eof: false,
         })
+    }
+
+    /// Opens the input `name` afresh on each call: for a library that reads
+    /// an input more than once (type inference then conversion, training
+    /// epochs), without knowing about [`Ctx`].
+    pub fn opener<'a>(&'a self, name: &'a str) -> impl FnMut() -> io::Result<Input> + 'a {
+        move || {
+            self.input(name)
+                .map_err(|e| io::Error::other(format!("input `{name}`: {e}")))
+        }
     }
 
     /// Reads the whole input `name` into a string (UTF-8 checked).
@@ -328,6 +356,15 @@ impl io::BufRead for Input {
 
 impl io::Read for Input {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.buf.len() && !self.eof && out.len() >= CHUNK_BYTES {
+            // A large read (a `BufReader` refilling): one host call of up
+            // to the host's cap, straight into the caller's buffer.
+            let want = out.len().min(HOST_CHUNK_MAX) as u64;
+            let chunk = self.reader.read(want).map_err(host_error)?;
+            self.eof = chunk.is_empty();
+            out[..chunk.len()].copy_from_slice(&chunk);
+            return Ok(chunk.len());
+        }
         let avail = io::BufRead::fill_buf(self)?;
         let n = avail.len().min(out.len());
         out[..n].copy_from_slice(&avail[..n]);

@@ -20,6 +20,38 @@ pub struct CsvReader<R> {
     lines: LineReader<R>,
     at_start: bool,
     width: Option<usize>,
+    ragged: bool,
+    record: Record,
+}
+
+/// One record's fields, held in one reused buffer.
+#[derive(Debug, Default)]
+pub struct Record {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Record {
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the record has no fields (never true for a returned record).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Field `i`, as written (not trimmed).
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    /// The fields in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).map(|i| self.get(i))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -38,13 +70,31 @@ impl<R: BufRead> CsvReader<R> {
             lines: LineReader::new(reader, WHAT),
             at_start: true,
             width: None,
+            ragged: false,
+            record: Record::default(),
         }
+    }
+
+    /// Returns records whose field count differs from the header's instead
+    /// of failing on them; the caller checks [`Record::len`].
+    pub fn allow_ragged(mut self) -> Self {
+        self.ragged = true;
+        self
     }
 
     /// The next record's 1-based starting line and fields; `None` at the end.
     pub fn next_record(&mut self) -> Result<Option<(u64, Vec<String>)>> {
-        let mut fields = Vec::new();
-        let mut field = Vec::new();
+        Ok(self
+            .read_record()?
+            .map(|(line, record)| (line, record.iter().map(str::to_owned).collect())))
+    }
+
+    /// The next record's 1-based starting line and fields, in a buffer the
+    /// next call reuses; `None` at the end.
+    pub fn read_record(&mut self) -> Result<Option<(u64, &Record)>> {
+        let mut data = std::mem::take(&mut self.record.text).into_bytes();
+        data.clear();
+        self.record.ends.clear();
         let mut state = State::FieldStart;
         let mut start_line = None;
         let mut record_bytes = 0usize;
@@ -73,11 +123,20 @@ impl<R: BufRead> CsvReader<R> {
                     format!("record longer than {LINE_BYTES_MAX} bytes"),
                 ));
             }
+            let ends = &mut self.record.ends;
+            if state == State::FieldStart && data.is_empty() && !bytes.contains(&b'"') {
+                // The common case: a whole record on one line, no quotes.
+                for field in bytes.split(|&b| b == b',') {
+                    data.extend_from_slice(field);
+                    push_end(ends, data.len())?;
+                }
+                break;
+            }
             for &b in bytes {
                 state = match (state, b) {
                     (State::FieldStart, b'"') => State::Quoted,
                     (State::FieldStart | State::Unquoted | State::QuoteInQuoted, b',') => {
-                        push_field(&mut fields, &mut field, line)?;
+                        push_end(ends, data.len())?;
                         State::FieldStart
                     }
                     (State::Unquoted, b'"') => {
@@ -87,16 +146,16 @@ impl<R: BufRead> CsvReader<R> {
                         ));
                     }
                     (State::FieldStart | State::Unquoted, _) => {
-                        field.push(b);
+                        data.push(b);
                         State::Unquoted
                     }
                     (State::Quoted, b'"') => State::QuoteInQuoted,
                     (State::Quoted, _) => {
-                        field.push(b);
+                        data.push(b);
                         State::Quoted
                     }
                     (State::QuoteInQuoted, b'"') => {
-                        field.push(b'"');
+                        data.push(b'"');
                         State::Quoted
                     }
                     (State::QuoteInQuoted, other) => {
@@ -112,38 +171,38 @@ impl<R: BufRead> CsvReader<R> {
             }
             if state == State::Quoted {
                 // The line break belongs to the quoted field.
-                field.push(b'\n');
+                data.push(b'\n');
                 continue;
             }
-            push_field(&mut fields, &mut field, line)?;
-            match self.width {
-                None => self.width = Some(fields.len()),
-                Some(width) if width != fields.len() => {
-                    return Err(format_error(
-                        start,
-                        format!(
-                            "expected {width} fields (as in the header), found {}",
-                            fields.len()
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
-            return Ok(Some((start, fields)));
+            push_end(ends, data.len())?;
+            break;
         }
+        let start = start_line.unwrap_or(1);
+        self.record.text =
+            String::from_utf8(data).map_err(|_| format_error(start, "field is not valid UTF-8"))?;
+        let found = self.record.len();
+        match self.width {
+            None => self.width = Some(found),
+            Some(width) if width != found && !self.ragged => {
+                return Err(format_error(
+                    start,
+                    format!("expected {width} fields (as in the header), found {found}"),
+                ));
+            }
+            Some(_) => {}
+        }
+        Ok(Some((start, &self.record)))
     }
 }
 
-fn push_field(fields: &mut Vec<String>, field: &mut Vec<u8>, line: u64) -> Result<()> {
-    if fields.len() == COLUMNS_MAX {
+fn push_end(ends: &mut Vec<usize>, end: usize) -> Result<()> {
+    if ends.len() == COLUMNS_MAX {
         return Err(Error::Limit {
             what: "CSV fields in a record",
             limit: COLUMNS_MAX,
         });
     }
-    let text = String::from_utf8(std::mem::take(field))
-        .map_err(|_| format_error(line, "field is not valid UTF-8"))?;
-    fields.push(text);
+    ends.push(end);
     Ok(())
 }
 

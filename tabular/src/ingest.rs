@@ -1,16 +1,62 @@
-//! CSV → train / eval examples.
+//! CSV → train / eval examples, streamed.
 //!
 //! Reads a CSV with a header row, treats empty (or all-whitespace) fields
-//! and `NA` as missing, infers each column's type (number when every
-//! non-missing value parses as a finite `f64`, else string; the label is
-//! always a string), drops rows whose label is missing, and splits the rest
-//! deterministically by hashing `(split_seed, row index)`.
+//! and `NA` as missing, drops rows whose label is missing, and splits the
+//! rest deterministically by hashing `(split_seed, row index)` — no global
+//! shuffle, so a row's side never depends on any other row.
+//!
+//! Two passes over the input, each holding one batch per output:
+//!
+//! 1. **Inference** reads the first [`IngestOptions::infer_rows`] labelled
+//!    rows: a column is a number column when every non-missing value there
+//!    parses as a finite `f64`, else a string column; the label is always a
+//!    string. A column with no value in those rows is a string column,
+//!    unless those rows were the whole file (then nothing contradicts
+//!    "number", as before streaming).
+//! 2. **Conversion** parses every row into Arrow batches of at most
+//!    [`BATCH_ROWS`] rows per output. A value that does not fit its column
+//!    (text in a number column past the inference rows) or a row with the
+//!    wrong number of fields is *malformed*: by default it fails the step
+//!    with the line and column; with [`Malformed::Drop`] the row is dropped
+//!    and counted in [`IngestReport::rows_malformed`].
 
-use std::io::{BufRead, Write};
+use std::io::{BufReader, Read, Write};
+use std::sync::Arc;
 
-use crate::csv::CsvReader;
-use crate::example::{Column, ColumnType, ExampleWriter, Schema, Value};
-use crate::{Error, ROWS_MAX, Result};
+use arrow_array::builder::{Float64Builder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::Schema as ArrowSchema;
+
+use crate::csv::{CsvReader, Record};
+use crate::example::{Column, ColumnType, ExampleWriter, Schema};
+use crate::table::BATCH_ROWS;
+use crate::{Error, Result};
+
+/// Default [`IngestOptions::infer_rows`].
+pub const INFER_ROWS_DEFAULT: u64 = 10_000;
+
+/// What to do with a malformed row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// Fail, naming the line and column.
+    Fail,
+    /// Drop the row and count it.
+    Drop,
+}
+
+impl std::str::FromStr for Malformed {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fail" => Ok(Malformed::Fail),
+            "drop" => Ok(Malformed::Drop),
+            other => Err(Error::invalid(format!(
+                "malformed must be `fail` or `drop`, got `{other}`"
+            ))),
+        }
+    }
+}
 
 /// What [`ingest`] needs to know.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +67,24 @@ pub struct IngestOptions {
     pub eval_fraction: f64,
     /// Seed of the split hash; a different seed gives a different split.
     pub split_seed: u64,
+    /// Labelled rows read to infer column types (at least 1).
+    pub infer_rows: u64,
+    /// What a malformed row does.
+    pub malformed: Malformed,
+}
+
+impl IngestOptions {
+    /// Options with the defaults: 20% eval, seed 0, inference over
+    /// [`INFER_ROWS_DEFAULT`] rows, malformed rows fail.
+    pub fn new(label: impl Into<String>) -> Self {
+        IngestOptions {
+            label: label.into(),
+            eval_fraction: 0.2,
+            split_seed: 0,
+            infer_rows: INFER_ROWS_DEFAULT,
+            malformed: Malformed::Fail,
+        }
+    }
 }
 
 /// What [`ingest`] did.
@@ -34,6 +98,8 @@ pub struct IngestReport {
     pub rows_eval: u64,
     /// Rows dropped because their label is missing.
     pub rows_dropped: u64,
+    /// Malformed rows dropped ([`Malformed::Drop`] only).
+    pub rows_malformed: u64,
 }
 
 /// Whether a CSV field counts as missing: empty, all whitespace, or `NA`.
@@ -64,12 +130,13 @@ pub fn is_eval(split_seed: u64, index: u64, eval_fraction: f64) -> bool {
     unit < eval_fraction
 }
 
-/// Reads the CSV, writes the train and eval examples, reports the counts.
-pub fn ingest(
-    csv: impl BufRead,
+/// Reads the CSV (opened twice by `open`: inference, then conversion),
+/// writes the train and eval examples streams, reports the counts.
+pub fn ingest<R: Read, W: Write>(
+    mut open: impl FnMut() -> std::io::Result<R>,
     options: &IngestOptions,
-    train: impl Write,
-    eval: impl Write,
+    train: W,
+    eval: W,
 ) -> Result<IngestReport> {
     if !(0.0..=1.0).contains(&options.eval_fraction) {
         return Err(Error::invalid(format!(
@@ -77,7 +144,66 @@ pub fn ingest(
             options.eval_fraction
         )));
     }
-    let mut reader = CsvReader::new(csv);
+    if options.infer_rows == 0 {
+        return Err(Error::invalid("infer_rows must be at least 1"));
+    }
+    let schema = infer(open()?, options)?;
+    let arrow = schema.to_arrow();
+    let label = schema.label_index()?;
+    let ragged = options.malformed == Malformed::Drop;
+    let mut reader = CsvReader::new(BufReader::with_capacity(1 << 20, open()?));
+    if ragged {
+        reader = reader.allow_ragged();
+    }
+    reader.read_record()?; // the header, checked by `infer`
+    let mut sides = [
+        Side::new(&schema, &arrow, ExampleWriter::new(train, &schema)?),
+        Side::new(&schema, &arrow, ExampleWriter::new(eval, &schema)?),
+    ];
+    let width = schema.columns.len();
+    let mut numbers = vec![None; width];
+    let (mut index, mut rows_dropped, mut rows_malformed) = (0u64, 0u64, 0u64);
+    while let Some((line, record)) = reader.read_record()? {
+        let this = index;
+        index += 1;
+        if record.len() != width {
+            // Only reachable when dropping: the reader fails otherwise.
+            rows_malformed += 1;
+            continue;
+        }
+        if is_missing(record.get(label)) {
+            rows_dropped += 1;
+            continue;
+        }
+        match parse_numbers(&schema, record, line, &mut numbers) {
+            Ok(()) => {}
+            Err(_) if ragged => {
+                rows_malformed += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let side =
+            &mut sides[usize::from(is_eval(options.split_seed, this, options.eval_fraction))];
+        side.push(record, &numbers)?;
+    }
+    let [train, eval] = sides;
+    let (rows_train, rows_eval) = (train.finish()?, eval.finish()?);
+    Ok(IngestReport {
+        schema,
+        rows_train,
+        rows_eval,
+        rows_dropped,
+        rows_malformed,
+    })
+}
+
+/// Reads the header and the inference rows; returns the schema.
+fn infer(csv: impl Read, options: &IngestOptions) -> Result<Schema> {
+    let mut reader = CsvReader::new(BufReader::new(csv));
+    if options.malformed == Malformed::Drop {
+        reader = reader.allow_ragged();
+    }
     let Some((_, header)) = reader.next_record()? else {
         return Err(Error::invalid("CSV is empty: no header row"));
     };
@@ -104,42 +230,35 @@ pub fn ingest(
                 header.join(", ")
             ))
         })?;
-
-    // Rows kept, with their data-row index for the split.
-    let mut rows: Vec<(u64, Vec<Option<String>>)> = Vec::new();
-    let mut index = 0u64;
-    let mut rows_dropped = 0u64;
-    while let Some((_, fields)) = reader.next_record()? {
-        if index as usize == ROWS_MAX {
-            return Err(Error::Limit {
-                what: "CSV rows",
-                limit: ROWS_MAX,
-            });
+    // Per column: every value seen parses as a number; some value was seen.
+    let mut numeric = vec![true; header.len()];
+    let mut seen = vec![false; header.len()];
+    let mut sampled = 0u64;
+    let mut whole_file = true;
+    while let Some((_, record)) = reader.read_record()? {
+        if record.len() != header.len() || is_missing(record.get(label)) {
+            continue;
         }
-        let cells: Vec<Option<String>> = fields
-            .into_iter()
-            .map(|f| (!is_missing(&f)).then_some(f))
-            .collect();
-        if cells[label].is_none() {
-            rows_dropped += 1;
-        } else {
-            rows.push((index, cells));
+        if sampled == options.infer_rows {
+            whole_file = false;
+            break;
         }
-        index += 1;
+        sampled += 1;
+        for (i, field) in record.iter().enumerate() {
+            if !is_missing(field) {
+                seen[i] = true;
+                numeric[i] = numeric[i] && parse_number(field).is_some();
+            }
+        }
     }
-
-    let columns: Vec<Column> = header
+    let columns = header
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let numeric = i != label
-                && rows
-                    .iter()
-                    .filter_map(|(_, cells)| cells[i].as_deref())
-                    .all(|f| parse_number(f).is_some());
+            let number = i != label && numeric[i] && (seen[i] || whole_file);
             Column {
                 name: name.clone(),
-                ty: if numeric {
+                ty: if number {
                     ColumnType::Number
                 } else {
                     ColumnType::String
@@ -151,43 +270,123 @@ pub fn ingest(
         label: options.label.clone(),
         columns,
     };
+    schema.check()?;
+    Ok(schema)
+}
 
-    let mut train = ExampleWriter::new(train, &schema)?;
-    let mut eval = ExampleWriter::new(eval, &schema)?;
-    let mut values = Vec::with_capacity(schema.columns.len());
-    for (index, cells) in rows {
-        values.clear();
-        for (cell, column) in cells.into_iter().zip(&schema.columns) {
-            values.push(match (cell, column.ty) {
-                (None, _) => Value::Missing,
-                (Some(f), ColumnType::Number) => {
-                    Value::Number(parse_number(&f).expect("type inference checked it parses"))
-                }
-                (Some(f), ColumnType::String) => Value::Text(f),
-            });
+/// Parses the record's number columns into `numbers` (`None`: missing, or
+/// a string column); fails on the first value that is not a number.
+fn parse_numbers(
+    schema: &Schema,
+    record: &Record,
+    line: u64,
+    numbers: &mut [Option<f64>],
+) -> Result<()> {
+    for (i, column) in schema.columns.iter().enumerate() {
+        numbers[i] = None;
+        if column.ty != ColumnType::Number {
+            continue;
         }
-        if is_eval(options.split_seed, index, options.eval_fraction) {
-            eval.row(&values)?;
-        } else {
-            train.row(&values)?;
+        let field = record.get(i);
+        if is_missing(field) {
+            continue;
+        }
+        numbers[i] = Some(parse_number(field).ok_or_else(|| {
+            Error::format(
+                "CSV",
+                line,
+                format!(
+                    "column `{}` is a number column (inferred from the first rows) but holds {field:?}",
+                    column.name
+                ),
+            )
+        })?);
+    }
+    Ok(())
+}
+
+/// One output: column builders for the batch being filled, and its writer.
+struct Side<W: Write> {
+    arrow: Arc<ArrowSchema>,
+    numbers: Vec<Option<Float64Builder>>,
+    texts: Vec<Option<StringBuilder>>,
+    pending: usize,
+    writer: ExampleWriter<W>,
+}
+
+impl<W: Write> Side<W> {
+    fn new(schema: &Schema, arrow: &Arc<ArrowSchema>, writer: ExampleWriter<W>) -> Self {
+        let is = |ty| schema.columns.iter().map(move |c| c.ty == ty);
+        Side {
+            arrow: arrow.clone(),
+            numbers: is(ColumnType::Number)
+                .map(|n| n.then(|| Float64Builder::with_capacity(BATCH_ROWS)))
+                .collect(),
+            texts: is(ColumnType::String)
+                .map(|t| t.then(StringBuilder::new))
+                .collect(),
+            pending: 0,
+            writer,
         }
     }
-    Ok(IngestReport {
-        schema,
-        rows_train: train.rows(),
-        rows_eval: eval.rows(),
-        rows_dropped,
-    })
+
+    fn push(&mut self, record: &Record, numbers: &[Option<f64>]) -> Result<()> {
+        for (i, (number, text)) in self.numbers.iter_mut().zip(&mut self.texts).enumerate() {
+            if let Some(b) = number {
+                b.append_option(numbers[i]);
+            } else if let Some(b) = text {
+                let field = record.get(i);
+                if is_missing(field) {
+                    b.append_null();
+                } else {
+                    b.append_value(field);
+                }
+            }
+        }
+        self.pending += 1;
+        if self.pending == BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        self.pending = 0;
+        let columns: Vec<ArrayRef> = self
+            .numbers
+            .iter_mut()
+            .zip(&mut self.texts)
+            .map(|(number, text)| match (number, text) {
+                (Some(b), _) => Arc::new(b.finish()) as ArrayRef,
+                (None, Some(b)) => Arc::new(b.finish()) as ArrayRef,
+                (None, None) => unreachable!("every column has one builder"),
+            })
+            .collect();
+        let batch = RecordBatch::try_new(self.arrow.clone(), columns)
+            .map_err(|e| Error::invalid(format!("building a batch of examples: {e}")))?;
+        self.writer.batch(&batch)
+    }
+
+    /// Writes the last batch and ends the stream; returns the rows written.
+    fn finish(mut self) -> Result<u64> {
+        self.flush()?;
+        let rows = self.writer.rows();
+        self.writer.finish()?;
+        Ok(rows)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::example::Examples;
+    use crate::example::{Examples, Value};
 
     fn run(csv: &str, options: &IngestOptions) -> Result<(IngestReport, Examples, Examples)> {
         let (mut train, mut eval) = (Vec::new(), Vec::new());
-        let report = ingest(csv.as_bytes(), options, &mut train, &mut eval)?;
+        let report = ingest(|| Ok(csv.as_bytes()), options, &mut train, &mut eval)?;
         Ok((
             report,
             Examples::read(&train[..]).unwrap(),
@@ -197,9 +396,8 @@ mod tests {
 
     fn options(label: &str, eval_fraction: f64) -> IngestOptions {
         IngestOptions {
-            label: label.into(),
             eval_fraction,
-            split_seed: 0,
+            ..IngestOptions::new(label)
         }
     }
 
@@ -339,5 +537,95 @@ mod tests {
             err.to_string(),
             "CSV line 3: expected 2 fields (as in the header), found 1"
         );
+    }
+
+    #[test]
+    fn text_past_the_inference_rows_fails_naming_line_and_column() {
+        let csv = "y,x\na,1\nb,2\nc,oops\n";
+        let err = run(
+            csv,
+            &IngestOptions {
+                infer_rows: 2,
+                ..options("y", 0.2)
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CSV line 4: column `x` is a number column (inferred from the first rows) but holds \"oops\""
+        );
+        // Inferring over the whole file makes it a string column instead.
+        let (report, ..) = run(csv, &options("y", 0.2)).unwrap();
+        assert_eq!(report.schema.columns[1].ty, ColumnType::String);
+    }
+
+    #[test]
+    fn dropping_counts_malformed_rows_and_keeps_the_rest() {
+        let csv = "y,x\na,1\nb,2\nc,oops\nd\ne,5\n";
+        let drop = IngestOptions {
+            infer_rows: 2,
+            malformed: Malformed::Drop,
+            ..options("y", 0.0)
+        };
+        let (report, train, _) = run(csv, &drop).unwrap();
+        assert_eq!((report.rows_train, report.rows_malformed), (3, 2));
+        let xs: Vec<&Value> = train.rows.iter().map(|r| &r[1]).collect();
+        assert_eq!(
+            xs,
+            [
+                &Value::Number(1.0),
+                &Value::Number(2.0),
+                &Value::Number(5.0)
+            ]
+        );
+        // Without dropping, the ragged row fails too.
+        let err = run("y,x\na,1\nd\n", &options("y", 0.0)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CSV line 3: expected 2 fields (as in the header), found 1"
+        );
+        assert_eq!(
+            "keep".parse::<Malformed>().unwrap_err().to_string(),
+            "malformed must be `fail` or `drop`, got `keep`"
+        );
+    }
+
+    #[test]
+    fn a_column_empty_in_the_inference_rows_is_a_string_column() {
+        let csv = "y,x\na,\nb,NA\nc,3\n";
+        let sample = IngestOptions {
+            infer_rows: 2,
+            ..options("y", 0.0)
+        };
+        let (report, train, _) = run(csv, &sample).unwrap();
+        assert_eq!(report.schema.columns[1].ty, ColumnType::String);
+        assert_eq!(train.rows[2][1], text("3"));
+        let (report, ..) = run(csv, &options("y", 0.0)).unwrap();
+        assert_eq!(report.schema.columns[1].ty, ColumnType::Number);
+    }
+
+    #[test]
+    fn many_rows_stream_in_batches_and_split_by_row_index() {
+        let rows = BATCH_ROWS as u64 * 3 + 17;
+        let mut csv = String::from("y,x\n");
+        for i in 0..rows {
+            csv.push_str(&format!("{},{i}\n", ["a", "b"][(i % 2) as usize]));
+        }
+        let (report, train, eval) = run(&csv, &options("y", 0.25)).unwrap();
+        assert_eq!(report.rows_train + report.rows_eval, rows);
+        let expected_eval: Vec<f64> = (0..rows)
+            .filter(|&i| is_eval(0, i, 0.25))
+            .map(|i| i as f64)
+            .collect();
+        let got: Vec<f64> = eval
+            .rows
+            .iter()
+            .map(|r| match r[1] {
+                Value::Number(x) => x,
+                _ => panic!("x is a number column"),
+            })
+            .collect();
+        assert_eq!(got, expected_eval);
+        assert_eq!(train.rows.len() as u64, report.rows_train);
     }
 }

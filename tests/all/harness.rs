@@ -21,6 +21,7 @@ const CRATES: &[&str] = &[
     "tests/components/hostile",
     "tests/components/gpu-abuse",
     "tests/components/observe",
+    "tests/components/table-io",
 ];
 
 /// Builds the test components once per test process (through the engine's

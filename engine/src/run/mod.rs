@@ -94,6 +94,9 @@ fn media_type_of(path: &Path) -> &'static str {
         Some("jsonl" | "ndjson") => "application/x-ndjson",
         Some("txt" | "md") => "text/plain",
         Some("parquet") => "application/vnd.apache.parquet",
+        // `.arrows` is the IPC *stream* format; `.arrow` is the file
+        // format (random access, a footer), which steps do not read.
+        Some("arrows") => "application/vnd.apache.arrow.stream",
         _ => "application/octet-stream",
     }
 }

@@ -1,0 +1,160 @@
+//! Record-batch I/O through the real engine: the guest SDK's `arrow`
+//! feature (`tests/components/table-io`) on tables written by the example
+//! `ingest` step.
+
+use crate::harness::{Sandbox, component, repo, step, toml_path};
+
+/// A pipeline: `ingest` the CSV at `csv`, then `table-io` in `mode` on its
+/// train output (or on the source `table` when given).
+fn spec(
+    sb: &Sandbox,
+    csv: &str,
+    mode: &str,
+    extra_params: &str,
+    table: Option<&str>,
+) -> std::path::PathBuf {
+    sb.write("data.csv", csv);
+    let (sources, input) = match table {
+        Some(t) => (format!("t = \"{t}\"\n"), "sources.t"),
+        None => (String::new(), "ingest.train"),
+    };
+    sb.write(
+        "table.toml",
+        &format!(
+            r#"name = "table"
+[sources]
+csv = "data.csv"
+{sources}
+[steps.ingest]
+component = {ingest}
+inputs = {{ csv = "sources.csv" }}
+params = {{ label = "label", eval_fraction = "0.0" }}
+outputs = ["train", "eval"]
+
+[steps.io]
+component = {io}
+inputs = {{ in = "{input}" }}
+params = {{ mode = "{mode}"{extra_params} }}
+outputs = ["out"]
+limits = {{ memory_mib = 32 }}
+"#,
+            ingest = toml_path(&repo().join("examples/steps/ingest")),
+            io = toml_path(&component("table-io")),
+        ),
+    )
+}
+
+fn csv(rows: usize) -> String {
+    let mut csv = String::from("label,x\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{},{}\n", ["a", "b", "c"][i % 3], i as f64 / 8.0));
+    }
+    csv
+}
+
+#[test]
+fn a_table_copied_batch_by_batch_is_byte_identical_and_rereadable() {
+    let sb = Sandbox::new();
+    let spec = spec(&sb, &csv(20_000), "copy", ", passes = \"2\"", None);
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let ingest = step(&json, "ingest");
+    let io = step(&json, "io");
+    assert_eq!(ingest["metrics"]["rows_train"], 20_000.0);
+    assert_eq!(
+        ingest["outputs"]["train"]["media_type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    // Same batches re-encoded: the same bytes, so the same digest.
+    assert_eq!(
+        io["outputs"]["out"]["digest"],
+        ingest["outputs"]["train"]["digest"]
+    );
+    assert_eq!(io["metrics"]["rows"], 20_000.0);
+    assert_eq!(io["metrics"]["rows_per_pass"], 20_000.0);
+    // 20 000 rows in batches of 8192.
+    assert_eq!(io["metrics"]["batches"], 3.0);
+}
+
+#[test]
+fn a_declared_schema_refuses_a_table_with_other_columns() {
+    let sb = Sandbox::new();
+    let body = "label,x,extra\na,1,q\n";
+    let spec = spec(&sb, body, "expect", "", None);
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let io = step(&json, "io");
+    assert_eq!(io["status"], "failed");
+    let error = io["error"].as_str().unwrap();
+    assert!(
+        error.contains("input `in`: unexpected column 3 `extra` (expected 2 columns)"),
+        "{error}"
+    );
+    // And a type mismatch names the column and both types.
+    let sb = Sandbox::new();
+    let spec = self::spec(&sb, "label,x\na,text\n", "expect", "", None);
+    let (_, json) = sb.run_json(&spec, &[]);
+    let error = step(&json, "io")["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains(
+            "input `in`: column 2 is `x` Utf8 (nullable), expected `x` Float64 (nullable)"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_batch_that_does_not_match_the_output_schema_is_refused() {
+    let sb = Sandbox::new();
+    let spec = spec(&sb, &csv(3), "bad-batch", "", None);
+    let (_, json) = sb.run_json(&spec, &[]);
+    let error = step(&json, "io")["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("a batch for output `out`: column 1 is `y` Float64, expected `x` Float64"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_truncated_or_foreign_table_fails_naming_the_offset() {
+    // Produce a real table, then cut its end-of-stream marker off.
+    let sb = Sandbox::new();
+    let spec = spec(&sb, &csv(100), "copy", "", None);
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let digest = step(&json, "ingest")["outputs"]["train"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["artifact", "cat", &digest, "--home"])
+        .arg(sb.home())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full = out.stdout;
+    let cut = full.len() - 8;
+    std::fs::write(sb.path().join("cut.arrows"), &full[..cut]).unwrap();
+    let spec = self::spec(&sb, &csv(100), "copy", "", Some("cut.arrows"));
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 1);
+    let error = step(&json, "io")["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains(&format!(
+            "input `in` at byte {cut}: the Arrow stream is truncated after 100 rows (no end-of-stream marker)"
+        )),
+        "{error}"
+    );
+    // A CSV source is not a table: refused by media type, before reading.
+    let spec = self::spec(&sb, &csv(100), "copy", "", Some("data.csv"));
+    let (_, json) = sb.run_json(&spec, &[]);
+    let error = step(&json, "io")["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("input `in` is `text/csv`, not an Arrow IPC stream"),
+        "{error}"
+    );
+}

@@ -1,0 +1,78 @@
+//! `table-io`: the guest SDK's record-batch I/O under test.
+//!
+//! - **Inputs:** `in` — a table (Arrow IPC stream).
+//! - **Outputs:** `out` — a table.
+//! - **Params:** `mode`:
+//!   - `copy` (default): every batch of `in` to `out`, unchanged; reads
+//!     `in` `passes` times (default 1) and writes only the last pass, to
+//!     show an input can be re-read;
+//!   - `expect`: reads `in` declaring the schema `label: Utf8, x: Float64`
+//!     (both nullable), so any other input is refused by the SDK;
+//!   - `bad-batch`: creates `out` with one schema and writes a batch of
+//!     another, which the SDK refuses.
+//! - **Metrics:** `rows`, `batches`, `bytes_out`.
+
+use std::sync::Arc;
+
+use sluice_guest::arrow::array::{Float64Array, RecordBatch};
+use sluice_guest::arrow::schema::{DataType, Field, Schema};
+use sluice_guest::{Ctx, Result, bail};
+
+fn run(ctx: &mut Ctx) -> Result<()> {
+    let mode: String = ctx.param_or("mode", "copy".to_owned())?;
+    match mode.as_str() {
+        "copy" => copy(ctx),
+        "expect" => {
+            let schema = Schema::new(vec![
+                Field::new("label", DataType::Utf8, true),
+                Field::new("x", DataType::Float64, true),
+            ]);
+            let input = ctx.read_table("in", Some(&schema))?;
+            let mut out = ctx.write_table("out", input.schema())?;
+            for batch in input {
+                out.write(&batch?)?;
+            }
+            out.finish()?;
+            Ok(())
+        }
+        "bad-batch" => {
+            let declared = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)]));
+            let other = Arc::new(Schema::new(vec![Field::new("y", DataType::Float64, false)]));
+            let mut out = ctx.write_table("out", declared)?;
+            let batch = RecordBatch::try_new(other, vec![Arc::new(Float64Array::from(vec![1.0]))])?;
+            out.write(&batch)?;
+            out.finish()?;
+            Ok(())
+        }
+        other => bail!("unknown mode `{other}`"),
+    }
+}
+
+fn copy(ctx: &mut Ctx) -> Result<()> {
+    let passes: u32 = ctx.param_or("passes", 1)?;
+    if passes == 0 {
+        bail!("passes must be at least 1");
+    }
+    for _ in 1..passes {
+        // Earlier passes only count, proving the input reads again in full.
+        let rows: usize = ctx
+            .read_table("in", None)?
+            .map(|b| b.map(|b| b.num_rows()))
+            .sum::<Result<usize>>()?;
+        ctx.metric("rows_per_pass", rows as f64);
+    }
+    let input = ctx.read_table("in", None)?;
+    let mut out = ctx.write_table("out", input.schema())?;
+    let mut batches = 0u64;
+    for batch in input {
+        out.write(&batch?)?;
+        batches += 1;
+    }
+    let artifact = out.finish()?;
+    ctx.metric("rows", artifact.rows as f64);
+    ctx.metric("batches", batches as f64);
+    ctx.metric("bytes_out", artifact.size as f64);
+    Ok(())
+}
+
+sluice_guest::export_step!(run);
