@@ -28,8 +28,14 @@ pub fn hash64(bytes: &[u8]) -> u64 {
         h ^= u64::from(b);
         h = h.wrapping_mul(FNV_PRIME);
     }
-    // SplitMix64's finaliser: every input bit affects every output bit,
-    // which HyperLogLog needs of the top PRECISION bits and the rest.
+    mix64(h)
+}
+
+/// SplitMix64's finaliser: a bijection of `u64` in which every input bit
+/// affects every output bit, which HyperLogLog needs of the top
+/// [`PRECISION`] bits and the rest. Hashes a 64-bit key (a number's bits)
+/// directly, without [`hash64`]'s byte loop.
+pub fn mix64(mut h: u64) -> u64 {
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)

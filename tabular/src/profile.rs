@@ -20,14 +20,14 @@
 //! A profile is a pure function of the rows in order: no hash-map
 //! iteration order, a fixed hash, a fixed order of float operations.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
 use arrow_array::{Array, RecordBatch};
 
-use crate::distinct::HyperLogLog;
+use crate::distinct::{HyperLogLog, mix64};
 use crate::example::{ColumnType, ExampleReader, Schema, Value};
 use crate::{CATEGORIES_MAX, Error, Result};
 
@@ -353,14 +353,73 @@ impl Categories {
 #[derive(Clone, Debug, PartialEq)]
 pub enum DistinctNumbers {
     /// The values seen, while at most [`CATEGORIES_MAX`].
-    Exact(BTreeSet<u64>),
+    Exact(NumberSet),
     /// More: a sketch.
     Sketch(HyperLogLog),
 }
 
+/// A set of at most [`CATEGORIES_MAX`] numbers' bit patterns: open
+/// addressing over a fixed table of twice as many slots, probed from
+/// [`mix64`] of the key (a lookup per value is the hot path of profiling a
+/// number column; a `BTreeSet` costs several times more).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NumberSet {
+    slots: Box<[u64]>,
+    len: usize,
+}
+
+/// No finite number has these bits (they are a NaN), so they mark a free
+/// slot.
+const FREE: u64 = u64::MAX;
+
+/// Slots of a [`NumberSet`]: a power of two at least twice
+/// [`CATEGORIES_MAX`], so probes stay short.
+const NUMBER_SLOTS: usize = (2 * CATEGORIES_MAX).next_power_of_two();
+
+impl NumberSet {
+    fn new() -> Self {
+        NumberSet {
+            slots: vec![FREE; NUMBER_SLOTS].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    /// Inserts `key`; `false` when the set is full and `key` is not in it.
+    fn insert(&mut self, key: u64) -> bool {
+        let mask = NUMBER_SLOTS - 1;
+        let mut i = mix64(key) as usize & mask;
+        loop {
+            match self.slots[i] {
+                k if k == key => return true,
+                FREE if self.len < CATEGORIES_MAX => {
+                    self.slots[i] = key;
+                    self.len += 1;
+                    return true;
+                }
+                FREE => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().copied().filter(|&k| k != FREE)
+    }
+
+    /// How many numbers are held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 impl Default for DistinctNumbers {
     fn default() -> Self {
-        DistinctNumbers::Exact(BTreeSet::new())
+        DistinctNumbers::Exact(NumberSet::new())
     }
 }
 
@@ -374,22 +433,20 @@ impl DistinctNumbers {
         let key = Self::key(x);
         match self {
             DistinctNumbers::Exact(set) => {
-                if set.len() < CATEGORIES_MAX || set.contains(&key) {
-                    set.insert(key);
-                } else {
+                if !set.insert(key) {
                     self.overflow();
                     self.add(x);
                 }
             }
-            DistinctNumbers::Sketch(h) => h.add(&key.to_le_bytes()),
+            DistinctNumbers::Sketch(h) => h.add_hash(mix64(key)),
         }
     }
 
     fn overflow(&mut self) {
         if let DistinctNumbers::Exact(set) = self {
             let mut h = HyperLogLog::new();
-            for key in set.iter() {
-                h.add(&key.to_le_bytes());
+            for key in set.keys() {
+                h.add_hash(mix64(key));
             }
             *self = DistinctNumbers::Sketch(h);
         }
@@ -399,9 +456,10 @@ impl DistinctNumbers {
     pub fn merge(&mut self, other: &DistinctNumbers) {
         match (&mut *self, other) {
             (DistinctNumbers::Exact(a), DistinctNumbers::Exact(b)) => {
-                a.extend(b.iter().copied());
-                if a.len() > CATEGORIES_MAX {
+                let fits = b.keys().all(|key| a.insert(key));
+                if !fits {
                     self.overflow();
+                    self.merge(other);
                 }
             }
             (DistinctNumbers::Exact(_), DistinctNumbers::Sketch(_)) => {
@@ -409,8 +467,8 @@ impl DistinctNumbers {
                 self.merge(other);
             }
             (DistinctNumbers::Sketch(a), DistinctNumbers::Exact(b)) => {
-                for key in b {
-                    a.add(&key.to_le_bytes());
+                for key in b.keys() {
+                    a.add_hash(mix64(key));
                 }
             }
             (DistinctNumbers::Sketch(a), DistinctNumbers::Sketch(b)) => a.merge(b),
@@ -823,11 +881,24 @@ mod tests {
                 exact: true
             }
         );
+        // Exactly CATEGORIES_MAX values, in two halves merged, stay exact.
+        let (mut a, mut b) = (DistinctNumbers::default(), DistinctNumbers::default());
+        (0..600).for_each(|i| a.add(i as f64));
+        (400..CATEGORIES_MAX).for_each(|i| b.add(i as f64));
+        a.merge(&b);
+        let exact = |count| Distinct { count, exact: true };
+        assert_eq!(a.distinct(), exact(CATEGORIES_MAX as u64));
+        b.add(-1.0);
+        b.add(-2.0);
+        a.merge(&b);
+        assert!(!a.distinct().exact);
+        assert!(a.distinct().count.abs_diff(1002) < 30, "{:?}", a.distinct());
         for i in 0..10_000 {
             d.add(i as f64);
         }
         let distinct = d.distinct();
         assert!(!distinct.exact);
-        assert!(distinct.count.abs_diff(10_001) < 300, "{distinct:?}");
+        // Within 3 standard errors (1.6 % each) of the truth.
+        assert!(distinct.count.abs_diff(10_001) < 500, "{distinct:?}");
     }
 }
