@@ -46,6 +46,7 @@
 
 pub mod csv;
 pub mod dataset;
+pub mod distinct;
 pub mod drift;
 pub mod evaluation;
 pub mod example;

@@ -1,18 +1,31 @@
-//! Descriptive statistics of an examples file, per column.
+//! Descriptive statistics of an examples stream, per column, in one pass
+//! and memory bounded by the columns (see [`crate::profile`]).
 //!
 //! ```json
 //! {"rows": 275, "label": "species", "columns": [
 //!   {"name": "species", "type": "string", "count": 275, "missing": 0,
-//!    "distinct": 3, "top": [{"value": "Adelie", "count": 121}, …]},
+//!    "distinct": 3, "distinct_exact": true,
+//!    "top": [{"value": "Adelie", "count": 121}, …], "top_exact": true},
 //!   {"name": "bill_length_mm", "type": "number", "count": 273, "missing": 2,
-//!    "min": 32.1, "max": 59.6, "mean": 43.9, "std": 5.4}]}
+//!    "min": 32.1, "max": 59.6, "mean": 43.9, "std": 5.4,
+//!    "distinct": 164, "distinct_exact": true}]}
 //! ```
 //!
-//! `std` is the population standard deviation; `min`/`max`/`mean`/`std`
-//! are `null` for a column without values. `top` holds the
-//! [`TOP_VALUES_MAX`] most frequent strings, ties broken by value.
+//! `count`, `missing`, `min`, `max`, `mean` and `std` are exact (`std` is
+//! the population standard deviation; the four are `null` for a column
+//! without values). `distinct` is exact while a column has at most
+//! [`CATEGORIES_MAX`](crate::CATEGORIES_MAX) distinct values, else a HyperLogLog estimate
+//! (about 1.6 % standard error) and `distinct_exact` is `false`. `top`
+//! holds the [`TOP_VALUES_MAX`] most frequent strings, ties broken by
+//! value; past [`CATEGORIES_MAX`](crate::CATEGORIES_MAX) distinct values (`top_exact: false`) the
+//! list and counts come from a heavy-hitters summary: each count is a lower
+//! bound at most `rows / (CATEGORIES_MAX + 1)` below the truth, and every
+//! value more frequent than that is listed.
+//!
+//! Further per-column summaries (quantiles of a number column, say) are
+//! further fields of a column object.
 
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 
 use serde::Serialize;
 
@@ -23,7 +36,7 @@ use crate::profile::{ColumnProfile, Profile};
 /// How many of a string column's most frequent values are listed.
 pub const TOP_VALUES_MAX: usize = 10;
 
-/// Statistics of a whole examples file.
+/// Statistics of a whole examples stream.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Statistics {
     /// Rows seen.
@@ -49,6 +62,10 @@ pub struct ColumnStatistics {
     /// Type-specific statistics, serialised inline.
     #[serde(flatten)]
     pub summary: Summary,
+    /// How many distinct values (estimated unless `distinct_exact`).
+    pub distinct: u64,
+    /// Whether `distinct` is exact.
+    pub distinct_exact: bool,
 }
 
 /// The type-specific part of [`ColumnStatistics`].
@@ -68,10 +85,10 @@ pub enum Summary {
     },
     /// A string column.
     String {
-        /// How many distinct values.
-        distinct: u64,
         /// The most frequent values, most frequent first.
         top: Vec<ValueCount>,
+        /// Whether the `top` counts are exact (else lower bounds).
+        top_exact: bool,
     },
 }
 
@@ -94,8 +111,8 @@ impl Statistics {
         }
     }
 
-    /// Computes the statistics of an examples file.
-    pub fn read(examples: impl BufRead) -> Result<Self> {
+    /// Computes the statistics of an examples stream in one pass.
+    pub fn read(examples: impl Read) -> Result<Self> {
         let profile = Profile::read(ExampleReader::new(examples)?)?;
         Ok(Self::from_profile(&profile))
     }
@@ -114,36 +131,36 @@ fn column_statistics(column: &ColumnProfile) -> ColumnStatistics {
             mean: column.moments.mean(),
             std: column.moments.std(),
         },
-        ColumnType::String => {
-            let mut top: Vec<ValueCount> = column
+        ColumnType::String => Summary::String {
+            top: column
                 .categories
-                .iter()
+                .top(TOP_VALUES_MAX)
+                .into_iter()
                 .map(|(value, count)| ValueCount {
-                    value: value.clone(),
-                    count: *count,
+                    value: value.to_owned(),
+                    count,
                 })
-                .collect();
-            // Stable sort: equal counts keep the map's value order.
-            top.sort_by_key(|v| std::cmp::Reverse(v.count));
-            top.truncate(TOP_VALUES_MAX);
-            Summary::String {
-                distinct: column.categories.len() as u64,
-                top,
-            }
-        }
+                .collect(),
+            top_exact: column.categories.exact().is_some(),
+        },
     };
+    let distinct = column.distinct();
     ColumnStatistics {
         name: column.name.clone(),
         ty: column.ty,
         count: column.count,
         missing: column.missing,
         summary,
+        distinct: distinct.count,
+        distinct_exact: distinct.exact,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CATEGORIES_MAX;
+    use crate::example::Examples;
     use serde_json::json;
 
     const EXAMPLES: &str = concat!(
@@ -156,9 +173,13 @@ mod tests {
         "[null,3.0,null]\n",
     );
 
+    fn statistics(text: &str) -> Statistics {
+        Statistics::read(&Examples::arrow_from_json_lines(text).unwrap()[..]).unwrap()
+    }
+
     #[test]
     fn statistics_have_exact_counts_moments_and_top_values() {
-        let stats = Statistics::read(EXAMPLES.as_bytes()).unwrap();
+        let stats = statistics(EXAMPLES);
         let mut out = Vec::new();
         stats.write(&mut out).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -169,13 +190,17 @@ mod tests {
                 "rows": 5,
                 "label": "k",
                 "columns": [
-                    {"name": "k", "type": "string", "count": 4, "missing": 1, "distinct": 3,
+                    {"name": "k", "type": "string", "count": 4, "missing": 1,
+                     "distinct": 3, "distinct_exact": true,
                      "top": [{"value": "b", "count": 2}, {"value": "a", "count": 1},
-                             {"value": "c", "count": 1}]},
+                             {"value": "c", "count": 1}],
+                     "top_exact": true},
                     {"name": "x", "type": "number", "count": 4, "missing": 1,
-                     "min": 1.0, "max": 5.0, "mean": 3.0, "std": std},
+                     "min": 1.0, "max": 5.0, "mean": 3.0, "std": std,
+                     "distinct": 3, "distinct_exact": true},
                     {"name": "e", "type": "number", "count": 0, "missing": 5,
-                     "min": null, "max": null, "mean": null, "std": null},
+                     "min": null, "max": null, "mean": null, "std": null,
+                     "distinct": 0, "distinct_exact": true},
                 ]
             })
         );
@@ -188,12 +213,70 @@ mod tests {
         for i in 0..(TOP_VALUES_MAX + 5) {
             text.push_str(&format!("\n[\"v{i:02}\"]"));
         }
-        let stats = Statistics::read(text.as_bytes()).unwrap();
-        let Summary::String { distinct, top } = &stats.columns[0].summary else {
+        let stats = statistics(&text);
+        let Summary::String { top, top_exact } = &stats.columns[0].summary else {
             panic!("k is a string column");
         };
-        assert_eq!(*distinct, (TOP_VALUES_MAX + 5) as u64);
+        assert_eq!(stats.columns[0].distinct, (TOP_VALUES_MAX + 5) as u64);
         assert_eq!(top.len(), TOP_VALUES_MAX);
         assert_eq!(top[0].value, "v00");
+        assert!(*top_exact);
+    }
+
+    #[test]
+    fn a_free_text_column_reports_estimates_and_flags_them() {
+        // 3000 distinct ids, "x" 500 times more; rows span several batches.
+        let mut text = String::from(
+            r#"{"schema":{"label":"k","columns":[{"name":"k","type":"string"},{"name":"n","type":"number"}]}}"#,
+        );
+        for i in 0..3000 {
+            text.push_str(&format!("\n[\"id{i}\",{i}]"));
+            if i % 6 == 0 {
+                text.push_str("\n[\"x\",0.5]");
+            }
+        }
+        let stats = statistics(&text);
+        assert_eq!(stats.rows, 3500);
+        let k = &stats.columns[0];
+        assert!(!k.distinct_exact);
+        assert!(k.distinct.abs_diff(3001) < 100, "{}", k.distinct);
+        let Summary::String { top, top_exact } = &k.summary else {
+            panic!("k is a string column");
+        };
+        assert!(!top_exact);
+        assert_eq!(top[0].value, "x");
+        let bound = 3500 / (CATEGORIES_MAX as u64 + 1);
+        assert!(
+            top[0].count <= 500 && top[0].count + bound >= 500,
+            "{top:?}"
+        );
+        let n = &stats.columns[1];
+        assert!(!n.distinct_exact);
+        let Summary::Number { min, max, mean, .. } = n.summary else {
+            panic!("n is a number column");
+        };
+        assert_eq!((min, max), (Some(0.0), Some(2999.0)));
+        let expected = (500.0 * 0.5 + 2999.0 * 3000.0 / 2.0) / 3500.0;
+        assert!((mean.unwrap() - expected).abs() < 1e-9, "{mean:?}");
+    }
+
+    #[test]
+    fn statistics_stream_over_many_batches_exactly() {
+        let rows = crate::table::BATCH_ROWS * 2 + 7;
+        let mut text =
+            String::from(r#"{"schema":{"label":"k","columns":[{"name":"k","type":"number"}]}}"#);
+        for i in 0..rows {
+            text.push_str(&format!("\n[{}]", i % 4));
+        }
+        let stats = statistics(&text);
+        let k = &stats.columns[0];
+        assert_eq!(
+            (stats.rows, k.count, k.distinct),
+            (rows as u64, rows as u64, 4)
+        );
+        let Summary::Number { min, max, .. } = k.summary else {
+            panic!("k is a number column");
+        };
+        assert_eq!((min, max), (Some(0.0), Some(3.0)));
     }
 }

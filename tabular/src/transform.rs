@@ -16,6 +16,12 @@
 //!
 //! The dataset format (an Arrow IPC stream) is in [`crate::dataset`].
 //!
+//! Both fitting and applying stream: [`Transform::fit_stream`] reads the
+//! labelled training rows into a bounded [`Profile`] (so a free-text column
+//! is detected without holding its values), and
+//! [`Transform::apply_stream`] turns one batch of examples at a time into
+//! dataset rows. A step therefore reads its training examples twice.
+//!
 //! The fitted transform (`transform` output) is a JSON document:
 //!
 //! ```json
@@ -25,14 +31,17 @@
 //!  "skipped": []}
 //! ```
 
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
+use arrow_array::{Array, BooleanArray, RecordBatch};
 use serde::Serialize;
 
 pub use crate::dataset::{Dataset, DatasetBatch, DatasetReader, DatasetWriter};
 use crate::example::{ColumnType, ExampleReader, Examples, Schema, Value};
 use crate::profile::Profile;
-use crate::{CATEGORIES_MAX, CLASSES_MAX, Error, FEATURES_MAX, Result};
+use crate::{CLASSES_MAX, Error, FEATURES_MAX, Result};
 
 /// How one input column becomes features.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -54,6 +63,22 @@ pub enum ColumnTransform {
         /// The training values, sorted.
         categories: Vec<String>,
     },
+}
+
+impl ColumnTransform {
+    fn column(&self) -> &str {
+        match self {
+            ColumnTransform::Standardize { column, .. }
+            | ColumnTransform::OneHot { column, .. } => column,
+        }
+    }
+
+    fn width(&self) -> usize {
+        match self {
+            ColumnTransform::Standardize { .. } => 1,
+            ColumnTransform::OneHot { categories, .. } => categories.len(),
+        }
+    }
 }
 
 /// The fitted transform.
@@ -80,27 +105,71 @@ pub struct TransformCounts {
     pub dropped: u64,
 }
 
+/// The rows of `batch` whose column `label` has a value.
+fn labelled(batch: &RecordBatch, label: usize) -> Result<RecordBatch> {
+    let labels = batch.column(label);
+    let Some(valid) = labels.logical_nulls() else {
+        return Ok(batch.clone());
+    };
+    let keep = BooleanArray::new(valid.into_inner(), None);
+    arrow_select::filter::filter_record_batch(batch, &keep)
+        .map_err(|e| Error::invalid(format!("selecting labelled rows: {e}")))
+}
+
 impl Transform {
-    /// Fits the transform to training examples.
+    /// Fits the transform to an examples stream in one pass, profiling the
+    /// rows that have a label (the rows the transform keeps).
+    pub fn fit_stream(train: impl Read) -> Result<Self> {
+        let mut reader = ExampleReader::new(train)?;
+        let label = reader.schema().label_index()?;
+        let mut profile = Profile::new(reader.schema());
+        while let Some(batch) = reader.next_batch()? {
+            profile.add_batch(&labelled(&batch, label)?)?;
+        }
+        Self::from_profile(&profile)
+    }
+
+    /// Fits the transform to training examples held in memory.
     pub fn fit(train: &Examples) -> Result<Self> {
         train.check()?;
-        let label = train.schema.label_index()?;
-        // Fit on the rows the transform keeps: those with a label.
-        let mut profile = Profile::new(&train.schema);
-        for row in train.rows.iter().filter(|row| !row[label].is_missing()) {
-            profile.add(row);
-        }
-        let classes: Vec<String> = profile.columns[label].categories.keys().cloned().collect();
+        Self::fit_stream(&train.write(Vec::new())?[..])
+    }
+
+    /// Fits the transform to a profile of the labelled training rows.
+    pub fn from_profile(profile: &Profile) -> Result<Self> {
+        let label = profile.schema.label_index()?;
+        let label_column = &profile.columns[label];
+        let Some(label_counts) = label_column
+            .categories
+            .exact()
+            .filter(|_| label_column.ty == ColumnType::String)
+        else {
+            // Ingest writes labels as strings; a number or free-text label
+            // column is not a class label.
+            let distinct = label_column.distinct();
+            return Err(if label_column.ty == ColumnType::String {
+                Error::invalid(format!(
+                    "label `{}` has about {} distinct values (limit {CLASSES_MAX}); is it a class label?",
+                    profile.schema.label, distinct.count
+                ))
+            } else {
+                Error::invalid(format!(
+                    "label `{}` is a number column; class labels are strings",
+                    profile.schema.label
+                ))
+            });
+        };
+        let classes: Vec<String> = label_counts.keys().cloned().collect();
         if classes.is_empty() {
             return Err(Error::invalid(format!(
                 "training examples have no labelled rows (label `{}`)",
-                train.schema.label
+                profile.schema.label
             )));
         }
         if classes.len() > CLASSES_MAX {
             return Err(Error::invalid(format!(
                 "label `{}` has {} distinct values (limit {CLASSES_MAX}); is it a class label?",
-                train.schema.label,
+                profile.schema.label,
                 classes.len()
             )));
         }
@@ -111,8 +180,8 @@ impl Transform {
             if i == label {
                 continue;
             }
-            match column.ty {
-                ColumnType::Number => {
+            match (column.ty, column.categories.exact()) {
+                (ColumnType::Number, _) => {
                     let std = column.moments.std().unwrap_or(0.0);
                     features.push(column.name.clone());
                     columns.push(ColumnTransform::Standardize {
@@ -125,11 +194,9 @@ impl Transform {
                         },
                     });
                 }
-                ColumnType::String if column.categories.len() > CATEGORIES_MAX => {
-                    skipped.push(column.name.clone());
-                }
-                ColumnType::String => {
-                    let categories: Vec<String> = column.categories.keys().cloned().collect();
+                (ColumnType::String, None) => skipped.push(column.name.clone()),
+                (ColumnType::String, Some(counts)) => {
+                    let categories: Vec<String> = counts.keys().cloned().collect();
                     features.extend(categories.iter().map(|c| format!("{}={c}", column.name)));
                     columns.push(ColumnTransform::OneHot {
                         column: column.name.clone(),
@@ -145,7 +212,7 @@ impl Transform {
             }
         }
         Ok(Transform {
-            label: train.schema.label.clone(),
+            label: profile.schema.label.clone(),
             features,
             classes,
             columns,
@@ -158,24 +225,15 @@ impl Transform {
         crate::write_json_document(out, self)
     }
 
-    /// Transforms examples held in memory into a dataset.
+    /// Transforms examples held in memory into a dataset stream (finished).
     pub fn apply(&self, examples: &Examples, out: impl Write) -> Result<TransformCounts> {
         examples.check()?;
-        let bound = self.bind(&examples.schema)?;
-        let mut writer = DatasetWriter::new(out, &self.features, &self.classes)?;
-        let mut counts = TransformCounts {
-            rows: 0,
-            dropped: 0,
-        };
-        let mut x = Vec::with_capacity(self.features.len());
-        for row in &examples.rows {
-            bound.row(self, row, &mut x, &mut counts, &mut writer)?;
-        }
-        Ok(counts)
+        self.apply_stream(&examples.write(Vec::new())?[..], out)
     }
 
-    /// Transforms an examples stream into a dataset.
-    pub fn apply_stream(&self, examples: impl BufRead, out: impl Write) -> Result<TransformCounts> {
+    /// Transforms an examples stream into a dataset stream (finished), a
+    /// batch at a time.
+    pub fn apply_stream(&self, examples: impl Read, out: impl Write) -> Result<TransformCounts> {
         let mut reader = ExampleReader::new(examples)?;
         let bound = self.bind(reader.schema())?;
         let mut writer = DatasetWriter::new(out, &self.features, &self.classes)?;
@@ -183,10 +241,11 @@ impl Transform {
             rows: 0,
             dropped: 0,
         };
-        let mut x = Vec::with_capacity(self.features.len());
-        while let Some((_, row)) = reader.next_row()? {
-            bound.row(self, &row, &mut x, &mut counts, &mut writer)?;
+        let mut x = Vec::new();
+        while let Some(batch) = reader.next_batch()? {
+            bound.batch(self, &batch, &mut x, &mut counts, &mut writer)?;
         }
+        writer.finish()?;
         Ok(counts)
     }
 
@@ -200,13 +259,7 @@ impl Transform {
         let columns = self
             .columns
             .iter()
-            .map(|c| {
-                let name = match c {
-                    ColumnTransform::Standardize { column, .. }
-                    | ColumnTransform::OneHot { column, .. } => column,
-                };
-                schema.index_of(name)
-            })
+            .map(|c| schema.index_of(c.column()))
             .collect();
         Ok(Bound { label, columns })
     }
@@ -219,51 +272,83 @@ struct Bound {
 }
 
 impl Bound {
-    fn row(
+    /// Transforms one batch column by column into `x` (row-major, reused
+    /// across batches), then writes its labelled rows.
+    fn batch(
         &self,
         transform: &Transform,
-        row: &[Value],
+        batch: &RecordBatch,
         x: &mut Vec<f64>,
         counts: &mut TransformCounts,
         writer: &mut DatasetWriter<impl Write>,
     ) -> Result<()> {
-        let y = match &row[self.label] {
-            Value::Missing => {
-                counts.dropped += 1;
-                return Ok(());
-            }
-            Value::Text(t) => t.clone(),
-            number => number.to_string(),
-        };
+        let rows = batch.num_rows();
+        let d = transform.features.len();
+        let labels = batch.column(self.label);
+        let kept = |i: usize| labels.is_valid(i);
         x.clear();
+        x.resize(rows * d, 0.0);
+        let mut offset = 0;
         for (column, index) in transform.columns.iter().zip(&self.columns) {
-            let value = index.map_or(&Value::Missing, |i| &row[i]);
+            // An absent column, or one whose type disagrees with training
+            // (validation reports it), leaves its features at 0.
+            let Some(array) = index.map(|i| batch.column(i)) else {
+                offset += column.width();
+                continue;
+            };
             match column {
                 ColumnTransform::Standardize { column, mean, std } => {
-                    let scaled = match value {
-                        Value::Number(v) => (v - mean) / std,
-                        // A text value here means the examples' schema
-                        // disagrees with training; validation reports it.
-                        Value::Missing | Value::Text(_) => 0.0,
-                    };
-                    if !scaled.is_finite() {
-                        return Err(Error::invalid(format!(
-                            "column `{column}`: {value} overflows when standardised"
-                        )));
+                    if let Some(numbers) = array.as_primitive_opt::<Float64Type>() {
+                        for i in (0..rows).filter(|&i| kept(i) && numbers.is_valid(i)) {
+                            let v = numbers.value(i);
+                            let scaled = (v - mean) / std;
+                            if !scaled.is_finite() {
+                                return Err(Error::invalid(format!(
+                                    "column `{column}`: {} overflows when standardised",
+                                    Value::Number(v)
+                                )));
+                            }
+                            x[i * d + offset] = scaled;
+                        }
                     }
-                    x.push(scaled);
                 }
                 ColumnTransform::OneHot { categories, .. } => {
-                    let hot = match value {
-                        Value::Text(t) => categories.binary_search(t).ok(),
-                        Value::Missing | Value::Number(_) => None,
-                    };
-                    x.extend((0..categories.len()).map(|i| if Some(i) == hot { 1.0 } else { 0.0 }));
+                    if let Some(strings) = array.as_string_opt::<i32>() {
+                        for i in (0..rows).filter(|&i| strings.is_valid(i)) {
+                            let t = strings.value(i);
+                            if let Ok(hot) = categories.binary_search_by(|c| c.as_str().cmp(t)) {
+                                x[i * d + offset + hot] = 1.0;
+                            }
+                        }
+                    }
                 }
             }
+            offset += column.width();
         }
-        writer.row(x, &y)?;
-        counts.rows += 1;
+        let numbers = labels.as_primitive_opt::<Float64Type>();
+        let strings = labels.as_string_opt::<i32>();
+        let mut number_label;
+        for i in 0..rows {
+            if !kept(i) {
+                counts.dropped += 1;
+                continue;
+            }
+            let y = match (strings, numbers) {
+                (Some(strings), _) => strings.value(i),
+                (None, Some(numbers)) => {
+                    number_label = Value::Number(numbers.value(i)).to_string();
+                    &number_label
+                }
+                (None, None) => {
+                    return Err(Error::invalid(format!(
+                        "label column `{}` is neither numbers nor strings",
+                        transform.label
+                    )));
+                }
+            };
+            writer.row(&x[i * d..(i + 1) * d], y)?;
+            counts.rows += 1;
+        }
         Ok(())
     }
 }
@@ -271,6 +356,8 @@ impl Bound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CATEGORIES_MAX;
+    use crate::table::BATCH_ROWS;
     use serde_json::json;
 
     const TRAIN: &str = concat!(
@@ -282,8 +369,12 @@ mod tests {
         "[5.0,null,\"red\",7.0]\n",
     );
 
+    fn arrow(text: &str) -> Vec<u8> {
+        Examples::arrow_from_json_lines(text).unwrap()
+    }
+
     fn fitted() -> (Transform, Examples) {
-        let train = Examples::read(TRAIN.as_bytes()).unwrap();
+        let train = Examples::from_json_lines(TRAIN).unwrap();
         (Transform::fit(&train).unwrap(), train)
     }
 
@@ -331,15 +422,12 @@ mod tests {
                 0.0, 0.0, 0.0, 0.0,
             ]
         );
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(
-            text.lines().next().unwrap(),
-            r#"{"features":["n","c=blue","c=red","flat"],"classes":["a","b"]}"#
-        );
-        assert_eq!(
-            text.lines().nth(2).unwrap(),
-            r#"{"x":[1.0,1.0,0.0,0.0],"y":"a"}"#
-        );
+        // Streaming the same rows writes the same bytes.
+        let mut streamed = Vec::new();
+        let again = transform
+            .apply_stream(&arrow(TRAIN)[..], &mut streamed)
+            .unwrap();
+        assert_eq!((again, streamed), (counts, out));
     }
 
     #[test]
@@ -352,7 +440,7 @@ mod tests {
             "[\"blue\",\"a\"]\n",
         );
         let mut out = Vec::new();
-        let counts = transform.apply_stream(eval.as_bytes(), &mut out).unwrap();
+        let counts = transform.apply_stream(&arrow(eval)[..], &mut out).unwrap();
         assert_eq!(
             counts,
             TransformCounts {
@@ -370,7 +458,7 @@ mod tests {
         let (transform, _) = fitted();
         let eval = r#"{"schema":{"label":"n","columns":[{"name":"n","type":"number"}]}}"#;
         let err = transform
-            .apply_stream(eval.as_bytes(), Vec::new())
+            .apply_stream(&arrow(eval)[..], Vec::new())
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -380,13 +468,10 @@ mod tests {
 
     #[test]
     fn training_without_labels_is_rejected() {
-        let train = Examples::read(
-            concat!(
-                r#"{"schema":{"label":"k","columns":[{"name":"k","type":"string"}]}}"#,
-                "\n[null]\n"
-            )
-            .as_bytes(),
-        )
+        let train = Examples::from_json_lines(concat!(
+            r#"{"schema":{"label":"k","columns":[{"name":"k","type":"string"}]}}"#,
+            "\n[null]\n"
+        ))
         .unwrap();
         let err = Transform::fit(&train).unwrap_err();
         assert_eq!(
@@ -396,12 +481,114 @@ mod tests {
     }
 
     #[test]
-    fn malformed_dataset_rows_name_their_line() {
-        let text = "{\"features\":[\"a\"],\"classes\":[\"x\"]}\n{\"x\":[1.0],\"y\":\"x\"}\n{\"x\":[1.0,2.0],\"y\":\"x\"}\n";
-        let err = Dataset::read(text.as_bytes()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "dataset line 3: expected 1 features, found 2"
+    fn a_truncated_examples_stream_fails_naming_its_offset() {
+        let (transform, _) = fitted();
+        let bytes = arrow(TRAIN);
+        let cut = bytes.len() - 8;
+        let err = transform
+            .apply_stream(&bytes[..cut], Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "examples at byte {cut}: the Arrow stream is truncated"
+            )),
+            "{err}"
         );
+        let err = Transform::fit_stream(&bytes[..cut])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("examples at byte {cut}:")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn free_text_columns_are_skipped_and_numeric_labels_rejected() {
+        let mut text = String::from(
+            r#"{"schema":{"label":"k","columns":[{"name":"k","type":"string"},{"name":"id","type":"string"}]}}"#,
+        );
+        for i in 0..=CATEGORIES_MAX {
+            text.push_str(&format!("\n[\"a\",\"id{i}\"]"));
+        }
+        let transform = Transform::fit_stream(&arrow(&text)[..]).unwrap();
+        assert_eq!(transform.skipped, ["id"]);
+        assert!(transform.features.is_empty());
+        let numeric = r#"{"schema":{"label":"k","columns":[{"name":"k","type":"number"}]}}
+[1.0]"#;
+        assert_eq!(
+            Transform::fit_stream(&arrow(numeric)[..])
+                .unwrap_err()
+                .to_string(),
+            "label `k` is a number column; class labels are strings"
+        );
+    }
+
+    #[test]
+    fn many_batches_transform_as_row_by_row_would() {
+        // Rows past one batch, with missing labels, missing and unseen
+        // values spread over the batch boundary.
+        let n = BATCH_ROWS + 1000;
+        let row = |i: usize| -> (Option<f64>, Option<&str>, Option<&str>) {
+            let x = (i % 7 != 3).then_some((i % 13) as f64 - 4.5);
+            let k = match i % 11 {
+                0 => None,
+                1..=3 => Some("a"),
+                _ => Some("b"),
+            };
+            let c = match i % 5 {
+                0 => None,
+                1 => Some("red"),
+                2 => Some("blue"),
+                _ => Some("green"),
+            };
+            (x, k, c)
+        };
+        let json = |v: Option<&str>| v.map_or("null".to_string(), |v| format!("\"{v}\""));
+        let mut text = String::from(
+            r#"{"schema":{"label":"k","columns":[{"name":"n","type":"number"},{"name":"k","type":"string"},{"name":"c","type":"string"}]}}"#,
+        );
+        for i in 0..n {
+            let (x, k, c) = row(i);
+            let x = x.map_or("null".to_string(), |x| x.to_string());
+            text.push_str(&format!("\n[{x},{},{}]", json(k), json(c)));
+        }
+        let bytes = arrow(&text);
+        let transform = Transform::fit_stream(&bytes[..]).unwrap();
+        // The expected fit, row by row over the labelled rows.
+        let mut moments = crate::profile::Moments::default();
+        for i in 0..n {
+            if let (Some(x), Some(_), _) = row(i) {
+                moments.add(x);
+            }
+        }
+        let (mean, std) = (moments.mean().unwrap(), moments.std().unwrap());
+        assert_eq!(transform.features, ["n", "c=blue", "c=green", "c=red"]);
+        assert_eq!(transform.classes, ["a", "b"]);
+        assert_eq!(
+            transform.columns[0],
+            ColumnTransform::Standardize {
+                column: "n".into(),
+                mean,
+                std
+            }
+        );
+        let mut out = Vec::new();
+        let counts = transform.apply_stream(&bytes[..], &mut out).unwrap();
+        let dataset = Dataset::read(&out[..]).unwrap();
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for i in 0..n {
+            let (v, k, c) = row(i);
+            let Some(k) = k else { continue };
+            x.push(v.map_or(0.0, |v| (v - mean) / std));
+            x.extend(["blue", "green", "red"].map(|name| f64::from(c == Some(name))));
+            y.push(k.to_string());
+        }
+        assert_eq!(counts.rows as usize, y.len());
+        assert_eq!(counts.dropped as usize, n - y.len());
+        assert_eq!(dataset.y, y);
+        assert_eq!(dataset.x, x);
     }
 }

@@ -10,8 +10,13 @@
 //! ```
 //!
 //! `range` is `null` for a number column without values; `categories` is
-//! `null` for a string column with more than [`CATEGORIES_MAX`] distinct
+//! `null` for a string column with more than [`CATEGORIES_MAX`](crate::CATEGORIES_MAX) distinct
 //! values (free text, not checked).
+//!
+//! Both passes stream: the schema is read off a bounded [`Profile`] of the
+//! training examples, and the anomaly check holds one batch, the schema
+//! and its tallies (each at most [`ANOMALY_EXAMPLES_MAX`] values and rows),
+//! whatever the number of rows.
 //!
 //! Anomalies (`anomalies` output), a JSON array, at most one entry per
 //! column and kind, in schema column order then [`AnomalyKind`] order:
@@ -28,13 +33,16 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
+use arrow_array::{Array, ArrayRef};
 use serde::Serialize;
 
 use crate::example::{ColumnType, ExampleReader, Value};
 use crate::profile::Profile;
-use crate::{CATEGORIES_MAX, Result, count_of};
+use crate::{Result, count_of};
 
 /// How many offending values and row indices an anomaly lists.
 pub const ANOMALY_EXAMPLES_MAX: usize = 5;
@@ -100,8 +108,10 @@ impl DataSchema {
                         range: c.moments.min().zip(c.moments.max()).map(|(a, b)| [a, b]),
                     },
                     ColumnType::String => Domain::String {
-                        categories: (c.categories.len() <= CATEGORIES_MAX)
-                            .then(|| c.categories.keys().cloned().collect()),
+                        categories: c
+                            .categories
+                            .exact()
+                            .map(|counts| counts.keys().cloned().collect()),
                     },
                 },
                 missing_seen: c.missing > 0,
@@ -114,8 +124,8 @@ impl DataSchema {
         }
     }
 
-    /// Infers the schema of an examples file.
-    pub fn read(train: impl BufRead) -> Result<Self> {
+    /// Infers the schema of an examples stream in one pass.
+    pub fn read(train: impl Read) -> Result<Self> {
         Ok(Self::from_profile(&Profile::read(ExampleReader::new(
             train,
         )?)?))
@@ -200,16 +210,41 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, row: u64, value: Option<&Value>) {
+    fn add(&mut self, row: u64, value: Option<Cell>) {
         self.count += 1;
         if self.rows.len() < ANOMALY_EXAMPLES_MAX {
             self.rows.push(row);
         }
         if let Some(value) = value
             && self.examples.len() < ANOMALY_EXAMPLES_MAX
-            && !self.examples.contains(value)
+            && !self.examples.iter().any(|v| value.is(v))
         {
-            self.examples.push(value.clone());
+            self.examples.push(value.to_value());
+        }
+    }
+}
+
+/// A value of the batch being checked, borrowed: an offending value is
+/// copied only when it is kept as an example.
+#[derive(Clone, Copy)]
+enum Cell<'a> {
+    Number(f64),
+    Text(&'a str),
+}
+
+impl Cell<'_> {
+    fn is(self, value: &Value) -> bool {
+        match (self, value) {
+            (Cell::Number(x), Value::Number(y)) => x == *y,
+            (Cell::Text(t), Value::Text(u)) => t == u,
+            _ => false,
+        }
+    }
+
+    fn to_value(self) -> Value {
+        match self {
+            Cell::Number(x) => Value::Number(x),
+            Cell::Text(t) => Value::Text(t.to_owned()),
         }
     }
 }
@@ -223,8 +258,48 @@ struct ColumnCheck<'a> {
     tallies: [Tally; 5],
 }
 
-/// Checks every row of `examples` against `schema`.
-pub fn find_anomalies(schema: &DataSchema, examples: impl BufRead) -> Result<Vec<Anomaly>> {
+impl ColumnCheck<'_> {
+    /// Checks one batch's column; `first_row` is the 0-based index of its
+    /// first row.
+    fn batch(&mut self, array: &ArrayRef, first_row: u64) {
+        // ExampleReader checked the batch against its schema: a column is
+        // Float64 or Utf8.
+        let numbers = array.as_primitive_opt::<Float64Type>();
+        let strings = array.as_string_opt::<i32>();
+        for i in 0..array.len() {
+            let row = first_row + i as u64;
+            let cell = if array.is_null(i) {
+                None
+            } else if let Some(numbers) = numbers {
+                Some(Cell::Number(numbers.value(i)))
+            } else {
+                strings.map(|strings| Cell::Text(strings.value(i)))
+            };
+            let kind = match (cell, &self.schema.domain) {
+                (None, _) if !self.schema.missing_seen => AnomalyKind::Missing,
+                (None, _) => continue,
+                _ if !self.type_ok => AnomalyKind::TypeMismatch,
+                (Some(Cell::Number(x)), Domain::Number { range }) => match range {
+                    Some([min, max]) if (*min..=*max).contains(&x) => continue,
+                    _ => AnomalyKind::OutOfRange,
+                },
+                (Some(Cell::Text(t)), Domain::String { .. }) => match &self.categories {
+                    Some(categories) if !categories.contains(t) => AnomalyKind::UnseenCategory,
+                    _ => continue,
+                },
+                // A value of the wrong type under a matching column type
+                // cannot come out of ExampleReader.
+                _ => AnomalyKind::TypeMismatch,
+            };
+            self.tallies[kind as usize].add(row, cell);
+        }
+    }
+}
+
+/// Checks every row of an examples stream against `schema`, a batch at a
+/// time and column by column (each tally belongs to one column, so its
+/// rows and examples still come in row order).
+pub fn find_anomalies(schema: &DataSchema, examples: impl Read) -> Result<Vec<Anomaly>> {
     let mut reader = ExampleReader::new(examples)?;
     let data_schema = reader.schema().clone();
     let mut checks: Vec<ColumnCheck> = schema
@@ -247,36 +322,21 @@ pub fn find_anomalies(schema: &DataSchema, examples: impl BufRead) -> Result<Vec
         })
         .collect();
 
-    let mut row_index = 0u64;
-    while let Some((_, row)) = reader.next_row()? {
+    let mut first_row = 0u64;
+    while let Some(batch) = reader.next_batch()? {
+        let rows = batch.num_rows();
         for check in &mut checks {
-            let Some(index) = check.index else {
-                check.tallies[AnomalyKind::MissingColumn as usize].add(row_index, None);
-                continue;
-            };
-            let value = &row[index];
-            let kind = match (value, &check.schema.domain) {
-                (Value::Missing, _) if !check.schema.missing_seen => AnomalyKind::Missing,
-                (Value::Missing, _) => continue,
-                _ if !check.type_ok => AnomalyKind::TypeMismatch,
-                (Value::Number(x), Domain::Number { range }) => match range {
-                    Some([min, max]) if (*min..=*max).contains(x) => continue,
-                    _ => AnomalyKind::OutOfRange,
-                },
-                (Value::Text(t), Domain::String { .. }) => match &check.categories {
-                    Some(categories) if !categories.contains(t.as_str()) => {
-                        AnomalyKind::UnseenCategory
+            match check.index {
+                None => {
+                    let tally = &mut check.tallies[AnomalyKind::MissingColumn as usize];
+                    for i in 0..rows {
+                        tally.add(first_row + i as u64, None);
                     }
-                    _ => continue,
-                },
-                // A value of the wrong type under a matching column type
-                // cannot come out of ExampleReader.
-                _ => AnomalyKind::TypeMismatch,
-            };
-            let value = (kind != AnomalyKind::Missing).then_some(value);
-            check.tallies[kind as usize].add(row_index, value);
+                }
+                Some(index) => check.batch(batch.column(index), first_row),
+            }
         }
-        row_index += 1;
+        first_row += rows as u64;
     }
 
     let mut anomalies = Vec::new();
@@ -341,7 +401,13 @@ pub fn write_anomalies(anomalies: &[Anomaly], out: impl Write) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CATEGORIES_MAX;
+    use crate::example::Examples;
     use serde_json::json;
+
+    fn arrow(text: &str) -> Vec<u8> {
+        Examples::arrow_from_json_lines(text).unwrap()
+    }
 
     const TRAIN: &str = concat!(
         r#"{"schema":{"label":"k","columns":[{"name":"k","type":"string"},{"name":"x","type":"number"},{"name":"c","type":"string"},{"name":"gone","type":"number"},{"name":"t","type":"number"}]}}"#,
@@ -352,7 +418,7 @@ mod tests {
     );
 
     fn schema() -> DataSchema {
-        DataSchema::read(TRAIN.as_bytes()).unwrap()
+        DataSchema::read(&arrow(TRAIN)[..]).unwrap()
     }
 
     #[test]
@@ -376,7 +442,10 @@ mod tests {
 
     #[test]
     fn training_data_has_no_anomalies_against_its_own_schema() {
-        assert_eq!(find_anomalies(&schema(), TRAIN.as_bytes()).unwrap(), vec![]);
+        assert_eq!(
+            find_anomalies(&schema(), &arrow(TRAIN)[..]).unwrap(),
+            vec![]
+        );
     }
 
     #[test]
@@ -389,7 +458,7 @@ mod tests {
             "[\"a\",9.0,\"green\",\"two\"]\n",
             "[\"a\",5.0,null,\"one\"]\n",
         );
-        let anomalies = find_anomalies(&schema(), eval.as_bytes()).unwrap();
+        let anomalies = find_anomalies(&schema(), &arrow(eval)[..]).unwrap();
         let json = serde_json::to_value(&anomalies).unwrap();
         assert_eq!(
             json,
@@ -430,13 +499,45 @@ mod tests {
         for i in 0..=CATEGORIES_MAX {
             train.push_str(&format!("\n[\"v{i}\"]"));
         }
-        let schema = DataSchema::read(train.as_bytes()).unwrap();
+        let schema = DataSchema::read(&arrow(&train)[..]).unwrap();
         assert_eq!(
             schema.columns[0].domain,
             Domain::String { categories: None }
         );
         let eval = r#"{"schema":{"label":"k","columns":[{"name":"k","type":"string"}]}}
 ["never seen"]"#;
-        assert_eq!(find_anomalies(&schema, eval.as_bytes()).unwrap(), vec![]);
+        assert_eq!(find_anomalies(&schema, &arrow(eval)[..]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn anomaly_rows_are_numbered_across_batches() {
+        let n = crate::table::BATCH_ROWS + 3;
+        let mut eval = String::from(
+            r#"{"schema":{"label":"k","columns":[{"name":"k","type":"string"},{"name":"x","type":"number"}]}}"#,
+        );
+        for i in 0..n {
+            let x = if i == n - 4 || i == n - 2 { 7.0 } else { 2.0 };
+            eval.push_str(&format!("\n[\"a\",{x}]"));
+        }
+        let anomalies = find_anomalies(&schema(), &arrow(&eval)[..]).unwrap();
+        let json = serde_json::to_value(&anomalies).unwrap();
+        let (a, b) = (n as u64 - 4, n as u64 - 2);
+        assert_eq!(
+            json,
+            json!([
+                {"column": "x", "kind": "out_of_range", "count": 2,
+                 "detail": "2 values outside the training range [1, 5]",
+                 "examples": [7.0], "rows": [a, b]},
+                {"column": "c", "kind": "missing_column", "count": n,
+                 "detail": "the column is absent",
+                 "examples": [], "rows": [0, 1, 2, 3, 4]},
+                {"column": "gone", "kind": "missing_column", "count": n,
+                 "detail": "the column is absent",
+                 "examples": [], "rows": [0, 1, 2, 3, 4]},
+                {"column": "t", "kind": "missing_column", "count": n,
+                 "detail": "the column is absent",
+                 "examples": [], "rows": [0, 1, 2, 3, 4]},
+            ])
+        );
     }
 }

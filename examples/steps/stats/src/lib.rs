@@ -1,9 +1,13 @@
-//! `stats`: per-column descriptive statistics of an examples file.
+//! `stats`: per-column descriptive statistics of an examples stream, in
+//! one pass and memory independent of the row count.
 //!
-//! - **Inputs:** `examples` — examples (`application/x-ndjson`).
+//! - **Inputs:** `examples` — examples (`application/vnd.apache.arrow.stream`).
 //! - **Outputs:** `statistics` (`application/json`) — rows, and per column
-//!   its count and missing count, plus min/max/mean/std for numbers or the
-//!   distinct count and most frequent values for strings.
+//!   its count, missing count and distinct count (exact up to 1000 distinct
+//!   values, else a HyperLogLog estimate, flagged `distinct_exact: false`),
+//!   plus min/max/mean/std (exact) for numbers or the most frequent values
+//!   for strings (`top_exact: false` when they come from a bounded
+//!   heavy-hitters summary).
 //! - **Params:** none.
 //! - **Metrics:** `rows`, `columns`.
 //!

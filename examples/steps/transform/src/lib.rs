@@ -1,31 +1,34 @@
 //! `transform`: fits feature scaling and encoding on the train examples
-//! and applies it to train and eval.
+//! and applies it to train and eval, streaming (memory independent of the
+//! row count): `train` is read twice (fit, then apply), `eval` once.
 //!
-//! - **Inputs:** `train`, `eval` — examples (`application/x-ndjson`).
-//! - **Outputs:** `train`, `eval` — datasets (`application/x-ndjson`): a
-//!   `{"features":[…],"classes":[…]}` line, then one `{"x":[…],"y":"…"}`
-//!   per row; `transform` (`application/json`) — the fitted parameters.
+//! - **Inputs:** `train`, `eval` — examples
+//!   (`application/vnd.apache.arrow.stream`).
+//! - **Outputs:** `train`, `eval` — datasets
+//!   (`application/vnd.apache.arrow.stream`): one `Float64` column per
+//!   feature, then the label `y`, the classes in the schema metadata;
+//!   `transform` (`application/json`) — the fitted parameters.
 //! - **Params:** none.
 //! - **Metrics:** `features` — the number of features; `rows_train`,
 //!   `rows_eval` — rows written.
 //!
 //! Numbers are standardised with the train mean and standard deviation;
-//! strings are one-hot encoded over the train categories. The logic lives
-//! in [`sluice_tabular::transform`].
+//! strings are one-hot encoded over the train categories (free-text
+//! columns, of more than 1000 distinct values, are left out). The logic
+//! lives in [`sluice_tabular::transform`].
 
 use sluice_guest::{Ctx, Result};
-use sluice_tabular::example::Examples;
+use sluice_tabular::JSON_MEDIA_TYPE;
+use sluice_tabular::table::ARROW_STREAM_MEDIA_TYPE;
 use sluice_tabular::transform::Transform;
-use sluice_tabular::{JSON_MEDIA_TYPE, NDJSON_MEDIA_TYPE};
 
 fn run(ctx: &mut Ctx) -> Result<()> {
-    let train = Examples::read(ctx.input("train")?)?;
-    let transform = Transform::fit(&train)?;
+    let transform = Transform::fit_stream(ctx.input("train")?)?;
 
-    let mut out = ctx.output("train", NDJSON_MEDIA_TYPE)?;
-    let train_counts = transform.apply(&train, &mut out)?;
+    let mut out = ctx.output("train", ARROW_STREAM_MEDIA_TYPE)?;
+    let train_counts = transform.apply_stream(ctx.input("train")?, &mut out)?;
     out.finish()?;
-    let mut out = ctx.output("eval", NDJSON_MEDIA_TYPE)?;
+    let mut out = ctx.output("eval", ARROW_STREAM_MEDIA_TYPE)?;
     let eval_counts = transform.apply_stream(ctx.input("eval")?, &mut out)?;
     out.finish()?;
     let mut out = ctx.output("transform", JSON_MEDIA_TYPE)?;

@@ -1,11 +1,14 @@
 //! `validate`: infers a data schema from the train examples and checks the
-//! eval examples against it.
+//! eval examples against it, streaming each once (memory independent of
+//! the row count).
 //!
-//! - **Inputs:** `train`, `eval` — examples (`application/x-ndjson`).
+//! - **Inputs:** `train`, `eval` — examples
+//!   (`application/vnd.apache.arrow.stream`).
 //! - **Outputs:** `schema` (`application/json`) — per column its type, the
-//!   training range (numbers) or categories (strings), and whether missing
-//!   values were seen; `anomalies` (`application/json`) — an array of
-//!   `{column, kind, count, detail, examples, rows}`, `kind` one of
+//!   training range (numbers) or categories (strings; `null` for free text,
+//!   a column of more than 1000 distinct values, which is not checked), and
+//!   whether missing values were seen; `anomalies` (`application/json`) —
+//!   an array of `{column, kind, count, detail, examples, rows}`, `kind` one of
 //!   `missing_column`, `type_mismatch`, `missing`, `out_of_range`,
 //!   `unseen_category`.
 //! - **Params:** `fail_on_anomalies` (bool, default `false`) — fail the
