@@ -272,7 +272,11 @@ impl QuantileSketch {
     fn compact(&mut self, h: usize) {
         let mut items = std::mem::take(&mut self.levels[h]);
         // An odd item out stays behind at its weight.
-        let left = if items.len() % 2 == 1 { items.pop() } else { None };
+        let left = if items.len() % 2 == 1 {
+            items.pop()
+        } else {
+            None
+        };
         items.sort_by(f64::total_cmp);
         let offset = (splitmix64(&mut self.rng) >> 63) as usize;
         let promoted = items.iter().skip(offset).step_by(2).copied();
@@ -399,7 +403,10 @@ mod tests {
             let q = d as f64 / 10.0;
             let estimate = sketch.quantile(q).unwrap();
             let error = (exact_rank(sorted, estimate) - q).abs();
-            assert!(error <= bound, "decile {q}: {estimate} has rank error {error}");
+            assert!(
+                error <= bound,
+                "decile {q}: {estimate} has rank error {error}"
+            );
             let truth = sorted[((sorted.len() - 1) as f64 * q) as usize];
             let error = (sketch.rank(truth).unwrap() - exact_rank(sorted, truth)).abs();
             assert!(error <= bound, "rank({truth}) is off by {error}");
@@ -525,7 +532,10 @@ mod tests {
         // The coins are the seeded generator's: pinned, so a change to the
         // compaction or the generator shows here.
         assert_eq!(a.retained(), 218);
-        assert_eq!(a.quantile(0.5).unwrap().to_bits(), 4_602_552_565_123_956_834);
+        assert_eq!(
+            a.quantile(0.5).unwrap().to_bits(),
+            4_602_552_565_123_956_834
+        );
     }
 
     #[test]
