@@ -23,7 +23,8 @@
 //! [`Drift::compute`] reads the reference twice and the current once, a
 //! batch at a time, column by column; its memory is bounded by the
 //! columns, never by the rows: per number column two
-//! [`QuantileSketch`]es (at most 1,200 values each) and at most
+//! [`QuantileSketch`]es (at most 3,484 values, 27 KiB, each; see
+//! [`SKETCH_K`]) and at most
 //! [`BINS_MAX`] + 1 bin counts, per string column at most
 //! 2 · [`CATEGORIES_MAX`] + 1 category counts.
 //!
@@ -35,13 +36,12 @@
 //! 3. **Reference, second read:** exact bin counts and category counts.
 //!    It must have the same schema and rows as in the first read.
 //!
-//! A sketch holds every value of a column with at most
-//! [`quantile::DEFAULT_K`](crate::quantile::DEFAULT_K) (256) values, and
-//! then every statistic below is exact. Beyond that the bin edges and KS
-//! are approximate, within the sketches' rank error (about 1%, see
-//! [`crate::quantile`]); the PSI is always computed from exact counts over
-//! the reported edges. The report's format does not say which: a feature's
-//! counts tell.
+//! A sketch holds every value of a column with at most [`SKETCH_K`]
+//! (1,024) values, and then every statistic below is exact. Beyond that
+//! the bin edges and KS are approximate, within the sketches' rank error
+//! (about 0.3% for `k` = 1,024, see [`crate::quantile`]); the PSI is
+//! always computed from exact counts over the reported edges. The report's
+//! format does not say which: a feature's counts tell.
 //!
 //! # The statistics
 //!
@@ -257,6 +257,32 @@ pub struct DriftSummary {
     pub max_js: f64,
 }
 
+/// The quantile sketches' accuracy parameter: a column with at most this
+/// many values is held whole, so small samples (a few hundred penguins)
+/// get exact edges and KS; beyond, rank error is about 0.3%. Each sketch
+/// holds at most 3,484 values (27 KiB).
+pub const SKETCH_K: usize = 1_024;
+
+/// Most values all sketches of one comparison may hold together (64 MiB):
+/// with more than about 1,200 number columns, `k` is halved until they
+/// fit, down to [`SKETCH_K_MIN`].
+pub const SKETCH_VALUES_MAX: usize = 8 << 20;
+
+/// The smallest `k` a sketch gets however many columns there are (rank
+/// error about 4%).
+pub const SKETCH_K_MIN: usize = 64;
+
+/// The sketches' `k` for `number_columns` columns, two sketches each.
+fn sketch_k(number_columns: usize) -> usize {
+    let mut k = SKETCH_K;
+    while k > SKETCH_K_MIN
+        && 2 * number_columns * QuantileSketch::retained_max(k) > SKETCH_VALUES_MAX
+    {
+        k /= 2;
+    }
+    k
+}
+
 /// The category values of a string column are counted as beyond
 /// [`CATEGORIES_MAX`] distinct ones (see the [module docs](self)).
 pub const OTHER_CATEGORY: &str = "<other>";
@@ -275,11 +301,17 @@ impl Drift {
         let mut current = ExampleReader::new(open_current()?)?;
         let ref_schema = reference.schema().clone();
         let features = match_features(&ref_schema, current.schema())?;
+        let k = sketch_k(
+            features
+                .iter()
+                .filter(|f| [f.reference.1, f.current.1].contains(&ColumnType::Number))
+                .count(),
+        );
 
         // 1. Reference, first read: sketches and frequent categories.
         let mut first: Vec<Tally> = features
             .iter()
-            .map(|f| Tally::new(f.reference, Vec::new(), Categories::candidates()))
+            .map(|f| Tally::new(f.reference, k, Vec::new(), Categories::candidates()))
             .collect();
         let reference_rows = scan(&mut reference, &features, Side::Reference, &mut first)?;
         if reference_rows == 0 {
@@ -312,7 +344,7 @@ impl Drift {
         let mut now: Vec<Tally> = features
             .iter()
             .enumerate()
-            .map(|(j, f)| Tally::new(f.current, edges[j].clone(), categories_for(j)))
+            .map(|(j, f)| Tally::new(f.current, k, edges[j].clone(), categories_for(j)))
             .collect();
         let current_rows = scan(&mut current, &features, Side::Current, &mut now)?;
         drop(current);
@@ -330,7 +362,7 @@ impl Drift {
         let mut then: Vec<Tally> = features
             .iter()
             .enumerate()
-            .map(|(j, f)| Tally::new(f.reference, edges[j].clone(), categories_for(j)))
+            .map(|(j, f)| Tally::new(f.reference, k, edges[j].clone(), categories_for(j)))
             .collect();
         for (t, f) in then.iter_mut().zip(first) {
             // The sketch is the first read's; this read only counts.
@@ -480,10 +512,15 @@ struct TextTally {
 }
 
 impl Tally {
-    fn new((_, ty): (usize, ColumnType), edges: Vec<f64>, categories: Categories) -> Self {
+    fn new(
+        (_, ty): (usize, ColumnType),
+        k: usize,
+        edges: Vec<f64>,
+        categories: Categories,
+    ) -> Self {
         match ty {
             ColumnType::Number => Tally::Number(NumberTally {
-                sketch: QuantileSketch::new(),
+                sketch: QuantileSketch::with_k(k),
                 sketching: true,
                 bins: vec![0; edges.len() + 1],
                 edges,
@@ -1398,6 +1435,15 @@ mod tests {
         let drift = compare(&same, &same, &DriftOptions::default()).unwrap();
         assert_eq!(drift.features[1].psi, 0.0);
         assert_eq!(drift.features[1].measure, Measure::String { js: 0.0 });
+    }
+
+    #[test]
+    fn sketches_shrink_to_fit_many_columns() {
+        assert_eq!(QuantileSketch::retained_max(SKETCH_K), 3_484);
+        assert_eq!(sketch_k(7), 1_024);
+        assert_eq!(sketch_k(1_200), 1_024);
+        assert_eq!(sketch_k(1_300), 512);
+        assert_eq!(sketch_k(crate::COLUMNS_MAX), SKETCH_K_MIN);
     }
 
     #[test]
