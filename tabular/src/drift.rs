@@ -383,8 +383,13 @@ impl Drift {
             .zip(then)
             .zip(now)
             .zip(edges)
-            .map(|(((f, r), c), edges)| {
-                feature_drift(f, (r, reference_rows), (c, current_rows), edges, options)
+            .enumerate()
+            .map(|(j, (((f, r), c), edges))| {
+                let bins = Bins {
+                    edges,
+                    categories: categories_for(j),
+                };
+                feature_drift(f, (r, reference_rows), (c, current_rows), bins, options)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self::summarise(
@@ -680,11 +685,22 @@ impl Categories {
     }
 }
 
+/// A feature's bins: the edges from the reference's first read, and the
+/// categories a string side is counted with (its chosen candidates; none
+/// when the reference column is a number column).
+struct Bins {
+    edges: Vec<f64>,
+    categories: Categories,
+}
+
 fn feature_drift(
     feature: &Feature,
     (reference, reference_rows): (Tally, u64),
     (current, current_rows): (Tally, u64),
-    bin_edges: Vec<f64>,
+    Bins {
+        edges: bin_edges,
+        categories: template,
+    }: Bins,
     options: &DriftOptions,
 ) -> Result<DriftReport> {
     let (ref_ty, cur_ty) = (feature.reference.1, feature.current.1);
@@ -740,7 +756,9 @@ fn feature_drift(
             let side = |tally: Tally, rows: u64| match tally {
                 Tally::Text(t) => t,
                 Tally::Number(_) => {
-                    let mut categories = Categories::counting(BTreeSet::new(), false);
+                    // Counted as the other side was, so <missing> lands in
+                    // the same bin.
+                    let mut categories = template.clone();
                     categories.add(MISSING_CATEGORY, rows);
                     TextTally {
                         categories,

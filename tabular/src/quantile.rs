@@ -81,6 +81,10 @@ pub struct QuantileSketch {
     /// `levels[h]`: items of weight `2^h`; level 0 in arrival order, the
     /// others in no particular order (sorted when compacted or queried).
     levels: Vec<Vec<f64>>,
+    /// Items in `levels`, and their total capacity: kept, not summed, as
+    /// `add` checks them for every value.
+    retained: usize,
+    capacity: usize,
     count: u64,
     min: f64,
     max: f64,
@@ -103,9 +107,12 @@ impl QuantileSketch {
     /// An empty sketch with accuracy parameter `k`, clamped to
     /// [`K_RANGE`]: rank error about `2.3 / k`, memory about `3k` values.
     pub fn with_k(k: usize) -> Self {
+        let k = k.clamp(*K_RANGE.start(), *K_RANGE.end());
         QuantileSketch {
-            k: k.clamp(*K_RANGE.start(), *K_RANGE.end()),
+            k,
             levels: vec![Vec::new()],
+            retained: 0,
+            capacity: level_capacity(k, 0),
             count: 0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
@@ -140,7 +147,7 @@ impl QuantileSketch {
 
     /// Items held now (the memory the sketch uses, in values).
     pub fn retained(&self) -> usize {
-        self.levels.iter().map(Vec::len).sum()
+        self.retained
     }
 
     /// Whether the sketch still holds every value it was given, so its
@@ -165,7 +172,10 @@ impl QuantileSketch {
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         self.levels[0].push(x);
-        self.compress();
+        self.retained += 1;
+        if self.retained > self.capacity {
+            self.compress();
+        }
     }
 
     /// Adds every value of `other`, as if its values had been added here
@@ -176,11 +186,12 @@ impl QuantileSketch {
             return;
         }
         while self.levels.len() < other.levels.len() {
-            self.levels.push(Vec::new());
+            self.push_level();
         }
         for (level, items) in self.levels.iter_mut().zip(&other.levels) {
             level.extend_from_slice(items);
         }
+        self.retained += other.retained;
         self.count += other.count;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
@@ -239,17 +250,17 @@ impl QuantileSketch {
         }
     }
 
-    fn capacity(&self) -> usize {
-        let top = self.levels.len() - 1;
-        (0..self.levels.len())
-            .map(|h| level_capacity(self.k, top - h))
-            .sum()
+    fn push_level(&mut self) {
+        self.levels.push(Vec::new());
+        self.capacity = (0..self.levels.len())
+            .map(|depth| level_capacity(self.k, depth))
+            .sum();
     }
 
     /// Compacts until the sketch is within its capacity. Each compaction
     /// halves (about) one level, so this ends.
     fn compress(&mut self) {
-        while self.retained() > self.capacity() {
+        while self.retained > self.capacity {
             let top = self.levels.len() - 1;
             let Some(h) =
                 (0..=top).find(|&h| self.levels[h].len() >= level_capacity(self.k, top - h))
@@ -263,7 +274,7 @@ impl QuantileSketch {
                     // Unreachable for a u64 count; refuse to grow.
                     return;
                 }
-                self.levels.push(Vec::new());
+                self.push_level();
             }
             self.compact(h);
         }
@@ -279,8 +290,10 @@ impl QuantileSketch {
         };
         items.sort_by(f64::total_cmp);
         let offset = (splitmix64(&mut self.rng) >> 63) as usize;
+        // Half of an even number of items moves up; the other half goes.
         let promoted = items.iter().skip(offset).step_by(2).copied();
         self.levels[h + 1].extend(promoted);
+        self.retained -= items.len() / 2;
         items.clear();
         items.extend(left);
         self.levels[h] = items;
