@@ -314,6 +314,7 @@ impl Drift {
             .map(|f| Tally::new(f.reference, k, Vec::new(), Categories::candidates()))
             .collect();
         let reference_rows = scan(&mut reference, &features, Side::Reference, &mut first)?;
+        drop(reference);
         if reference_rows == 0 {
             return Err(Error::invalid(
                 "the reference examples have no rows: nothing to compare",
