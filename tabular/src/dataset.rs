@@ -246,10 +246,7 @@ impl<R: Read> DatasetReader<R> {
                     Some(v) => {
                         return Err(row_error(
                             i,
-                            format!(
-                                "feature `{}` is {v}; features must be finite",
-                                self.features[j]
-                            ),
+                            format!("feature `{}` is {v}; features must be finite", self.features[j]),
                         ));
                     }
                     None => {

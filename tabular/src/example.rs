@@ -341,10 +341,9 @@ impl<W: Write> ExampleWriter<W> {
         check_finite(batch, &self.schema, self.rows)?;
         self.flush()?;
         self.rows += batch.num_rows() as u64;
-        let batch = batch
-            .clone()
-            .with_schema(self.arrow.clone())
-            .map_err(|e| Error::invalid(format!("batch does not fit the examples schema: {e}")))?;
+        let batch = batch.clone().with_schema(self.arrow.clone()).map_err(|e| {
+            Error::invalid(format!("batch does not fit the examples schema: {e}"))
+        })?;
         self.out.write(&batch)
     }
 
@@ -572,16 +571,9 @@ impl Examples {
         struct Header {
             schema: Schema,
         }
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
         let Some((_, first)) = lines.next() else {
-            return Err(Error::format(
-                "examples JSON",
-                1,
-                "empty input: no schema line",
-            ));
+            return Err(Error::format("examples JSON", 1, "empty input: no schema line"));
         };
         let header: Header = serde_json::from_str(first)
             .map_err(|e| Error::format("examples JSON", 1, e.to_string()))?;
@@ -681,8 +673,7 @@ mod tests {
     #[test]
     fn a_value_of_the_wrong_type_names_row_and_column() {
         let mut w = ExampleWriter::new(Vec::new(), &schema()).unwrap();
-        w.row(&[Value::Text("a".into()), Value::Number(1.0)])
-            .unwrap();
+        w.row(&[Value::Text("a".into()), Value::Number(1.0)]).unwrap();
         let err = w
             .row(&[Value::Text("a".into()), Value::Text("1".into())])
             .unwrap_err();
@@ -702,11 +693,7 @@ mod tests {
             w.finish().unwrap()
         };
         let f64s: ArrayRef = Arc::new(Float64Array::from(vec![1.0]));
-        let plain = Arc::new(ArrowSchema::new(vec![Field::new(
-            "x",
-            DataType::Float64,
-            true,
-        )]));
+        let plain = Arc::new(ArrowSchema::new(vec![Field::new("x", DataType::Float64, true)]));
         let err = Examples::read(&write(plain, f64s.clone())[..]).unwrap_err();
         assert!(
             err.to_string()
@@ -718,8 +705,8 @@ mod tests {
             LABEL_KEY,
             "x".into(),
         );
-        let err =
-            Examples::read(&write(ints, Arc::new(Int64Array::from(vec![1])))[..]).unwrap_err();
+        let err = Examples::read(&write(ints, Arc::new(Int64Array::from(vec![1])))[..])
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "examples at byte 0: column `x` has Arrow type Int64; examples hold Float64 and Utf8 columns"

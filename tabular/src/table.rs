@@ -264,9 +264,6 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(
-            e.starts_with("dataset at byte 0: no Arrow IPC stream schema"),
-            "{e}"
-        );
+        assert!(e.starts_with("dataset at byte 0: no Arrow IPC stream schema"), "{e}");
     }
 }

@@ -32,7 +32,9 @@ use serde::Serialize;
 pub use crate::dataset::{Dataset, DatasetBatch, DatasetReader, DatasetWriter};
 use crate::example::{ColumnType, ExampleReader, Examples, Schema, Value};
 use crate::profile::Profile;
-use crate::{CATEGORIES_MAX, CLASSES_MAX, Error, FEATURES_MAX, Result};
+use crate::{
+    CATEGORIES_MAX, CLASSES_MAX, Error, FEATURES_MAX, Result,
+};
 
 /// How one input column becomes features.
 #[derive(Clone, Debug, PartialEq, Serialize)]
