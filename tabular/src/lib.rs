@@ -55,6 +55,7 @@ pub mod ingest;
 pub mod mlp;
 pub mod model;
 pub mod profile;
+pub mod quantile;
 pub mod stats;
 pub mod table;
 pub mod transform;
