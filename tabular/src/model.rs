@@ -25,7 +25,7 @@
 //! ```json
 //! {"kind": "softmax_regression", "classes": ["Adelie", …], "features": [...],
 //!  "weights": [[…one per feature…], …one per class…], "bias": [...],
-//!  "hyper_params": {"learning_rate": 0.1, "epochs": 100, "l2": 0.0,
+//!  "hyper_params": {"learning_rate": 0.5, "epochs": 10, "l2": 0.0,
 //!                   "batch_size": 32, "shuffle_buffer": 8192, "seed": 0},
 //!  "train_rows": 275, "train_loss": 0.02, "train_accuracy": 0.99}
 //! ```
@@ -99,7 +99,7 @@ impl Default for HyperParams {
     fn default() -> Self {
         HyperParams {
             learning_rate: 0.1,
-            epochs: 100,
+            epochs: 30,
             l2: 0.0,
             batch_size: 32,
             shuffle_buffer: SHUFFLE_BUFFER_DEFAULT,
@@ -1177,5 +1177,159 @@ pub(crate) mod tests {
         );
         let err = AnyModel::read(&b"[1]"[..]).unwrap_err();
         assert_eq!(err.to_string(), "model: expected a JSON object");
+    }
+}
+
+/// The example pipeline's data, `examples/data/penguins.csv`, made into
+/// train and eval datasets the way `ingest` and `transform` do it (split by
+/// the row-index hash with seed 0 and eval fraction 0.2; numbers
+/// standardised with the training moments, missing → 0; strings one-hot in
+/// sorted order, missing → all zeros), so the trainer's defaults can be
+/// checked against the accuracy the pipeline needs without depending on
+/// those modules.
+#[cfg(test)]
+pub(crate) mod penguins {
+    use super::tests::bytes;
+    use crate::evaluation::evaluate;
+    use crate::mlp::SplitMix64;
+    use crate::model::{HyperParams, train};
+    use crate::transform::Dataset;
+
+    const CSV: &str = include_str!("../../examples/data/penguins.csv");
+
+    fn is_eval(split_seed: u64, index: u64) -> bool {
+        let hash = SplitMix64::new(SplitMix64::new(split_seed).next_u64() ^ index).next_u64();
+        ((hash >> 11) as f64 / (1u64 << 53) as f64) < 0.2
+    }
+
+    /// `(train, eval)` split with `split_seed` (the pipeline's is 0).
+    pub(crate) fn datasets(split_seed: u64) -> (Dataset, Dataset) {
+        let mut lines = CSV.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let rows: Vec<Vec<Option<&str>>> = lines
+            .map(|l| {
+                l.split(',')
+                    .map(|f| Some(f.trim()).filter(|f| !f.is_empty() && *f != "NA"))
+                    .collect()
+            })
+            .collect();
+        let label = 0;
+        let (mut train, mut eval) = (Vec::new(), Vec::new());
+        for (i, row) in rows.iter().enumerate() {
+            if row[label].is_some() {
+                if is_eval(split_seed, i as u64) {
+                    &mut eval
+                } else {
+                    &mut train
+                }
+                .push(row);
+            }
+        }
+        let numeric: Vec<bool> = (0..header.len())
+            .map(|c| {
+                rows.iter()
+                    .all(|r| r[c].is_none_or(|v| v.parse::<f64>().is_ok()))
+            })
+            .collect();
+        // Per column: Ok((mean, std)) or Err(sorted categories).
+        let mut features = Vec::new();
+        let mut encoders = Vec::new();
+        for c in (0..header.len()).filter(|&c| c != label) {
+            if numeric[c] {
+                let values: Vec<f64> = train
+                    .iter()
+                    .filter_map(|r| r[c].map(|v| v.parse::<f64>().unwrap()))
+                    .collect();
+                let n = values.len() as f64;
+                let mean = values.iter().sum::<f64>() / n;
+                let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+                let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+                features.push(header[c].to_owned());
+                encoders.push((c, Ok((mean, std))));
+            } else {
+                let mut categories: Vec<&str> = train.iter().filter_map(|r| r[c]).collect();
+                categories.sort();
+                categories.dedup();
+                features.extend(categories.iter().map(|v| format!("{}={v}", header[c])));
+                encoders.push((c, Err(categories)));
+            }
+        }
+        let mut classes: Vec<String> = train.iter().map(|r| r[label].unwrap().to_owned()).collect();
+        classes.sort();
+        classes.dedup();
+        let encode = |rows: &[&Vec<Option<&str>>]| {
+            let mut x = Vec::new();
+            for row in rows {
+                for (c, encoder) in &encoders {
+                    match encoder {
+                        Ok((mean, std)) => x.push(
+                            row[*c].map_or(0.0, |v| (v.parse::<f64>().unwrap() - mean) / std),
+                        ),
+                        Err(categories) => x.extend(
+                            categories
+                                .iter()
+                                .map(|k| if row[*c] == Some(k) { 1.0 } else { 0.0 }),
+                        ),
+                    }
+                }
+            }
+            Dataset {
+                features: features.clone(),
+                classes: classes.clone(),
+                x,
+                y: rows.iter().map(|r| r[label].unwrap().to_owned()).collect(),
+            }
+        };
+        (encode(&train), encode(&eval))
+    }
+
+    #[test]
+    fn the_fixture_has_the_pipelines_shape() {
+        let (train, eval) = datasets(0);
+        assert_eq!((train.rows(), eval.rows()), (277, 67));
+        assert_eq!(
+            train.features,
+            [
+                "island=Biscoe",
+                "island=Dream",
+                "island=Torgersen",
+                "bill_length_mm",
+                "bill_depth_mm",
+                "flipper_length_mm",
+                "body_mass_g",
+                "sex=female",
+                "sex=male",
+                "year"
+            ]
+        );
+        assert_eq!(train.classes, ["Adelie", "Chinstrap", "Gentoo"]);
+    }
+
+    /// Eval accuracy of a model trained with `hyper` on split 0.
+    fn eval_accuracy(hyper: &HyperParams) -> f64 {
+        let (train_set, eval_set) = datasets(0);
+        let (train_bytes, eval_bytes) = (bytes(&train_set), bytes(&eval_set));
+        let model = train(|| Ok(&train_bytes[..]), hyper, |_, _| {}).unwrap();
+        evaluate(&model, &eval_bytes[..]).unwrap().accuracy
+    }
+
+    #[test]
+    fn the_defaults_and_the_recommended_pipeline_settings_classify_every_eval_penguin() {
+        let defaults = HyperParams::default();
+        assert_eq!(eval_accuracy(&defaults), 1.0);
+        // The settings recommended for examples/pipelines/tabular.toml.
+        let recommended = HyperParams {
+            learning_rate: 0.5,
+            epochs: 10,
+            ..defaults
+        };
+        assert_eq!(eval_accuracy(&recommended), 1.0);
+        // The pipeline's settings for full-batch descent still work.
+        let before = HyperParams {
+            learning_rate: 0.5,
+            epochs: 300,
+            ..defaults
+        };
+        assert_eq!(eval_accuracy(&before), 1.0);
     }
 }
