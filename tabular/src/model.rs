@@ -248,11 +248,8 @@ pub fn train<R: Read>(
     }
     Ok(Model {
         kind: MODEL_KIND.to_owned(),
-        weights: sgd
-            .weights
-            .chunks(d.max(1))
-            .take(k)
-            .map(<[f64]>::to_vec)
+        weights: (0..k)
+            .map(|c| sgd.weights[c * d..(c + 1) * d].to_vec())
             .collect(),
         bias: sgd.bias,
         classes,
@@ -1010,6 +1007,16 @@ pub(crate) mod tests {
         no_rows.classes = vec!["a".into()];
         let err = fit(&no_rows, &HyperParams::default()).unwrap_err();
         assert_eq!(err.to_string(), "training dataset has no rows");
+    }
+
+    #[test]
+    fn a_dataset_without_features_trains_the_class_prior() {
+        let data = dataset(&[], &["a", "a", "a", "b"], 0);
+        let model = fit(&data, &HyperParams::default()).unwrap();
+        assert_eq!(model.weights, vec![Vec::<f64>::new(), Vec::new()]);
+        assert!(model.bias[0] > model.bias[1], "{:?}", model.bias);
+        assert_eq!(model.train_accuracy, 0.75);
+        assert_eq!(Model::read(&json(&model)[..]).unwrap(), model);
     }
 
     #[test]
