@@ -5,7 +5,7 @@
 //!
 //! [`train`] never holds the dataset: it opens it once per epoch (through
 //! the opener it is given) and reads it a batch at a time. Rows go through
-//! a bounded [shuffle buffer](ShuffleBuffer), as in tf.data: the first
+//! a bounded shuffle buffer, as in tf.data: the first
 //! `shuffle_buffer` rows fill it, then each incoming row takes the place of
 //! a uniformly chosen buffered row, which goes to training; at the end of
 //! the stream the rest leave in random order. A buffer at least as large
