@@ -1,6 +1,9 @@
 //! Scores a model on an evaluation dataset, blesses it against an accuracy
 //! threshold, and gates the push on that blessing.
 //!
+//! [`evaluate`] streams the dataset a batch at a time; what it keeps is the
+//! confusion matrix, bounded by [`CLASSES_MAX`]², never by rows.
+//!
 //! Evaluation (`evaluation` output):
 //!
 //! ```json
@@ -20,13 +23,13 @@
 //! Blessing (`blessing` output): `{"blessed": true, "accuracy": 0.985,
 //! "threshold": 0.9}`, blessed when `accuracy >= threshold`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::DatasetReader;
 use crate::model::Classifier;
-use crate::transform::Dataset;
 use crate::{CLASSES_MAX, Error, Result};
 
 /// Largest blessing document read, in bytes; a real one is under 100.
@@ -64,50 +67,103 @@ pub struct Evaluation {
     pub confusion_matrix: Vec<Vec<u64>>,
 }
 
-/// Scores `model` (of any kind, see [`crate::model::AnyModel`]) on `data`.
-pub fn evaluate<M: Classifier + ?Sized>(model: &M, data: &Dataset) -> Result<Evaluation> {
-    data.check()?;
-    if data.features != model.features() {
+/// Scores `model` (of any kind, see [`crate::model::AnyModel`]) on the
+/// evaluation dataset stream `eval`, a batch at a time: memory holds one
+/// batch and a confusion matrix, whatever the number of rows.
+pub fn evaluate<M: Classifier + ?Sized>(model: &M, eval: impl Read) -> Result<Evaluation> {
+    let mut reader = DatasetReader::new(eval)?;
+    if reader.features() != model.features() {
         return Err(Error::invalid(format!(
             "evaluation features differ from the model's: {} vs {} features{}",
-            data.features.len(),
+            reader.features().len(),
             model.features().len(),
-            first_difference(&data.features, model.features())
+            first_difference(reader.features(), model.features())
         )));
     }
-    if data.rows() == 0 {
+    let mut tally = Tally::new(model.classes());
+    let mut predicted = Vec::new();
+    while let Some(batch) = reader.next_batch()? {
+        model.predict_batch(&batch.x, batch.rows(), &mut predicted);
+        for (label, &p) in batch.y.iter().zip(&predicted) {
+            tally.add(label, p)?;
+        }
+    }
+    if reader.rows() == 0 {
         return Err(Error::invalid("evaluation dataset has no rows"));
     }
-    let mut classes = model.classes().to_vec();
-    let known: BTreeSet<&str> = model.classes().iter().map(String::as_str).collect();
-    let unseen: BTreeSet<&str> = data
-        .y
-        .iter()
-        .map(String::as_str)
-        .filter(|y| !known.contains(y))
-        .collect();
-    classes.extend(unseen.iter().map(|s| s.to_string()));
-    if classes.len() > CLASSES_MAX {
-        return Err(Error::Limit {
-            what: "classes in evaluation",
-            limit: CLASSES_MAX,
-        });
-    }
-    let index: BTreeMap<&str, usize> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
+    Ok(tally.finish(reader.rows()))
+}
 
+/// The confusion matrix as rows stream in: the model's classes first, then
+/// labels the model has never seen (which it can only mispredict), at most
+/// [`CLASSES_MAX`] in all.
+struct Tally<'m> {
+    classes: &'m [String],
+    index: BTreeMap<&'m str, usize>,
+    /// `[true][predicted]` over the model's classes.
+    known: Vec<Vec<u64>>,
+    /// Unseen label → counts per predicted class.
+    unseen: BTreeMap<String, Vec<u64>>,
+}
+
+impl<'m> Tally<'m> {
+    fn new(classes: &'m [String]) -> Self {
+        let k = classes.len();
+        Tally {
+            classes,
+            index: classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.as_str(), i))
+                .collect(),
+            known: vec![vec![0; k]; k],
+            unseen: BTreeMap::new(),
+        }
+    }
+
+    /// Counts a row of true class `label` predicted as class `predicted`
+    /// (an index into the model's classes).
+    fn add(&mut self, label: &str, predicted: usize) -> Result<()> {
+        if let Some(&truth) = self.index.get(label) {
+            self.known[truth][predicted] += 1;
+            return Ok(());
+        }
+        if let Some(row) = self.unseen.get_mut(label) {
+            row[predicted] += 1;
+            return Ok(());
+        }
+        if self.classes.len() + self.unseen.len() >= CLASSES_MAX {
+            return Err(Error::Limit {
+                what: "classes in evaluation",
+                limit: CLASSES_MAX,
+            });
+        }
+        let mut row = vec![0; self.classes.len()];
+        row[predicted] = 1;
+        self.unseen.insert(label.to_owned(), row);
+        Ok(())
+    }
+
+    fn finish(self, rows: u64) -> Evaluation {
+        let mut classes = self.classes.to_vec();
+        classes.extend(self.unseen.keys().cloned());
+        let k = classes.len();
+        let matrix: Vec<Vec<u64>> = self
+            .known
+            .into_iter()
+            .chain(self.unseen.into_values())
+            .map(|mut row| {
+                row.resize(k, 0);
+                row
+            })
+            .collect();
+        metrics(rows, classes, matrix)
+    }
+}
+
+/// The scores of a confusion matrix over `classes`.
+fn metrics(rows: u64, classes: Vec<String>, matrix: Vec<Vec<u64>>) -> Evaluation {
     let k = classes.len();
-    let mut matrix = vec![vec![0u64; k]; k];
-    for (i, label) in data.y.iter().enumerate() {
-        let truth = index[label.as_str()];
-        let predicted = model.predict(data.row(i));
-        matrix[truth][predicted] += 1;
-    }
-
-    let rows = data.rows() as u64;
     let correct: u64 = (0..k).map(|c| matrix[c][c]).sum();
     let ratio = |num: u64, den: u64| {
         if den == 0 {
@@ -141,14 +197,14 @@ pub fn evaluate<M: Classifier + ?Sized>(model: &M, data: &Dataset) -> Result<Eva
             support,
         });
     }
-    Ok(Evaluation {
+    Evaluation {
         rows,
         accuracy: ratio(correct, rows),
         macro_f1: f1_sum / f1_classes as f64,
         classes,
         per_class,
         confusion_matrix: matrix,
-    })
+    }
 }
 
 fn first_difference(a: &[String], b: &[String]) -> String {
@@ -232,6 +288,8 @@ impl Blessing {
 mod tests {
     use super::*;
     use crate::model::{HyperParams, MODEL_KIND, Model};
+    use crate::table::BATCH_ROWS;
+    use crate::transform::Dataset;
     use serde_json::json;
 
     /// A model that predicts class `argmax(x)`.
@@ -266,6 +324,11 @@ mod tests {
         }
     }
 
+    /// Scores `model` on `data`, streamed from its bytes.
+    fn score(model: &Model, data: &Dataset) -> Result<Evaluation> {
+        evaluate(model, &data.write(Vec::new()).unwrap()[..])
+    }
+
     #[test]
     fn confusion_matrix_and_per_class_metrics_are_exact() {
         let model = identity_model(&["a", "b", "c"]);
@@ -274,7 +337,7 @@ mod tests {
             &model,
             &[("a", 0), ("a", 0), ("a", 1), ("b", 1), ("b", 1), ("c", 0)],
         );
-        let evaluation = evaluate(&model, &data).unwrap();
+        let evaluation = score(&model, &data).unwrap();
         assert_eq!(
             evaluation.confusion_matrix,
             vec![vec![2, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]
@@ -297,7 +360,7 @@ mod tests {
     fn unseen_labels_get_their_own_row_and_absent_classes_skip_macro_f1() {
         let model = identity_model(&["a", "b"]);
         let data = dataset(&model, &[("a", 0), ("a", 0), ("z", 0)]);
-        let evaluation = evaluate(&model, &data).unwrap();
+        let evaluation = score(&model, &data).unwrap();
         assert_eq!(evaluation.classes, ["a", "b", "z"]);
         assert_eq!(
             evaluation.confusion_matrix,
@@ -314,12 +377,12 @@ mod tests {
         let mut data = dataset(&model, &[("a", 0)]);
         data.features[1] = "other".into();
         assert_eq!(
-            evaluate(&model, &data).unwrap_err().to_string(),
+            score(&model, &data).unwrap_err().to_string(),
             "evaluation features differ from the model's: 2 vs 2 features (feature 1 is `other` vs `f1`)"
         );
         let empty = dataset(&model, &[]);
         assert_eq!(
-            evaluate(&model, &empty).unwrap_err().to_string(),
+            score(&model, &empty).unwrap_err().to_string(),
             "evaluation dataset has no rows"
         );
     }
@@ -328,7 +391,7 @@ mod tests {
     fn blessing_compares_accuracy_to_threshold_and_gates_push() {
         let model = identity_model(&["a", "b"]);
         let data = dataset(&model, &[("a", 0), ("a", 0), ("b", 0), ("b", 1)]);
-        let evaluation = evaluate(&model, &data).unwrap();
+        let evaluation = score(&model, &data).unwrap();
         let blessing = Blessing::new(&evaluation, 0.75).unwrap();
         assert_eq!(
             blessing,
@@ -356,5 +419,64 @@ mod tests {
             Blessing::new(&evaluation, 1.5).unwrap_err().to_string(),
             "threshold must be within [0, 1], got 1.5"
         );
+    }
+
+    #[test]
+    fn evaluation_streams_many_batches_with_unseen_labels_anywhere() {
+        let model = identity_model(&["a", "b"]);
+        let rows: Vec<(&str, usize)> = (0..2 * BATCH_ROWS + 3)
+            .map(|i| match i % 4 {
+                0 => ("a", 0),
+                1 => ("b", 1),
+                2 => ("b", 0),
+                _ if i > BATCH_ROWS => ("y", 1),
+                _ => ("x", 0),
+            })
+            .collect();
+        let evaluation = score(&model, &dataset(&model, &rows)).unwrap();
+        // 16387 rows: 4097 each of a, b→b, b→a (i % 4 = 0, 1, 2), then
+        // 2048 x (i % 4 = 3 up to BATCH_ROWS) and 2048 y.
+        assert_eq!(evaluation.rows, 16_387);
+        assert_eq!(evaluation.classes, ["a", "b", "x", "y"]);
+        assert_eq!(
+            evaluation.confusion_matrix,
+            vec![
+                vec![4097, 0, 0, 0],
+                vec![4097, 4097, 0, 0],
+                vec![2048, 0, 0, 0],
+                vec![0, 2048, 0, 0],
+            ]
+        );
+        assert_eq!(evaluation.accuracy, 8194.0 / 16_387.0);
+    }
+
+    #[test]
+    fn a_truncated_evaluation_dataset_names_the_byte_offset() {
+        let model = identity_model(&["a", "b"]);
+        let bytes = dataset(&model, &[("a", 0), ("b", 1)])
+            .write(Vec::new())
+            .unwrap();
+        let cut = bytes.len() - 8;
+        assert_eq!(
+            evaluate(&model, &bytes[..cut]).unwrap_err().to_string(),
+            format!(
+                "dataset at byte {cut}: the Arrow stream is truncated: it ends after 2 rows (batch 1) without its end-of-stream marker"
+            )
+        );
+    }
+
+    #[test]
+    fn too_many_unseen_labels_hit_the_class_limit() {
+        let model = identity_model(&["a", "b"]);
+        let labels: Vec<String> = (0..CLASSES_MAX - 1).map(|i| format!("u{i}")).collect();
+        let rows: Vec<(&str, usize)> = labels.iter().map(|l| (l.as_str(), 0)).collect();
+        assert_eq!(
+            score(&model, &dataset(&model, &rows))
+                .unwrap_err()
+                .to_string(),
+            format!("too many classes in evaluation (limit {CLASSES_MAX})")
+        );
+        let evaluation = score(&model, &dataset(&model, &rows[..CLASSES_MAX - 2])).unwrap();
+        assert_eq!(evaluation.classes.len(), CLASSES_MAX);
     }
 }

@@ -1,7 +1,9 @@
 """The protocol side of worker.py, run as the engine runs it: a subprocess
 fed JSON lines on stdin. Standard library only; torch is hidden from the
 worker (a stub package that fails to import), so these tests mean the same
-on a machine with PyTorch.
+on a machine with PyTorch. The training dataset is an Arrow IPC stream when
+pyarrow is importable here, else the JSON Lines form the worker also reads;
+the tests of the Arrow reader itself run only with pyarrow.
 
     python3 -m unittest workers/torch/test_protocol.py
 """
@@ -15,9 +17,30 @@ import sys
 import tempfile
 import unittest
 
+try:
+    import pyarrow
+    import pyarrow.ipc
+except ImportError:
+    pyarrow = None
+
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 # Generous: a hung worker fails the test instead of hanging the suite.
 TIMEOUT_S = 60
+
+
+def arrow_dataset(features, classes, x, y):
+    """The dataset stream sluice_tabular::dataset writes: Float64 features,
+    a Utf8 label last, the classes in the schema metadata."""
+    fields = [pyarrow.field(f, pyarrow.float64(), nullable=False) for f in features]
+    fields.append(pyarrow.field("y", pyarrow.string(), nullable=False))
+    schema = pyarrow.schema(fields, metadata={"sluice.classes": json.dumps(classes)})
+    columns = [pyarrow.array([row[j] for row in x], pyarrow.float64())
+               for j in range(len(features))]
+    columns.append(pyarrow.array(y, pyarrow.string()))
+    sink = pyarrow.BufferOutputStream()
+    with pyarrow.ipc.new_stream(sink, schema) as writer:
+        writer.write_batch(pyarrow.record_batch(columns, schema=schema))
+    return sink.getvalue().to_pybytes()
 
 
 class WorkerProtocolTest(unittest.TestCase):
@@ -32,13 +55,30 @@ class WorkerProtocolTest(unittest.TestCase):
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in [os.path.dirname(stub), os.environ.get("PYTHONPATH")] if p
         )
-        self.train = os.path.join(self.tmp.name, "train.ndjson")
-        rows = [{"features": ["x", "y"], "classes": ["a", "b"]}]
-        rows += [{"x": [1.0, 0.5], "y": "a"}, {"x": [-1.0, 0.25], "y": "b"}]
-        body = "".join(json.dumps(r) + "\n" for r in rows).encode()
-        with open(self.train, "wb") as f:
+        self.train = os.path.join(self.tmp.name, "train.dataset")
+        self.x = [[1.0, 0.5], [-1.0, 0.25]]
+        self.y = ["a", "b"]
+        if pyarrow is not None:
+            body = arrow_dataset(["x", "y"], ["a", "b"], self.x, self.y)
+        else:
+            rows = [{"features": ["x", "y"], "classes": ["a", "b"]}]
+            rows += [{"x": x, "y": y} for x, y in zip(self.x, self.y)]
+            body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        self.digest = self.write(self.train, body)
+
+    @staticmethod
+    def write(path, body):
+        """Writes `body` to `path`; returns its digest."""
+        with open(path, "wb") as f:
             f.write(body)
-        self.digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def hide(self, package):
+        """Makes `package` fail to import in the worker, as torch does."""
+        stub = os.path.join(self.tmp.name, "stub", package)
+        os.makedirs(stub)
+        with open(os.path.join(stub, "__init__.py"), "w") as f:
+            f.write(f'raise ImportError("{package} hidden by test_protocol")\n')
 
     def start(self):
         proc = subprocess.Popen(
@@ -167,6 +207,50 @@ class WorkerProtocolTest(unittest.TestCase):
         self.assertEqual(self.result_message(messages, "j2")["status"], "failed")
         # Only protocol lines on stdout: hello and the two results.
         self.assertEqual([m["type"] for m in messages], ["hello", "result", "result"])
+
+    def test_an_arrow_dataset_without_pyarrow_fails_naming_it(self):
+        self.hide("pyarrow")
+        path = os.path.join(self.tmp.name, "arrow.dataset")
+        digest = self.write(path, b"\xff\xff\xff\xff" + b"\x00" * 12)
+        messages, _, code = self.exchange([
+            self.run_message("j1", inputs={"train": {"path": path, "digest": digest}}),
+        ])
+        self.assertEqual(code, 0)
+        result = self.result_message(messages, "j1")
+        self.assertEqual(result["status"], "failed")
+        self.assertTrue(result["message"].startswith(
+            "pyarrow is not installed; datasets are Arrow IPC streams"), result)
+
+    @unittest.skipIf(pyarrow is None, "pyarrow is not installed")
+    def test_a_truncated_or_malformed_arrow_dataset_fails_naming_where(self):
+        body = arrow_dataset(["x", "y"], ["a", "b"], self.x, self.y)
+        bad_label = arrow_dataset(["x", "y"], ["a", "b"], self.x, ["a", "z"])
+        cases = {
+            "t": (body[:-8], f"input `train`: dataset at byte {len(body) - 8}: the Arrow "
+                             "stream is truncated: it ends without its end-of-stream marker"),
+            "l": (bad_label, "input `train`: dataset row 2: label `z` is not among the "
+                             "dataset's classes"),
+        }
+        runs = []
+        for job_id, (data, _) in cases.items():
+            path = os.path.join(self.tmp.name, f"{job_id}.dataset")
+            digest = self.write(path, data)
+            runs.append(self.run_message(job_id, inputs={"train": {"path": path, "digest": digest}}))
+        messages, _, _ = self.exchange(runs)
+        for job_id, (_, message) in cases.items():
+            result = self.result_message(messages, job_id)
+            self.assertEqual((result["status"], result["message"]), ("failed", message))
+
+    @unittest.skipIf(pyarrow is None, "pyarrow is not installed")
+    def test_the_arrow_reader_reads_rows_in_order(self):
+        sys.path.insert(0, os.path.dirname(WORKER))
+        self.addCleanup(sys.path.remove, os.path.dirname(WORKER))
+        import worker  # noqa: PLC0415 -- the module under test, by path
+
+        data = worker.read_dataset(self.train)
+        self.assertEqual((data.features, data.classes), (["x", "y"], ["a", "b"]))
+        self.assertEqual(list(data.x), [1.0, 0.5, -1.0, 0.25])
+        self.assertEqual(data.y, [0, 1])
 
 
 if __name__ == "__main__":

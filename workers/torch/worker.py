@@ -11,9 +11,10 @@ It implements the op `train-mlp` exactly as the CPU worker
 shuffles), same model document (`sluice_tabular::mlp`) -- on CUDA when a GPU
 is visible, else on the CPU, in float32.
 
-Only the standard library and torch. torch is imported lazily, so the
-protocol side (hello, parsing, validation, input verification) works and is
-tested without it; a job then fails with "torch is not installed".
+Only the standard library, pyarrow (to read datasets, which are Arrow IPC
+streams) and torch. Both are imported lazily, so the protocol side (hello,
+parsing, validation, input verification) works and is tested without them; a
+job then fails with "pyarrow is not installed" or "torch is not installed".
 """
 
 import array
@@ -281,7 +282,156 @@ class Dataset:
 
 
 def read_dataset(path):
-    """Reads the dataset format of sluice_tabular::transform (JSON lines)."""
+    """Reads a dataset of sluice_tabular::dataset: an Arrow IPC stream (read
+    with pyarrow), or the JSON Lines form datasets had before Arrow, told
+    apart by the first byte (`{` starts a JSON header; an Arrow stream starts
+    with 0xFF)."""
+    with open(path, "rb") as f:
+        head = f.read(1)
+    if head == b"{":
+        return read_dataset_json_lines(path)
+    return read_dataset_arrow(path)
+
+
+# The Arrow IPC end-of-stream marker: a continuation token and a zero length.
+ARROW_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+# The schema metadata key holding the dataset's classes (a JSON array).
+ARROW_CLASSES_KEY = b"sluice.classes"
+
+PYARROW_MISSING = (
+    "pyarrow is not installed; datasets are Arrow IPC streams -- install it "
+    "for this Python (pip install pyarrow) or use the cpu worker"
+)
+
+_pyarrow = None
+_pyarrow_tried = False
+
+
+def load_pyarrow():
+    """The pyarrow module (with pyarrow.ipc loaded), or None when it cannot
+    be imported."""
+    global _pyarrow, _pyarrow_tried
+    if not _pyarrow_tried:
+        _pyarrow_tried = True
+        try:
+            import pyarrow  # noqa: PLC0415 -- lazy on purpose
+            import pyarrow.ipc  # noqa: PLC0415,F401
+
+            _pyarrow = pyarrow
+        except ImportError as e:
+            log(f"worker: pyarrow unavailable: {e}")
+            _pyarrow = None
+    return _pyarrow
+
+
+def read_dataset_arrow(path):
+    """Reads the Arrow IPC stream of sluice_tabular::dataset: one non-null
+    Float64 column per feature, then a Utf8 label column, the classes in the
+    schema metadata `sluice.classes`. Like the Rust reader it is strict: a
+    stream without its end-of-stream marker is truncated."""
+    pa = load_pyarrow()
+    if pa is None:
+        raise JobFailed(PYARROW_MISSING)
+
+    def bad(where, message):
+        return JobFailed(f"input `{TRAIN_INPUT}`: dataset {where}: {message}")
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if size >= 8:
+            f.seek(size - 8)
+        if size < 8 or f.read(8) != ARROW_END_OF_STREAM:
+            raise bad(f"at byte {size}",
+                      "the Arrow stream is truncated: it ends without its end-of-stream marker")
+        f.seek(0)
+        try:
+            reader = pa.ipc.open_stream(f)
+        except (pa.ArrowException, OSError) as e:
+            raise bad("at byte 0", f"no Arrow IPC stream schema: {e}") from e
+        schema = reader.schema
+        raw = (schema.metadata or {}).get(ARROW_CLASSES_KEY)
+        if raw is None:
+            raise bad("at byte 0", "the Arrow schema has no `sluice.classes` metadata; "
+                      "is it a dataset stream?")
+        try:
+            classes = json.loads(raw)
+        except ValueError as e:
+            raise bad("at byte 0", f"`sluice.classes` is not JSON: {e}") from e
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            raise bad("at byte 0", "`sluice.classes` is not a JSON array of strings")
+        if len(classes) > CLASSES_MAX:
+            raise bad("at byte 0", f"more than {CLASSES_MAX} classes")
+        if len(set(classes)) != len(classes):
+            raise bad("at byte 0", "classes are not distinct")
+        if len(schema) == 0 or schema.field(len(schema) - 1).type != pa.string():
+            raise bad("at byte 0", "the last column, the label, must be Utf8")
+        d = len(schema) - 1
+        if d > FEATURES_MAX:
+            raise bad("at byte 0", f"more than {FEATURES_MAX} features")
+        features = [schema.field(j).name for j in range(d)]
+        for j in range(d):
+            if schema.field(j).type != pa.float64():
+                raise bad("at byte 0", f"feature `{features[j]}` has Arrow type "
+                          f"{schema.field(j).type}; features are Float64")
+        index = {c: i for i, c in enumerate(classes)}
+        x = array.array("d")
+        y = []
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError) as e:
+                raise bad(f"after row {len(y)}", f"malformed batch: {e}") from e
+            n = batch.num_rows
+            first = len(y) + 1
+            if len(y) + n > ROWS_MAX or len(x) + n * d > DATASET_VALUES_MAX:
+                raise bad(f"row {first}", f"more than {ROWS_MAX} rows or "
+                          f"{DATASET_VALUES_MAX} values")
+            # Row-major, column by column: a strided slice assignment per
+            # feature, no Python loop over values.
+            block = array.array("d", bytes(8 * n * d))
+            for j in range(d):
+                column = batch.column(j)
+                values = column_doubles(column)
+                # One C-speed sum finds a NaN or infinity (or an overflow,
+                # which the scan below clears).
+                if column.null_count or not math.isfinite(sum(values)):
+                    for i in range(n):
+                        if not column[i].is_valid:
+                            raise bad(f"row {first + i}", f"feature `{features[j]}` is missing")
+                        if not math.isfinite(values[i]):
+                            raise bad(f"row {first + i}", f"feature `{features[j]}` is "
+                                      f"{values[i]}; features must be finite")
+                block[j::d] = values
+            labels = batch.column(d)
+            if labels.null_count:
+                i = next(i for i in range(n) if not labels[i].is_valid)
+                raise bad(f"row {first + i}", "the label is missing")
+            for i, label in enumerate(labels.to_pylist()):
+                c = index.get(label)
+                if c is None:
+                    raise bad(f"row {first + i}",
+                              f"label `{label}` is not among the dataset's classes")
+                y.append(c)
+            x.extend(block)
+    return Dataset(features, classes, x, y)
+
+
+def column_doubles(column):
+    """A Float64 Arrow array's values as array('d'), without a Python loop."""
+    values = array.array("d")
+    if len(column):
+        data = column.buffers()[1]
+        start = column.offset * 8
+        values.frombytes(memoryview(data)[start:start + 8 * len(column)])
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
+
+
+def read_dataset_json_lines(path):
+    """Reads the JSON Lines dataset form (a header, then one row per line)."""
 
     def bad(line_no, message):
         return JobFailed(f"input `{TRAIN_INPUT}`: dataset line {line_no}: {message}")

@@ -211,11 +211,10 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let train = dir.path().join("train.ndjson");
-        let mut bytes = Vec::new();
+        let train = dir.path().join("train.arrows");
         let features = ["x".to_owned(), "y".to_owned()];
         let classes = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
-        let mut writer = DatasetWriter::new(&mut bytes, &features, &classes).unwrap();
+        let mut writer = DatasetWriter::new(Vec::new(), &features, &classes).unwrap();
         let centres = [("a", 1.0, 0.0), ("b", 0.0, 1.0), ("c", -1.0, -1.0)];
         for i in 0..8 {
             let jitter = f64::from(i) / 20.0 - 0.2;
@@ -223,6 +222,7 @@ impl Fixture {
                 writer.row(&[x + jitter, y - jitter / 2.0], label).unwrap();
             }
         }
+        let bytes = writer.finish().unwrap();
         std::fs::write(&train, &bytes).unwrap();
         Fixture {
             train,

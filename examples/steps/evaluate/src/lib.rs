@@ -3,7 +3,9 @@
 //!
 //! - **Inputs:** `model` (`application/json`) from `train` (softmax
 //!   regression) or `train-gpu` (an MLP) — either kind, told apart by its
-//!   `kind`; `eval` — a dataset (`application/x-ndjson`) from `transform`.
+//!   `kind`; `eval` — a dataset (`application/vnd.apache.arrow.stream`)
+//!   from `transform`, streamed a batch at a time (memory is bounded by
+//!   the classes, not the rows).
 //! - **Outputs:** `evaluation` (`application/json`) — accuracy, macro F1,
 //!   per-class precision/recall/F1/support and the confusion matrix;
 //!   `blessing` (`application/json`) —
@@ -19,13 +21,11 @@ use sluice_guest::{Ctx, Result};
 use sluice_tabular::JSON_MEDIA_TYPE;
 use sluice_tabular::evaluation::{Blessing, evaluate};
 use sluice_tabular::model::AnyModel;
-use sluice_tabular::transform::Dataset;
 
 fn run(ctx: &mut Ctx) -> Result<()> {
     let threshold: f64 = ctx.param_or("threshold", 0.8)?;
     let model = AnyModel::read(ctx.input("model")?)?;
-    let data = Dataset::read(ctx.input("eval")?)?;
-    let evaluation = evaluate(&model, &data)?;
+    let evaluation = evaluate(&model, ctx.input("eval")?)?;
     let blessing = Blessing::new(&evaluation, threshold)?;
 
     let mut out = ctx.output("evaluation", JSON_MEDIA_TYPE)?;

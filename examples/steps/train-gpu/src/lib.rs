@@ -4,8 +4,8 @@
 //! waits for it, and publishes the model the worker wrote as its own
 //! output, without its bytes crossing the sandbox.
 //!
-//! - **Inputs:** `train` — a dataset (`application/x-ndjson`) from
-//!   `transform`; the worker reads it from the store by digest.
+//! - **Inputs:** `train` — a dataset (`application/vnd.apache.arrow.stream`)
+//!   from `transform`; the worker reads it from the store by digest.
 //! - **Outputs:** `model` (`application/json`) — the MLP document of
 //!   [`sluice_tabular::mlp`], which `evaluate` scores.
 //! - **Params:** `worker` (default `cpu`; `torch` for the PyTorch worker,
