@@ -8,7 +8,7 @@ use sluice_tabular::evaluation::{Blessing, evaluate};
 use sluice_tabular::example::Examples;
 use sluice_tabular::ingest::{IngestOptions, ingest};
 use sluice_tabular::model::{HyperParams, train};
-use sluice_tabular::transform::{Dataset, Transform};
+use sluice_tabular::transform::Transform;
 
 const PENGUINS: &[u8] = include_bytes!("../../examples/data/penguins.csv");
 const SHIFTED: &[u8] = include_bytes!("../../examples/data/penguins-shifted.csv");
@@ -16,20 +16,19 @@ const SHIFTED: &[u8] = include_bytes!("../../examples/data/penguins-shifted.csv"
 /// The pipeline spec's settings.
 const HYPER: HyperParams = HyperParams {
     learning_rate: 0.5,
-    epochs: 300,
+    epochs: 10,
     l2: 0.0,
+    batch_size: 32,
+    shuffle_buffer: 8192,
+    seed: 0,
 };
 const THRESHOLD: f64 = 0.9;
 
 /// Train and eval examples of a CSV, split as the pipeline's ingest steps do.
 fn ingested(csv: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let (mut train, mut eval) = (Vec::new(), Vec::new());
-    let options = IngestOptions {
-        label: "species".into(),
-        eval_fraction: 0.2,
-        split_seed: 0,
-    };
-    let report = ingest(csv, &options, &mut train, &mut eval).unwrap();
+    let options = IngestOptions::new("species");
+    let report = ingest(|| Ok(csv), &options, &mut train, &mut eval).unwrap();
     assert_eq!(report.rows_train + report.rows_eval, 344);
     (train, eval)
 }
@@ -171,8 +170,8 @@ fn a_model_retrained_on_shifted_penguins_passes_the_gate() {
     transform
         .apply_stream(&eval_examples[..], &mut eval_data)
         .unwrap();
-    let model = train(&Dataset::read(&train_data[..]).unwrap(), &HYPER, |_, _| {}).unwrap();
-    let evaluation = evaluate(&model, &Dataset::read(&eval_data[..]).unwrap()).unwrap();
+    let model = train(|| Ok(&train_data[..]), &HYPER, |_, _| {}).unwrap();
+    let evaluation = evaluate(&model, &eval_data[..]).unwrap();
     println!(
         "retrained on shifted data: eval accuracy {} on {} rows",
         evaluation.accuracy, evaluation.rows

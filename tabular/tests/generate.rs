@@ -14,17 +14,13 @@ fn the_example_reader_loads_generated_rows_like_the_real_data() {
             .to_string()
     };
     assert_eq!(header(&csv), header(&real));
-    let options = sluice_tabular::ingest::IngestOptions {
-        label: "species".into(),
-        eval_fraction: 0.2,
-        split_seed: 0,
-    };
+    let options = sluice_tabular::ingest::IngestOptions::new("species");
     let (mut train, mut eval) = (Vec::new(), Vec::new());
-    let report = sluice_tabular::ingest::ingest(&csv[..], &options, &mut train, &mut eval).unwrap();
+    let report = sluice_tabular::ingest::ingest(|| Ok(&csv[..]), &options, &mut train, &mut eval).unwrap();
     assert_eq!(report.rows_train + report.rows_eval, 1000);
     assert_eq!(report.rows_dropped, 0);
     let real_report =
-        sluice_tabular::ingest::ingest(&real[..], &options, &mut Vec::new(), &mut Vec::new())
+        sluice_tabular::ingest::ingest(|| Ok(&real[..]), &options, &mut Vec::new(), &mut Vec::new())
             .unwrap();
     assert_eq!(
         report.schema, real_report.schema,

@@ -16,8 +16,11 @@ const PENGUINS: &[u8] = include_bytes!("../../examples/data/penguins.csv");
 /// The pipeline spec's settings.
 const HYPER: HyperParams = HyperParams {
     learning_rate: 0.5,
-    epochs: 300,
+    epochs: 10,
     l2: 0.0,
+    batch_size: 32,
+    shuffle_buffer: 8192,
+    seed: 0,
 };
 const THRESHOLD: f64 = 0.9;
 
@@ -32,12 +35,8 @@ struct Run {
 
 fn run() -> Run {
     let (mut train_examples, mut eval_examples) = (Vec::new(), Vec::new());
-    let options = IngestOptions {
-        label: "species".into(),
-        eval_fraction: 0.2,
-        split_seed: 0,
-    };
-    let report = ingest(PENGUINS, &options, &mut train_examples, &mut eval_examples).unwrap();
+    let options = IngestOptions::new("species");
+    let report = ingest(|| Ok(PENGUINS), &options, &mut train_examples, &mut eval_examples).unwrap();
     assert_eq!(report.rows_dropped, 0);
     assert_eq!(report.rows_train + report.rows_eval, 344);
 
@@ -51,7 +50,7 @@ fn run() -> Run {
 
     let mut losses = Vec::new();
     let model = train(
-        &Dataset::read(&train_data[..]).unwrap(),
+        || Ok(&train_data[..]),
         &HYPER,
         |epoch, loss| {
             assert_eq!(epoch as usize, losses.len());
@@ -113,10 +112,11 @@ fn statistics_count_the_two_rows_without_measurements() {
     assert_eq!(sex(&train_stats) + sex(&eval_stats), 11);
     assert_eq!(train_stats.rows, train.rows.len() as u64);
     assert_eq!(eval_stats.rows, eval.rows.len() as u64);
-    let Summary::String { distinct, top } = &train_stats.columns[0].summary else {
+    let Summary::String { top, top_exact } = &train_stats.columns[0].summary else {
         panic!("species is a string column");
     };
-    assert_eq!(*distinct, 3);
+    assert!(*top_exact);
+    assert_eq!(train_stats.columns[0].distinct, 3);
     let species: Vec<&str> = top.iter().map(|v| v.value.as_str()).collect();
     assert_eq!(species, ["Adelie", "Gentoo", "Chinstrap"]);
     let counted: u64 = top.iter().map(|v| v.count).sum();
@@ -184,13 +184,10 @@ fn transform_yields_ten_standardised_and_one_hot_features() {
 #[test]
 fn softmax_regression_reaches_the_accuracy_gate_on_eval() {
     let run = run();
-    assert_eq!(run.losses.len(), 300);
-    // The zero model predicts 1/3 for every class.
-    assert!(
-        (run.losses[0] - 3f64.ln()).abs() < 1e-12,
-        "{}",
-        run.losses[0]
-    );
+    // One loss per epoch: the mean row loss under each minibatch's
+    // starting weights (SGD does not promise a monotone series, but on
+    // this split it is).
+    assert_eq!(run.losses.len(), 10);
     assert!(run.losses.windows(2).all(|w| w[1] <= w[0]), "loss rose");
     assert!(run.model.train_loss < 0.1, "{}", run.model.train_loss);
     assert!(
@@ -199,8 +196,7 @@ fn softmax_regression_reaches_the_accuracy_gate_on_eval() {
         run.model.train_accuracy
     );
 
-    let eval = Dataset::read(&run.eval_data[..]).unwrap();
-    let evaluation = evaluate(&run.model, &eval).unwrap();
+    let evaluation = evaluate(&run.model, &run.eval_data[..]).unwrap();
     println!(
         "eval accuracy {} macro F1 {} on {} rows; confusion {:?}",
         evaluation.accuracy, evaluation.macro_f1, evaluation.rows, evaluation.confusion_matrix
@@ -255,8 +251,7 @@ fn mlp_learns_the_penguins_and_evaluate_scores_it_through_the_dispatch() {
     model.write(&mut doc).unwrap();
     let any = AnyModel::read(&doc[..]).unwrap();
     assert_eq!(any.kind(), "mlp");
-    let eval = Dataset::read(&run.eval_data[..]).unwrap();
-    let evaluation = evaluate(&any, &eval).unwrap();
+    let evaluation = evaluate(&any, &run.eval_data[..]).unwrap();
     assert_eq!(evaluation.rows, 67);
     assert!(evaluation.accuracy >= 0.9, "{}", evaluation.accuracy);
     assert!(Blessing::new(&evaluation, THRESHOLD).unwrap().blessed);

@@ -37,7 +37,15 @@ fn the_example_pipeline_streams_a_table_larger_than_its_memory_limit() {
     let spec = sb.write("big.toml", &spec);
     let (run, json) = sb.run_json(&spec, &["--param", "epochs=1"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
-    for name in ["ingest", "stats", "validate", "transform", "train", "evaluate", "push"] {
+    for name in [
+        "ingest",
+        "stats",
+        "validate",
+        "transform",
+        "train",
+        "evaluate",
+        "push",
+    ] {
         let s = step(&json, name);
         assert_eq!(s["status"], "succeeded", "{name}: {s:#}");
         let peak = s["memory_peak_bytes"].as_u64().unwrap();
@@ -54,6 +62,8 @@ fn the_example_pipeline_streams_a_table_larger_than_its_memory_limit() {
     assert_eq!(total, ROWS as f64);
     assert_eq!(ingest["rows_malformed"], 0.0);
     assert!(step(&json, "ingest")["bytes_in"].as_u64().unwrap() >= size);
-    let accuracy = step(&json, "evaluate")["metrics"]["accuracy"].as_f64().unwrap();
+    let accuracy = step(&json, "evaluate")["metrics"]["accuracy"]
+        .as_f64()
+        .unwrap();
     assert!(accuracy > 0.9, "accuracy {accuracy}");
 }
