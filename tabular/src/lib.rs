@@ -28,19 +28,22 @@
 //! | `push`      | [`evaluation`] | model + blessing       | the model, if blessed         |
 //! | `drift`     | [`drift`]      | reference + current examples | drift report JSON       |
 //!
-//! Two line-oriented interchange formats connect the steps:
+//! Two table formats connect the steps, both Apache Arrow IPC streams
+//! ([`table`], media type `application/vnd.apache.arrow.stream`) read and
+//! written a batch at a time, so every step's memory is independent of the
+//! number of rows:
 //!
-//! - **Examples** ([`example`]), JSON Lines: a header
-//!   `{"schema":{"label":"species","columns":[{"name":"species","type":"string"},…]}}`
-//!   then one JSON array per row, values in column order, each a number, a
-//!   string or `null` (missing). The label is one of the columns.
-//! - **Datasets** ([`transform`]), JSON Lines: a header
-//!   `{"features":[…],"classes":[…]}` then one `{"x":[…],"y":"label"}` per row.
+//! - **Examples** ([`example`]): one nullable `Float64` (number) or `Utf8`
+//!   (string) column per CSV column; the schema metadata `sluice.label`
+//!   names the label column.
+//! - **Datasets** ([`dataset`]): one `Float64` column per feature, then the
+//!   label (`Utf8`); the schema metadata `sluice.classes` lists the classes.
 //!
 //! Every output is deterministic: no randomness outside the seeded
 //! generator of [`mlp`], no hash-map iteration order, floats formatted by
-//! `serde_json`. Every loop over input data is
-//! bounded by one of the limits below.
+//! `serde_json`. State is bounded by one of the limits below, never by the
+//! number of rows (`ROWS_MAX` bounds only the in-memory [`example::Examples`]
+//! and [`dataset::Dataset`] of tests and native workers).
 
 #![warn(missing_docs)]
 
@@ -71,9 +74,8 @@ pub const NDJSON_MEDIA_TYPE: &str = "application/x-ndjson";
 /// Media type of every JSON document output.
 pub const JSON_MEDIA_TYPE: &str = "application/json";
 
-/// Most data rows a CSV, examples file or dataset may hold. Every step keeps
-/// its rows in memory (a split or a fit needs them all), and a step's memory
-/// limit is a few hundred MiB.
+/// Most rows an in-memory [`example::Examples`] or [`dataset::Dataset`] may
+/// hold (tests, native workers). Streaming steps have no row limit.
 pub const ROWS_MAX: usize = 1_000_000;
 
 /// Most columns a table may have; bounds per-column state and header size.

@@ -157,7 +157,7 @@ impl QuantileSketch {
     }
 
     /// The most items a sketch with parameter `k` ever holds, whatever the
-    /// stream: its capacity at [`LEVELS_MAX`] levels (1,200 for `k` = 256).
+    /// stream: its capacity at `LEVELS_MAX` levels (1,200 for `k` = 256).
     pub fn retained_max(k: usize) -> usize {
         let k = k.clamp(*K_RANGE.start(), *K_RANGE.end());
         (0..LEVELS_MAX).map(|depth| level_capacity(k, depth)).sum()

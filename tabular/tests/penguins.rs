@@ -36,7 +36,13 @@ struct Run {
 fn run() -> Run {
     let (mut train_examples, mut eval_examples) = (Vec::new(), Vec::new());
     let options = IngestOptions::new("species");
-    let report = ingest(|| Ok(PENGUINS), &options, &mut train_examples, &mut eval_examples).unwrap();
+    let report = ingest(
+        || Ok(PENGUINS),
+        &options,
+        &mut train_examples,
+        &mut eval_examples,
+    )
+    .unwrap();
     assert_eq!(report.rows_dropped, 0);
     assert_eq!(report.rows_train + report.rows_eval, 344);
 

@@ -49,6 +49,12 @@ fn the_example_pipeline_streams_a_table_larger_than_its_memory_limit() {
         let s = step(&json, name);
         assert_eq!(s["status"], "succeeded", "{name}: {s:#}");
         let peak = s["memory_peak_bytes"].as_u64().unwrap();
+        println!(
+            "{name:<10} {:>7} ms  peak {:>5.1} MiB  fuel {}",
+            s["wall_ms"],
+            peak as f64 / f64::from(1 << 20),
+            s["fuel_used"]
+        );
         assert!(
             peak <= (LIMIT_MIB << 20) / 2,
             "{name} peaked at {peak} bytes, not well under {LIMIT_MIB} MiB"

@@ -85,7 +85,7 @@ fn a_declared_schema_refuses_a_table_with_other_columns() {
     assert_eq!(run.code, 1, "{}", run.stdout);
     let io = step(&json, "io");
     assert_eq!(io["status"], "failed");
-    let error = io["error"].as_str().unwrap();
+    let error = io["error"]["message"].as_str().unwrap();
     assert!(
         error.contains("input `in`: unexpected column 3 `extra` (expected 2 columns)"),
         "{error}"
@@ -94,7 +94,10 @@ fn a_declared_schema_refuses_a_table_with_other_columns() {
     let sb = Sandbox::new();
     let spec = self::spec(&sb, "label,x\na,text\n", "expect", "", None);
     let (_, json) = sb.run_json(&spec, &[]);
-    let error = step(&json, "io")["error"].as_str().unwrap().to_owned();
+    let error = step(&json, "io")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
         error.contains(
             "input `in`: column 2 is `x` Utf8 (nullable), expected `x` Float64 (nullable)"
@@ -108,7 +111,10 @@ fn a_batch_that_does_not_match_the_output_schema_is_refused() {
     let sb = Sandbox::new();
     let spec = spec(&sb, &csv(3), "bad-batch", "", None);
     let (_, json) = sb.run_json(&spec, &[]);
-    let error = step(&json, "io")["error"].as_str().unwrap().to_owned();
+    let error = step(&json, "io")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
         error.contains("a batch for output `out`: column 1 is `y` Float64, expected `x` Float64"),
         "{error}"
@@ -142,7 +148,10 @@ fn a_truncated_or_foreign_table_fails_naming_the_offset() {
     let spec = self::spec(&sb, &csv(100), "copy", "", Some("cut.arrows"));
     let (run, json) = sb.run_json(&spec, &[]);
     assert_eq!(run.code, 1);
-    let error = step(&json, "io")["error"].as_str().unwrap().to_owned();
+    let error = step(&json, "io")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
         error.contains(&format!(
             "input `in` at byte {cut}: the Arrow stream is truncated after 100 rows (no end-of-stream marker)"
@@ -152,7 +161,10 @@ fn a_truncated_or_foreign_table_fails_naming_the_offset() {
     // A CSV source is not a table: refused by media type, before reading.
     let spec = self::spec(&sb, &csv(100), "copy", "", Some("data.csv"));
     let (_, json) = sb.run_json(&spec, &[]);
-    let error = step(&json, "io")["error"].as_str().unwrap().to_owned();
+    let error = step(&json, "io")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
         error.contains("input `in` is `text/csv`, not an Arrow IPC stream"),
         "{error}"
