@@ -6,7 +6,7 @@ use std::io::Write;
 use crate::harness::{Sandbox, repo, step};
 
 /// Rows of the generated table: about 100 MB of CSV.
-const ROWS: u64 = 1_800_000;
+const ROWS: u64 = 2_300_000;
 
 /// The memory limit every step runs under, in MiB.
 const LIMIT_MIB: u64 = 64;
