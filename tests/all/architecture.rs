@@ -91,7 +91,13 @@ fn crates_depend_only_in_the_designed_direction() {
     // wit-bindgen, plus the Arrow crates of the optional `arrow` feature.
     assert_eq!(
         deps["sluice-guest"],
-        ["arrow-array", "arrow-ipc", "arrow-schema", "arrow-select", "wit-bindgen"]
+        [
+            "arrow-array",
+            "arrow-ipc",
+            "arrow-schema",
+            "arrow-select",
+            "wit-bindgen"
+        ]
     );
     for (name, d) in &deps {
         if name.starts_with("step-") || name == "hostile" || name == "gpu-abuse" {

@@ -2,7 +2,7 @@
 
 use crate::harness::{Sandbox, component, repo, step, toml_path};
 
-const TABULAR_STEPS: &[&str] = &[
+pub(crate) const TABULAR_STEPS: &[&str] = &[
     "ingest",
     "stats",
     "validate",

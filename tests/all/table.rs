@@ -44,6 +44,14 @@ limits = {{ memory_mib = 32 }}
     )
 }
 
+/// The `io` step's error message.
+fn io_error(json: &serde_json::Value) -> String {
+    step(json, "io")["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("io did not fail: {json:#}"))
+        .to_owned()
+}
+
 fn csv(rows: usize) -> String {
     let mut csv = String::from("label,x\n");
     for i in 0..rows {
@@ -94,10 +102,7 @@ fn a_declared_schema_refuses_a_table_with_other_columns() {
     let sb = Sandbox::new();
     let spec = self::spec(&sb, "label,x\na,text\n", "expect", "", None);
     let (_, json) = sb.run_json(&spec, &[]);
-    let error = step(&json, "io")["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = io_error(&json);
     assert!(
         error.contains(
             "input `in`: column 2 is `x` Utf8 (nullable), expected `x` Float64 (nullable)"
@@ -111,10 +116,7 @@ fn a_batch_that_does_not_match_the_output_schema_is_refused() {
     let sb = Sandbox::new();
     let spec = spec(&sb, &csv(3), "bad-batch", "", None);
     let (_, json) = sb.run_json(&spec, &[]);
-    let error = step(&json, "io")["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = io_error(&json);
     assert!(
         error.contains("a batch for output `out`: column 1 is `y` Float64, expected `x` Float64"),
         "{error}"
@@ -148,10 +150,7 @@ fn a_truncated_or_foreign_table_fails_naming_the_offset() {
     let spec = self::spec(&sb, &csv(100), "copy", "", Some("cut.arrows"));
     let (run, json) = sb.run_json(&spec, &[]);
     assert_eq!(run.code, 1);
-    let error = step(&json, "io")["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = io_error(&json);
     assert!(
         error.contains(&format!(
             "input `in` at byte {cut}: the Arrow stream is truncated after 100 rows (no end-of-stream marker)"
@@ -161,10 +160,7 @@ fn a_truncated_or_foreign_table_fails_naming_the_offset() {
     // A CSV source is not a table: refused by media type, before reading.
     let spec = self::spec(&sb, &csv(100), "copy", "", Some("data.csv"));
     let (_, json) = sb.run_json(&spec, &[]);
-    let error = step(&json, "io")["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = io_error(&json);
     assert!(
         error.contains("input `in` is `text/csv`, not an Arrow IPC stream"),
         "{error}"
