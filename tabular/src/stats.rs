@@ -8,6 +8,9 @@
 //!    "top": [{"value": "Adelie", "count": 121}, …], "top_exact": true},
 //!   {"name": "bill_length_mm", "type": "number", "count": 273, "missing": 2,
 //!    "min": 32.1, "max": 59.6, "mean": 43.9, "std": 5.4,
+//!    "quantiles": {"p01": 34.5, "p05": 36.2, "p25": 39.2, "p50": 44.5,
+//!                  "p75": 48.5, "p95": 51.3, "p99": 55.0},
+//!    "quantiles_exact": true,
 //!    "distinct": 164, "distinct_exact": true}]}
 //! ```
 //!
@@ -22,8 +25,16 @@
 //! bound at most `rows / (CATEGORIES_MAX + 1)` below the truth, and every
 //! value more frequent than that is listed.
 //!
-//! Further per-column summaries (quantiles of a number column, say) are
-//! further fields of a column object.
+//! `quantiles` of a number column are the 1st, 5th, 25th, 50th (median),
+//! 75th, 95th and 99th percentiles, interpolated as NumPy's default (see
+//! [`QuantileSketch::quantile`]); they come from a KLL sketch that is exact
+//! (`quantiles_exact: true`) while the column has at most
+//! [`DEFAULT_K`](crate::quantile::DEFAULT_K) values and after that is
+//! within about 1% of rank (so `p50` of a million values is a value whose
+//! rank is within 10,000 of the middle). `null` for a column without
+//! values.
+//!
+//! Further per-column summaries are further fields of a column object.
 
 use std::io::{Read, Write};
 
@@ -32,6 +43,7 @@ use serde::Serialize;
 use crate::Result;
 use crate::example::{ColumnType, ExampleReader};
 use crate::profile::{ColumnProfile, Profile};
+use crate::quantile::QuantileSketch;
 
 /// How many of a string column's most frequent values are listed.
 pub const TOP_VALUES_MAX: usize = 10;
@@ -82,6 +94,10 @@ pub enum Summary {
         mean: Option<f64>,
         /// The population standard deviation.
         std: Option<f64>,
+        /// Percentiles; `None` without values.
+        quantiles: Option<Quantiles>,
+        /// Whether `quantiles` are exact (else within the sketch's rank error).
+        quantiles_exact: bool,
     },
     /// A string column.
     String {
@@ -90,6 +106,42 @@ pub enum Summary {
         /// Whether the `top` counts are exact (else lower bounds).
         top_exact: bool,
     },
+}
+
+/// Percentiles of a number column.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Quantiles {
+    /// The 1st percentile.
+    pub p01: f64,
+    /// The 5th percentile.
+    pub p05: f64,
+    /// The 25th percentile (first quartile).
+    pub p25: f64,
+    /// The median.
+    pub p50: f64,
+    /// The 75th percentile (third quartile).
+    pub p75: f64,
+    /// The 95th percentile.
+    pub p95: f64,
+    /// The 99th percentile.
+    pub p99: f64,
+}
+
+impl Quantiles {
+    /// The percentiles a sketch estimates; `None` when it is empty.
+    pub fn of(sketch: &QuantileSketch) -> Option<Self> {
+        let sorted = sketch.sorted();
+        let q = |q| sorted.quantile(q);
+        Some(Quantiles {
+            p01: q(0.01)?,
+            p05: q(0.05)?,
+            p25: q(0.25)?,
+            p50: q(0.5)?,
+            p75: q(0.75)?,
+            p95: q(0.95)?,
+            p99: q(0.99)?,
+        })
+    }
 }
 
 /// A string value and how many rows hold it.
@@ -130,6 +182,8 @@ fn column_statistics(column: &ColumnProfile) -> ColumnStatistics {
             max: column.moments.max(),
             mean: column.moments.mean(),
             std: column.moments.std(),
+            quantiles: Quantiles::of(&column.quantiles),
+            quantiles_exact: column.quantiles.is_exact(),
         },
         ColumnType::String => Summary::String {
             top: column
@@ -182,7 +236,15 @@ mod tests {
         let stats = statistics(EXAMPLES);
         let mut out = Vec::new();
         stats.write(&mut out).unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let mut json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        // x holds 1, 3, 5, 3: quartiles interpolate between order statistics.
+        let quantiles = json["columns"][1]["quantiles"].take();
+        assert_eq!(
+            (&quantiles["p25"], &quantiles["p50"], &quantiles["p75"]),
+            (&json!(2.5), &json!(3.0), &json!(3.5))
+        );
+        assert!((quantiles["p05"].as_f64().unwrap() - 1.3).abs() < 1e-12);
+        assert!((quantiles["p99"].as_f64().unwrap() - 4.94).abs() < 1e-12);
         let std = (8.0f64 / 4.0).sqrt();
         assert_eq!(
             json,
@@ -197,9 +259,11 @@ mod tests {
                      "top_exact": true},
                     {"name": "x", "type": "number", "count": 4, "missing": 1,
                      "min": 1.0, "max": 5.0, "mean": 3.0, "std": std,
+                     "quantiles": null, "quantiles_exact": true,
                      "distinct": 3, "distinct_exact": true},
                     {"name": "e", "type": "number", "count": 0, "missing": 5,
                      "min": null, "max": null, "mean": null, "std": null,
+                     "quantiles": null, "quantiles_exact": true,
                      "distinct": 0, "distinct_exact": true},
                 ]
             })
@@ -278,5 +342,57 @@ mod tests {
             panic!("k is a number column");
         };
         assert_eq!((min, max), (Some(0.0), Some(3.0)));
+    }
+
+    #[test]
+    fn quantiles_are_exact_for_few_values_and_within_rank_error_for_many() {
+        // 0..=100 in a scrambled order: exact percentiles are the values.
+        let mut text =
+            String::from(r#"{"schema":{"label":"k","columns":[{"name":"k","type":"number"}]}}"#);
+        for i in 0..=100 {
+            text.push_str(&format!("\n[{}]", (i * 37) % 101));
+        }
+        let stats = statistics(&text);
+        let Summary::Number {
+            quantiles: Some(q),
+            quantiles_exact,
+            ..
+        } = stats.columns[0].summary
+        else {
+            panic!("k is a number column with values");
+        };
+        assert!(quantiles_exact);
+        let got = [q.p01, q.p05, q.p25, q.p50, q.p75, q.p95, q.p99];
+        for (got, want) in got.iter().zip([1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0]) {
+            assert!((got - want).abs() < 1e-9, "{got} != {want}");
+        }
+
+        // 200 000 values over several batches: a sketch, within 1% of rank.
+        let n = 200_000u64;
+        let mut text =
+            String::from(r#"{"schema":{"label":"k","columns":[{"name":"k","type":"number"}]}}"#);
+        for i in 0..n {
+            text.push_str(&format!("\n[{}]", (i * 7919) % n));
+        }
+        let stats = statistics(&text);
+        let Summary::Number {
+            quantiles: Some(q),
+            quantiles_exact,
+            ..
+        } = stats.columns[0].summary
+        else {
+            panic!("k is a number column with values");
+        };
+        assert!(!quantiles_exact);
+        let got = [q.p01, q.p05, q.p25, q.p50, q.p75, q.p95, q.p99];
+        for (got, p) in got.iter().zip([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]) {
+            let want = p * (n - 1) as f64;
+            assert!(
+                (got - want).abs() <= 0.01 * n as f64,
+                "p{p}: {got} vs {want}"
+            );
+        }
+        // The same rows give the same sketch, bit for bit.
+        assert_eq!(statistics(&text), stats);
     }
 }
