@@ -528,9 +528,7 @@ pub fn run(request: &Request, env: &Env<'_>) -> Outcome {
     let result = env.sandbox.run(
         env.component,
         &spec,
-        Box::new(StoreArtifacts {
-            store: env.store.clone(),
-        }),
+        Box::new(StoreArtifacts::new(env.store.clone())),
         gpu_port,
     );
     let mut outcome = Outcome {
@@ -634,8 +632,23 @@ fn store_log(store: &Store, bytes: &[u8]) -> Option<Digest> {
 }
 
 /// The artifact port over the content-addressed store.
+///
+/// Each input blob is hashed once per attempt, on its first open; the
+/// verified file stays open and later opens (a second pass, an epoch) read
+/// that same open file at their own offsets, so they serve the bytes that
+/// were verified without hashing them again, even if the path is replaced.
 pub(crate) struct StoreArtifacts {
-    pub(crate) store: Arc<Store>,
+    store: Arc<Store>,
+    verified: BTreeMap<Digest, Arc<std::fs::File>>,
+}
+
+impl StoreArtifacts {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
+        StoreArtifacts {
+            store,
+            verified: BTreeMap::new(),
+        }
+    }
 }
 
 impl ArtifactPort for StoreArtifacts {
@@ -644,14 +657,23 @@ impl ArtifactPort for StoreArtifacts {
             .digest
             .parse()
             .map_err(|e: crate::digest::BadDigest| PortError::Engine(e.to_string()))?;
-        match self.store.open_verified(&digest) {
-            Ok(f) => Ok(Box::new(io::BufReader::with_capacity(64 * 1024, f))),
-            Err(StoreError::NotFound(d)) => Err(PortError::Refused(WitError::NotFound(format!(
-                "input `{}`: artifact {d} is not in the store",
-                input.name
-            )))),
-            Err(e) => Err(PortError::Engine(format!("input `{}`: {e}", input.name))),
-        }
+        let file = match self.verified.get(&digest) {
+            Some(file) => file.clone(),
+            None => match self.store.open_verified(&digest) {
+                Ok(f) => self.verified.entry(digest).or_insert(Arc::new(f)).clone(),
+                Err(StoreError::NotFound(d)) => {
+                    return Err(PortError::Refused(WitError::NotFound(format!(
+                        "input `{}`: artifact {d} is not in the store",
+                        input.name
+                    ))));
+                }
+                Err(e) => return Err(PortError::Engine(format!("input `{}`: {e}", input.name))),
+            },
+        };
+        Ok(Box::new(io::BufReader::with_capacity(
+            64 * 1024,
+            SharedFile { file, offset: 0 },
+        )))
     }
 
     fn create(&mut self, name: &str) -> Result<Box<dyn OutputSink>, PortError> {
@@ -663,6 +685,38 @@ impl ArtifactPort for StoreArtifacts {
             name: name.to_string(),
             writer,
         }))
+    }
+}
+
+/// A reader of an open file at its own offset (positional reads), so
+/// several readers share one open file without sharing a position.
+struct SharedFile {
+    file: Arc<std::fs::File>,
+    offset: u64,
+}
+
+impl Read for SharedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.offset)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(&*self.file, buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Seek for SharedFile {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let len = self.file.metadata()?.len();
+        let target = match to {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::End(d) => len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.offset.checked_add_signed(d),
+        };
+        self.offset = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.offset)
     }
 }
 

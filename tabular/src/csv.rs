@@ -28,24 +28,25 @@ pub struct CsvReader<R> {
 #[derive(Debug, Default)]
 pub struct Record {
     text: String,
-    ends: Vec<usize>,
+    /// Each field's byte range in `text`.
+    spans: Vec<(usize, usize)>,
 }
 
 impl Record {
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
 
     /// Whether the record has no fields (never true for a returned record).
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.spans.is_empty()
     }
 
     /// Field `i`, as written (not trimmed).
     pub fn get(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+        let (start, end) = self.spans[i];
+        &self.text[start..end]
     }
 
     /// The fields in order.
@@ -94,7 +95,7 @@ impl<R: BufRead> CsvReader<R> {
     pub fn read_record(&mut self) -> Result<Option<(u64, &Record)>> {
         let mut data = std::mem::take(&mut self.record.text).into_bytes();
         data.clear();
-        self.record.ends.clear();
+        self.record.spans.clear();
         let mut state = State::FieldStart;
         let mut start_line = None;
         let mut record_bytes = 0usize;
@@ -123,13 +124,11 @@ impl<R: BufRead> CsvReader<R> {
                     format!("record longer than {LINE_BYTES_MAX} bytes"),
                 ));
             }
-            let ends = &mut self.record.ends;
-            if state == State::FieldStart && data.is_empty() && !bytes.contains(&b'"') {
-                // The common case: a whole record on one line, no quotes.
-                for field in bytes.split(|&b| b == b',') {
-                    data.extend_from_slice(field);
-                    push_end(ends, data.len())?;
-                }
+            let ends = &mut self.record.spans;
+            if state == State::FieldStart && data.is_empty() && split_unquoted(bytes, ends) {
+                // The common case, in one pass: a whole record on one
+                // line, no quotes; the fields are spans of the line.
+                data.extend_from_slice(bytes);
                 break;
             }
             for &b in bytes {
@@ -195,14 +194,46 @@ impl<R: BufRead> CsvReader<R> {
     }
 }
 
-fn push_end(ends: &mut Vec<usize>, end: usize) -> Result<()> {
-    if ends.len() == COLUMNS_MAX {
+/// Splits a line without quotes into field spans; `false` (and no spans)
+/// if it has a quote or too many fields, for the careful path to handle.
+fn split_unquoted(line: &[u8], spans: &mut Vec<(usize, usize)>) -> bool {
+    let mut start = 0;
+    for (i, &b) in line.iter().enumerate() {
+        if b == b',' {
+            if spans.len() == COLUMNS_MAX {
+                spans.clear();
+                return false;
+            }
+            spans.push((start, i));
+            start = i + 1;
+        } else if b == b'"' {
+            spans.clear();
+            return false;
+        }
+    }
+    if spans.len() == COLUMNS_MAX {
+        spans.clear();
+        return false;
+    }
+    spans.push((start, line.len()));
+    true
+}
+
+/// Ends a field that starts where the previous one ended (fields unquoted
+/// into the record buffer are contiguous).
+fn push_end(spans: &mut Vec<(usize, usize)>, end: usize) -> Result<()> {
+    let start = spans.last().map_or(0, |&(_, end)| end);
+    push_span(spans, start, end)
+}
+
+fn push_span(spans: &mut Vec<(usize, usize)>, start: usize, end: usize) -> Result<()> {
+    if spans.len() == COLUMNS_MAX {
         return Err(Error::Limit {
             what: "CSV fields in a record",
             limit: COLUMNS_MAX,
         });
     }
-    ends.push(end);
+    spans.push((start, end));
     Ok(())
 }
 

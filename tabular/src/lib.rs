@@ -124,18 +124,33 @@ pub(crate) fn write_json_document<T: serde::Serialize>(
 }
 
 /// Reads lines of at most [`LINE_BYTES_MAX`] each; `line` is 1-based.
+///
+/// Reads the input in blocks of [`LineReader::BLOCK`] bytes into one
+/// buffer and hands out lines as slices of it, so a line is copied once
+/// (from the input into the buffer) whatever its length; the buffer grows
+/// past one block only for a line longer than that.
 pub(crate) struct LineReader<R> {
     reader: R,
     buf: Vec<u8>,
+    /// The unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    eof: bool,
     line: u64,
     what: &'static str,
 }
 
-impl<R: std::io::BufRead> LineReader<R> {
+impl<R: std::io::Read> LineReader<R> {
+    /// Bytes asked of the input per read.
+    const BLOCK: usize = 256 * 1024;
+
     pub(crate) fn new(reader: R, what: &'static str) -> Self {
         LineReader {
             reader,
             buf: Vec::new(),
+            start: 0,
+            end: 0,
+            eof: false,
             line: 0,
             what,
         }
@@ -144,31 +159,57 @@ impl<R: std::io::BufRead> LineReader<R> {
     /// The next physical line without its `\n` / `\r\n` terminator, and its
     /// number; `None` at end of input.
     pub(crate) fn next_line(&mut self) -> Result<Option<(u64, &[u8])>> {
-        use std::io::{BufRead, Read};
-        self.buf.clear();
-        let limit = LINE_BYTES_MAX as u64 + 1;
-        let n = self
-            .reader
-            .by_ref()
-            .take(limit)
-            .read_until(b'\n', &mut self.buf)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        self.line += 1;
-        if self.buf.last() == Some(&b'\n') {
-            self.buf.pop();
-            if self.buf.last() == Some(&b'\r') {
-                self.buf.pop();
+        let mut scanned = self.start;
+        loop {
+            if let Some(i) = self.buf[scanned..self.end].iter().position(|&b| b == b'\n') {
+                let (from, newline) = (self.start, scanned + i);
+                self.start = newline + 1;
+                self.check_length(newline - from)?;
+                self.line += 1;
+                let line = &self.buf[from..newline];
+                return Ok(Some((self.line, line.strip_suffix(b"\r").unwrap_or(line))));
             }
-        } else if n as u64 == limit {
+            scanned = self.end;
+            self.check_length(self.end - self.start)?;
+            if self.eof {
+                if self.start == self.end {
+                    return Ok(None);
+                }
+                let from = std::mem::replace(&mut self.start, self.end);
+                self.line += 1;
+                return Ok(Some((self.line, &self.buf[from..self.end])));
+            }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                scanned -= self.start;
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() < self.end + Self::BLOCK {
+                self.buf.resize(self.end + Self::BLOCK, 0);
+            }
+            let n = loop {
+                match self.reader.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            self.end += n;
+            self.eof = n == 0;
+        }
+    }
+
+    /// Fails if the line being read, `len` bytes so far, is too long.
+    fn check_length(&self, len: usize) -> Result<()> {
+        if len > LINE_BYTES_MAX {
             return Err(Error::Format {
                 what: self.what,
-                line: self.line,
+                line: self.line + 1,
                 message: format!("line longer than {LINE_BYTES_MAX} bytes"),
             });
         }
-        Ok(Some((self.line, &self.buf)))
+        Ok(())
     }
 }
 

@@ -166,3 +166,69 @@ fn a_truncated_or_foreign_table_fails_naming_the_offset() {
         "{error}"
     );
 }
+
+/// A pipeline of the example `ingest` step alone on `body`, with `params`.
+fn ingest_only(sb: &Sandbox, body: &str, params: &str) -> std::path::PathBuf {
+    sb.write("data.csv", body);
+    sb.write(
+        "ingest.toml",
+        &format!(
+            r#"name = "ingest-only"
+[sources]
+csv = "data.csv"
+
+[steps.ingest]
+component = {ingest}
+inputs = {{ csv = "sources.csv" }}
+params = {{ label = "label", eval_fraction = "0.0"{params} }}
+outputs = ["train", "eval"]
+"#,
+            ingest = toml_path(&repo().join("examples/steps/ingest")),
+        ),
+    )
+}
+
+#[test]
+fn malformed_csv_rows_fail_ingest_naming_line_and_column_or_are_counted_when_dropped() {
+    // Line 4 is ragged; line 6 holds text past the inference rows.
+    let body = "label,x\na,1\nb,2\nc,3,extra\na,4\nb,oops\nc,6\n";
+    let sb = Sandbox::new();
+    let spec = ingest_only(&sb, body, "");
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let ingest = step(&json, "ingest");
+    assert_eq!(ingest["status"], "failed");
+    let error = ingest["error"]["message"].as_str().unwrap();
+    assert!(
+        error.contains("CSV line 4: expected 2 fields (as in the header), found 3"),
+        "{error}"
+    );
+
+    // Types are inferred from the first 2 rows, so `oops` on line 6 is a
+    // wrong type in the number column `x`.
+    let sb = Sandbox::new();
+    let body_typed = "label,x\na,1\nb,2\nc,3\na,4\nb,oops\nc,6\n";
+    let spec = ingest_only(&sb, body_typed, ", infer_rows = \"2\"");
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let error = step(&json, "ingest")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains(
+            "CSV line 6: column `x` is a number column (inferred from the first rows) but holds \"oops\""
+        ),
+        "{error}"
+    );
+
+    // Dropping: both bad rows are dropped and counted, never silently.
+    let sb = Sandbox::new();
+    let spec = ingest_only(&sb, body, ", infer_rows = \"2\", malformed = \"drop\"");
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let metrics = &step(&json, "ingest")["metrics"];
+    assert_eq!(metrics["rows_train"], 4.0, "{metrics}");
+    assert_eq!(metrics["rows_malformed"], 2.0, "{metrics}");
+    assert_eq!(metrics["rows_dropped"], 0.0, "{metrics}");
+}
