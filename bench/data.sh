@@ -164,7 +164,8 @@ for s in run["steps"]:
 if not native:
     print(f"  native: failed: {err(f'native-{rows}.err')[-300:]}")
 elif differ:
-    print(f"  native outputs DIFFER from the run's: {', '.join(differ)} (of {checked} compared)")
+    print(f"  native outputs: {checked - len(differ)} of {checked} identical (sha256 against the run's digests);"
+          f" differ: {', '.join(differ)}")
 elif checked:
     print(f"  native outputs identical ({checked} outputs, sha256 against the run's digests)")
 if polars:
