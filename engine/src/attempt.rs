@@ -46,7 +46,7 @@
 //! [`Description`] (which bumps every key) or bump [`CACHE_VERSION`].
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
