@@ -127,6 +127,18 @@ impl artifacts::HostReader for Host {
         buf.truncate(n);
         Ok(Ok(buf))
     }
+    fn seek(
+        &mut self,
+        reader: Resource<Reader>,
+        offset: u64,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        use std::io::{Seek, SeekFrom};
+        self.table
+            .get_mut(&reader)?
+            .0
+            .seek(SeekFrom::Start(offset))?;
+        Ok(Ok(()))
+    }
     fn drop(&mut self, reader: Resource<Reader>) -> wasmtime::Result<()> {
         self.table.delete(reader)?;
         Ok(())

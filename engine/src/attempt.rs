@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sluice_host_api::{
-    ArtifactPort, GpuPort, InputArtifact, NoGpuGrant, OutputSink, PortError, WitError,
+    ArtifactPort, GpuPort, InputArtifact, InputBytes, NoGpuGrant, OutputSink, PortError, WitError,
 };
 
 use crate::artifact::OutputRef;
@@ -652,7 +652,7 @@ impl StoreArtifacts {
 }
 
 impl ArtifactPort for StoreArtifacts {
-    fn open(&mut self, input: &InputArtifact) -> Result<Box<dyn Read + Send>, PortError> {
+    fn open(&mut self, input: &InputArtifact) -> Result<Box<dyn InputBytes>, PortError> {
         let digest: Digest = input
             .digest
             .parse()

@@ -181,10 +181,13 @@ impl Ctx {
     pub fn input(&self, name: &str) -> Result<Input> {
         let reader = artifacts::open(name).map_err(host_error)?;
         Ok(Input {
+            name: name.to_owned(),
             reader,
             buf: Vec::new(),
             pos: 0,
             eof: false,
+            host_pos: 0,
+            size: None,
         })
     }
 
@@ -330,13 +333,81 @@ impl Ctx {
     }
 }
 
-/// A streamed input artifact; implements [`std::io::Read`] and
-/// [`std::io::BufRead`].
+/// A streamed input artifact; implements [`std::io::Read`],
+/// [`std::io::BufRead`] and [`std::io::Seek`] (random access, e.g. to a
+/// Parquet footer: a seek inside the buffered chunk costs no host call).
 pub struct Input {
+    name: String,
     reader: artifacts::Reader,
     buf: Vec<u8>,
     pos: usize,
     eof: bool,
+    /// The host reader's position: the offset just past `buf`.
+    host_pos: u64,
+    /// The artifact's size, looked up on the first seek from the end.
+    size: Option<u64>,
+}
+
+impl Input {
+    /// The artifact's size in bytes (from [`Ctx::inputs`], asked once).
+    pub fn size(&mut self) -> io::Result<u64> {
+        if let Some(size) = self.size {
+            return Ok(size);
+        }
+        let size = artifacts::inputs()
+            .into_iter()
+            .find(|a| a.name == self.name)
+            .map(|a| a.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("input `{}` is no longer wired", self.name),
+                )
+            })?;
+        self.size = Some(size);
+        Ok(size)
+    }
+
+    /// The logical read position: the host's, less what is still buffered.
+    fn position(&self) -> u64 {
+        self.host_pos - (self.buf.len() - self.pos) as u64
+    }
+}
+
+impl io::Seek for Input {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let here = self.position();
+        let target = match to {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::Current(d) => here.checked_add_signed(d),
+            io::SeekFrom::End(d) => self.size()?.checked_add_signed(d),
+        }
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "input `{}`: seek to {to:?} from byte {here} is out of range",
+                    self.name
+                ),
+            )
+        })?;
+        let buf_start = self.host_pos - self.buf.len() as u64;
+        if (buf_start..=self.host_pos).contains(&target) {
+            // Inside the chunk already read: no host call.
+            self.pos = (target - buf_start) as usize;
+            return Ok(target);
+        }
+        self.reader.seek(target).map_err(host_error)?;
+        self.buf.clear();
+        self.pos = 0;
+        self.eof = false;
+        self.host_pos = target;
+        Ok(target)
+    }
+
+    fn stream_position(&mut self) -> io::Result<u64> {
+        Ok(self.position())
+    }
 }
 
 impl io::BufRead for Input {
@@ -345,6 +416,7 @@ impl io::BufRead for Input {
             self.buf = self.reader.read(CHUNK_BYTES as u64).map_err(host_error)?;
             self.pos = 0;
             self.eof = self.buf.is_empty();
+            self.host_pos += self.buf.len() as u64;
         }
         Ok(&self.buf[self.pos..])
     }
@@ -360,8 +432,13 @@ impl io::Read for Input {
             // A large read (a `BufReader` refilling): one host call of up
             // to the host's cap, straight into the caller's buffer.
             let want = out.len().min(HOST_CHUNK_MAX) as u64;
+            // The buffered chunk is behind the position now: forget it, so a
+            // later seek does not take it for the bytes before `host_pos`.
+            self.buf.clear();
+            self.pos = 0;
             let chunk = self.reader.read(want).map_err(host_error)?;
             self.eof = chunk.is_empty();
+            self.host_pos += chunk.len() as u64;
             out[..chunk.len()].copy_from_slice(&chunk);
             return Ok(chunk.len());
         }

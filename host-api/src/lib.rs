@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::WasiCtx;
@@ -141,11 +141,18 @@ pub struct OutputArtifact {
     pub media_type: String,
 }
 
+/// The bytes of an opened input: read sequentially, seekable for random
+/// access (`reader.seek`). Implemented for every `Read + Seek + Send` type
+/// (a `BufReader<File>`, a `Cursor` in tests).
+pub trait InputBytes: Read + Seek + Send {}
+
+impl<T: Read + Seek + Send> InputBytes for T {}
+
 /// Storage for one attempt: open verified inputs, create outputs.
 pub trait ArtifactPort: Send {
     /// Opens the bytes of `input` for reading; the implementation verifies
     /// them against the digest.
-    fn open(&mut self, input: &InputArtifact) -> Result<Box<dyn Read + Send>, PortError>;
+    fn open(&mut self, input: &InputArtifact) -> Result<Box<dyn InputBytes>, PortError>;
     /// Starts a new output blob.
     fn create(&mut self, name: &str) -> Result<Box<dyn OutputSink>, PortError>;
 }
@@ -201,7 +208,9 @@ impl GpuPort for NoGpuGrant {
 /// Guest handle to an input being read.
 pub struct ReaderHandle {
     name: String,
-    bytes: Box<dyn Read + Send>,
+    /// The artifact's size, which bounds `seek`.
+    size: u64,
+    bytes: Box<dyn InputBytes>,
 }
 
 /// Guest handle to an output being written; the sink lives in
@@ -532,7 +541,11 @@ impl artifacts::Host for StepHost {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(Ok(self.push_handle(ReaderHandle { name, bytes })?))
+        Ok(Ok(self.push_handle(ReaderHandle {
+            name,
+            size: input.size,
+            bytes,
+        })?))
     }
 
     fn create(
@@ -635,6 +648,26 @@ impl artifacts::HostReader for StepHost {
         buf.truncate(filled);
         self.bytes_in += filled as u64;
         Ok(Ok(buf))
+    }
+
+    fn seek(
+        &mut self,
+        reader: Resource<ReaderHandle>,
+        offset: u64,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        self.count_call()?;
+        let handle = self.table.get_mut(&reader)?;
+        if offset > handle.size {
+            return Ok(Err(WitError::Invalid(format!(
+                "input `{}`: cannot seek to byte {offset}: the artifact has {} bytes",
+                handle.name, handle.size
+            ))));
+        }
+        handle
+            .bytes
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| EngineFault(format!("input `{}`: seek: {e}", handle.name)))?;
+        Ok(Ok(()))
     }
 
     fn drop(&mut self, reader: Resource<ReaderHandle>) -> wasmtime::Result<()> {

@@ -186,15 +186,7 @@ pub fn ingest<R: Read, W: Write>(
     train: W,
     eval: W,
 ) -> Result<IngestReport> {
-    if !(0.0..=1.0).contains(&options.eval_fraction) {
-        return Err(Error::invalid(format!(
-            "eval_fraction must be within [0, 1], got {}",
-            options.eval_fraction
-        )));
-    }
-    if options.infer_rows == 0 {
-        return Err(Error::invalid("infer_rows must be at least 1"));
-    }
+    check_options(options)?;
     let schema = infer(open()?, options)?;
     let arrow = schema.to_arrow();
     let label = schema.label_index()?;
@@ -244,6 +236,20 @@ pub fn ingest<R: Read, W: Write>(
         rows_dropped,
         rows_malformed,
     })
+}
+
+/// Checks the options every source format shares.
+pub(crate) fn check_options(options: &IngestOptions) -> Result<()> {
+    if !(0.0..=1.0).contains(&options.eval_fraction) {
+        return Err(Error::invalid(format!(
+            "eval_fraction must be within [0, 1], got {}",
+            options.eval_fraction
+        )));
+    }
+    if options.infer_rows == 0 {
+        return Err(Error::invalid("infer_rows must be at least 1"));
+    }
+    Ok(())
 }
 
 /// Reads the header and the inference rows; returns the schema.
@@ -354,7 +360,8 @@ fn parse_numbers(
 }
 
 /// One output: column builders for the batch being filled, and its writer.
-struct Side<W: Write> {
+/// Shared with [`crate::parquet`], so both sources cut the same batches.
+pub(crate) struct Side<W: Write> {
     arrow: Arc<ArrowSchema>,
     numbers: Vec<Option<Float64Builder>>,
     texts: Vec<Option<StringBuilder>>,
@@ -363,7 +370,7 @@ struct Side<W: Write> {
 }
 
 impl<W: Write> Side<W> {
-    fn new(schema: &Schema, arrow: &Arc<ArrowSchema>, writer: ExampleWriter<W>) -> Self {
+    pub(crate) fn new(schema: &Schema, arrow: &Arc<ArrowSchema>, writer: ExampleWriter<W>) -> Self {
         let is = |ty| schema.columns.iter().map(move |c| c.ty == ty);
         Side {
             arrow: arrow.clone(),
@@ -398,6 +405,27 @@ impl<W: Write> Side<W> {
         Ok(())
     }
 
+    /// Adds a row of typed values (a Parquet row): `numbers[i]` for number
+    /// columns, `texts[i]` for string columns, `None` when missing.
+    pub(crate) fn push_values(
+        &mut self,
+        numbers: &[Option<f64>],
+        texts: &[Option<&str>],
+    ) -> Result<()> {
+        for (i, (number, text)) in self.numbers.iter_mut().zip(&mut self.texts).enumerate() {
+            if let Some(b) = number {
+                b.append_option(numbers[i]);
+            } else if let Some(b) = text {
+                b.append_option(texts[i]);
+            }
+        }
+        self.pending += 1;
+        if self.pending == BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.pending == 0 {
             return Ok(());
@@ -419,7 +447,7 @@ impl<W: Write> Side<W> {
     }
 
     /// Writes the last batch and ends the stream; returns the rows written.
-    fn finish(mut self) -> Result<u64> {
+    pub(crate) fn finish(mut self) -> Result<u64> {
         self.flush()?;
         let rows = self.writer.rows();
         self.writer.finish()?;

@@ -57,6 +57,7 @@ pub mod generate;
 pub mod ingest;
 pub mod mlp;
 pub mod model;
+pub mod parquet;
 pub mod profile;
 pub mod quantile;
 pub mod stats;

@@ -31,21 +31,13 @@ fn the_example_pipeline_streams_a_table_larger_than_its_memory_limit() {
         .replace("memory_mib = 256", &format!("memory_mib = {LIMIT_MIB}"));
     assert_eq!(
         spec.matches(&format!("memory_mib = {LIMIT_MIB}")).count(),
-        7,
+        8,
         "every tabular step declares its memory limit"
     );
     let spec = sb.write("big.toml", &spec);
     let (run, json) = sb.run_json(&spec, &["--param", "epochs=1"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
-    for name in [
-        "ingest",
-        "stats",
-        "validate",
-        "transform",
-        "train",
-        "evaluate",
-        "push",
-    ] {
+    for name in crate::pipeline::TABULAR_STEPS {
         let s = step(&json, name);
         assert_eq!(s["status"], "succeeded", "{name}: {s:#}");
         let peak = s["memory_peak_bytes"].as_u64().unwrap();

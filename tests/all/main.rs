@@ -18,6 +18,7 @@ mod expansion;
 mod faults;
 mod gpu;
 mod language;
+mod parquet;
 mod pipeline;
 mod policy;
 mod replay;

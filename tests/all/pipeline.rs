@@ -10,6 +10,7 @@ pub(crate) const TABULAR_STEPS: &[&str] = &[
     "train",
     "evaluate",
     "push",
+    "export",
 ];
 
 #[test]

@@ -41,7 +41,7 @@ fn replay_of_the_example_pipeline_is_identical_for_every_step() {
             n
         })
         .collect();
-    assert_eq!(names.len(), 7, "{names:?}");
+    assert_eq!(names.len(), 8, "{names:?}");
     assert_eq!(
         step(&report, "train")["found"]["model"],
         step(&json, "train")["outputs"]["model"]["digest"]

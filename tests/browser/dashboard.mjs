@@ -15,9 +15,9 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 const PIPELINE = 'examples/pipelines/tabular.toml';
-const STEPS = ['ingest', 'stats', 'validate', 'transform', 'train', 'evaluate', 'push'];
+const STEPS = ['ingest', 'stats', 'validate', 'transform', 'train', 'evaluate', 'push', 'export'];
 const EDGES = [
-  'ingest>stats', 'ingest>validate', 'ingest>transform', 'transform>train',
+  'ingest>stats', 'ingest>validate', 'ingest>transform', 'transform>train', 'transform>export',
   'train>evaluate', 'transform>evaluate', 'train>push', 'evaluate>push',
 ];
 const TERMINAL_STEP = ['succeeded', 'cached', 'failed', 'skipped', 'cancelled'];
@@ -250,7 +250,7 @@ async function main() {
     await page.screenshot({ path: gpuShot, fullPage: true });
 
     expect(!pageErrors.length, `the page threw: ${pageErrors.join(' | ')}`);
-    console.log(`ok: runs ${id}, ${id2} and ${id3}: 7-step DAG, train panel, compare view, gpu job; screenshots ${runShot}, ${opts.screenshot}, ${gpuShot}`);
+    console.log(`ok: runs ${id}, ${id2} and ${id3}: 8-step DAG, train panel, compare view, gpu job; screenshots ${runShot}, ${opts.screenshot}, ${gpuShot}`);
   } catch (err) {
     // Keep what the page looked like when it failed.
     try {

@@ -9,9 +9,15 @@
 //!   - `expect`: reads `in` declaring the schema `label: Utf8, x: Float64`
 //!     (both nullable), so any other input is refused by the SDK;
 //!   - `bad-batch`: creates `out` with one schema and writes a batch of
-//!     another, which the SDK refuses.
-//! - **Metrics:** `rows`, `batches`, `bytes_out`.
+//!     another, which the SDK refuses;
+//!   - `seek`: random access to `in` (any bytes): writes to `out` its last
+//!     4 bytes (seek from the end), then `len` bytes from byte `at` (seek
+//!     from the start), then the 2 bytes before where that read ended (a
+//!     seek back inside the SDK's buffer); then, with `past`, seeks to
+//!     byte `past`, which fails when it is past the end.
+//! - **Metrics:** `rows`, `batches`, `bytes_out`; `position` (`seek`).
 
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use sluice_guest::arrow::array::{Float64Array, RecordBatch};
@@ -44,6 +50,7 @@ fn run(ctx: &mut Ctx) -> Result<()> {
             out.finish()?;
             Ok(())
         }
+        "seek" => seek(ctx),
         other => bail!("unknown mode `{other}`"),
     }
 }
@@ -72,6 +79,27 @@ fn copy(ctx: &mut Ctx) -> Result<()> {
     ctx.metric("rows", artifact.rows as f64);
     ctx.metric("batches", batches as f64);
     ctx.metric("bytes_out", artifact.size as f64);
+    Ok(())
+}
+
+fn seek(ctx: &mut Ctx) -> Result<()> {
+    let at: u64 = ctx.param("at")?;
+    let len: u64 = ctx.param("len")?;
+    let mut input = ctx.input("in")?;
+    let mut bytes = Vec::new();
+    input.seek(SeekFrom::End(-4))?;
+    input.by_ref().take(4).read_to_end(&mut bytes)?;
+    input.seek(SeekFrom::Start(at))?;
+    input.by_ref().take(len).read_to_end(&mut bytes)?;
+    input.seek(SeekFrom::Current(-2))?;
+    input.by_ref().take(2).read_to_end(&mut bytes)?;
+    ctx.metric("position", input.stream_position()? as f64);
+    if let Some(past) = ctx.param_opt::<u64>("past")? {
+        input.seek(SeekFrom::Start(past))?;
+    }
+    let mut out = ctx.output("out", "application/octet-stream")?;
+    out.write_all(&bytes)?;
+    out.finish()?;
     Ok(())
 }
 
