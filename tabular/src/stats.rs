@@ -5,7 +5,8 @@
 //! {"rows": 275, "label": "species", "columns": [
 //!   {"name": "species", "type": "string", "count": 275, "missing": 0,
 //!    "distinct": 3, "distinct_exact": true,
-//!    "top": [{"value": "Adelie", "count": 121}, …], "top_exact": true},
+//!    "top": [{"value": "Adelie", "count": 121}, …], "top_exact": true,
+//!    "categories": ["Adelie", "Chinstrap", "Gentoo"]},
 //!   {"name": "bill_length_mm", "type": "number", "count": 273, "missing": 2,
 //!    "min": 32.1, "max": 59.6, "mean": 43.9, "std": 5.4,
 //!    "quantiles": {"p01": 34.5, "p05": 36.2, "p25": 39.2, "p50": 44.5,
@@ -23,7 +24,11 @@
 //! value; past [`CATEGORIES_MAX`](crate::CATEGORIES_MAX) distinct values (`top_exact: false`) the
 //! list and counts come from a heavy-hitters summary: each count is a lower
 //! bound at most `rows / (CATEGORIES_MAX + 1)` below the truth, and every
-//! value more frequent than that is listed.
+//! value more frequent than that is listed. `categories` lists every value
+//! of a string column, sorted, while there are at most `CATEGORIES_MAX`
+//! (`null` past that: the column is free text) — what the `transform` step
+//! one-hot encodes, so it can fit from these statistics without another
+//! pass over the data ([`crate::transform::Transform::from_statistics`]).
 //!
 //! `quantiles` of a number column are the 1st, 5th, 25th, 50th (median),
 //! 75th, 95th and 99th percentiles, interpolated as NumPy's default (see
@@ -38,18 +43,21 @@
 
 use std::io::{Read, Write};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::Result;
 use crate::example::{ColumnType, ExampleReader};
 use crate::profile::{ColumnProfile, Profile};
 use crate::quantile::QuantileSketch;
+use crate::{Error, Result};
+
+/// The largest statistics document [`Statistics::read_json`] reads.
+pub const STATISTICS_BYTES_MAX: u64 = 64 << 20;
 
 /// How many of a string column's most frequent values are listed.
 pub const TOP_VALUES_MAX: usize = 10;
 
 /// Statistics of a whole examples stream.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Statistics {
     /// Rows seen.
     pub rows: u64,
@@ -60,7 +68,7 @@ pub struct Statistics {
 }
 
 /// Statistics of one column.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ColumnStatistics {
     /// The column name.
     pub name: String,
@@ -81,7 +89,7 @@ pub struct ColumnStatistics {
 }
 
 /// The type-specific part of [`ColumnStatistics`].
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Summary {
     /// A number column.
@@ -105,11 +113,14 @@ pub enum Summary {
         top: Vec<ValueCount>,
         /// Whether the `top` counts are exact (else lower bounds).
         top_exact: bool,
+        /// Every value, sorted, while there are at most `CATEGORIES_MAX`;
+        /// `None` for free text.
+        categories: Option<Vec<String>>,
     },
 }
 
 /// Percentiles of a number column.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Quantiles {
     /// The 1st percentile.
     pub p01: f64,
@@ -145,7 +156,7 @@ impl Quantiles {
 }
 
 /// A string value and how many rows hold it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValueCount {
     /// The value.
     pub value: String,
@@ -173,6 +184,23 @@ impl Statistics {
     pub fn write(&self, out: impl Write) -> Result<()> {
         crate::write_json_document(out, self)
     }
+
+    /// Parses a document [`Statistics::write`] wrote, reading at most
+    /// [`STATISTICS_BYTES_MAX`] bytes.
+    pub fn read_json(input: impl Read) -> Result<Self> {
+        let mut bytes = Vec::new();
+        input
+            .take(STATISTICS_BYTES_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::invalid(format!("reading statistics: {e}")))?;
+        if bytes.len() as u64 > STATISTICS_BYTES_MAX {
+            return Err(Error::invalid(format!(
+                "statistics are larger than {STATISTICS_BYTES_MAX} bytes"
+            )));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid(format!("statistics are not a statistics document: {e}")))
+    }
 }
 
 fn column_statistics(column: &ColumnProfile) -> ColumnStatistics {
@@ -196,6 +224,10 @@ fn column_statistics(column: &ColumnProfile) -> ColumnStatistics {
                 })
                 .collect(),
             top_exact: column.categories.exact().is_some(),
+            categories: column
+                .categories
+                .exact()
+                .map(|counts| counts.keys().cloned().collect()),
         },
     };
     let distinct = column.distinct();
@@ -256,7 +288,7 @@ mod tests {
                      "distinct": 3, "distinct_exact": true,
                      "top": [{"value": "b", "count": 2}, {"value": "a", "count": 1},
                              {"value": "c", "count": 1}],
-                     "top_exact": true},
+                     "top_exact": true, "categories": ["a", "b", "c"]},
                     {"name": "x", "type": "number", "count": 4, "missing": 1,
                      "min": 1.0, "max": 5.0, "mean": 3.0, "std": std,
                      "quantiles": null, "quantiles_exact": true,
@@ -271,6 +303,20 @@ mod tests {
     }
 
     #[test]
+    fn statistics_read_back_equal_what_was_written() {
+        let stats = statistics(EXAMPLES);
+        let mut out = Vec::new();
+        stats.write(&mut out).unwrap();
+        assert_eq!(Statistics::read_json(&out[..]).unwrap(), stats);
+        let err = Statistics::read_json(&br#"{"rows": 1}"#[..]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("statistics are not a statistics document: missing field `label`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn top_values_are_capped() {
         let mut text =
             String::from(r#"{"schema":{"label":"k","columns":[{"name":"k","type":"string"}]}}"#);
@@ -278,7 +324,7 @@ mod tests {
             text.push_str(&format!("\n[\"v{i:02}\"]"));
         }
         let stats = statistics(&text);
-        let Summary::String { top, top_exact } = &stats.columns[0].summary else {
+        let Summary::String { top, top_exact, .. } = &stats.columns[0].summary else {
             panic!("k is a string column");
         };
         assert_eq!(stats.columns[0].distinct, (TOP_VALUES_MAX + 5) as u64);
@@ -304,10 +350,16 @@ mod tests {
         let k = &stats.columns[0];
         assert!(!k.distinct_exact);
         assert!(k.distinct.abs_diff(3001) < 100, "{}", k.distinct);
-        let Summary::String { top, top_exact } = &k.summary else {
+        let Summary::String {
+            top,
+            top_exact,
+            categories,
+        } = &k.summary
+        else {
             panic!("k is a string column");
         };
         assert!(!top_exact);
+        assert_eq!(categories, &None, "free text lists no categories");
         assert_eq!(top[0].value, "x");
         let bound = 3500 / (CATEGORIES_MAX as u64 + 1);
         assert!(

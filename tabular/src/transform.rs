@@ -41,6 +41,7 @@ use serde::Serialize;
 pub use crate::dataset::{Dataset, DatasetBatch, DatasetReader, DatasetWriter};
 use crate::example::{ColumnType, ExampleReader, Examples, Schema, Value};
 use crate::profile::Profile;
+use crate::stats::{Statistics, Summary};
 use crate::{CLASSES_MAX, Error, FEATURES_MAX, Result};
 
 /// How one input column becomes features.
@@ -96,6 +97,17 @@ pub struct Transform {
     pub skipped: Vec<String>,
 }
 
+/// What fitting needs of one column, from a profile or from statistics.
+struct FitColumn<'a> {
+    name: &'a str,
+    ty: ColumnType,
+    mean: Option<f64>,
+    std: Option<f64>,
+    /// Every value, sorted, unless the column is free text.
+    categories: Option<Vec<String>>,
+    distinct: u64,
+}
+
 /// What applying a transform did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TransformCounts {
@@ -137,56 +149,160 @@ impl Transform {
 
     /// Fits the transform to a profile of the labelled training rows.
     pub fn from_profile(profile: &Profile) -> Result<Self> {
-        let label = profile.schema.label_index()?;
-        let label_column = &profile.columns[label];
-        let Some(label_counts) = label_column
+        let columns = profile
+            .columns
+            .iter()
+            .map(|column| FitColumn {
+                name: &column.name,
+                ty: column.ty,
+                mean: column.moments.mean(),
+                std: column.moments.std(),
+                categories: column
+                    .categories
+                    .exact()
+                    .map(|counts| counts.keys().cloned().collect()),
+                distinct: column.distinct().count,
+            })
+            .collect();
+        Self::build(
+            &profile.schema.label,
+            profile.schema.label_index()?,
+            columns,
+        )
+    }
+
+    /// Fits the transform to the [`Statistics`] of the training examples
+    /// whose schema is `schema` (the `stats` step's output), without a pass
+    /// over the rows: means and standard deviations, categories and
+    /// classes are the statistics'. Statistics cover every row, labelled
+    /// or not (as TFX Transform's analyzers do); applying still drops the
+    /// rows without a label. Statistics of other examples (another label,
+    /// other columns or types) are refused naming the difference.
+    pub fn from_statistics(statistics: &Statistics, schema: &Schema) -> Result<Self> {
+        let mismatch = |what: String| {
+            Error::invalid(format!(
+                "the statistics do not describe the training examples: {what}"
+            ))
+        };
+        if statistics.label != schema.label {
+            return Err(mismatch(format!(
+                "their label is `{}`, the examples' is `{}`",
+                statistics.label, schema.label
+            )));
+        }
+        let theirs: Vec<(&str, ColumnType)> = statistics
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.ty))
+            .collect();
+        let ours: Vec<(&str, ColumnType)> = schema
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.ty))
+            .collect();
+        if theirs != ours {
+            let show = |columns: &[(&str, ColumnType)]| {
+                columns
+                    .iter()
+                    .map(|(name, ty)| format!("{name}: {}", ty.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(mismatch(format!(
+                "their columns are [{}], the examples' are [{}]",
+                show(&theirs),
+                show(&ours)
+            )));
+        }
+        let columns = statistics
+            .columns
+            .iter()
+            .map(|column| {
+                let (mean, std, categories) = match &column.summary {
+                    Summary::Number { mean, std, .. } => (*mean, *std, None),
+                    Summary::String { categories, .. } => (None, None, categories.clone()),
+                };
+                FitColumn {
+                    name: &column.name,
+                    ty: column.ty,
+                    mean,
+                    std,
+                    categories,
+                    distinct: column.distinct,
+                }
+            })
+            .collect();
+        Self::build(&schema.label, schema.label_index()?, columns)
+    }
+
+    /// [`Transform::from_statistics`] of a statistics document and the
+    /// schema at the head of a training examples stream (only the schema
+    /// is read).
+    pub fn from_statistics_stream(statistics: impl Read, train: impl Read) -> Result<Self> {
+        let statistics = Statistics::read_json(statistics)?;
+        let reader = ExampleReader::new(train)?;
+        Self::from_statistics(&statistics, reader.schema())
+    }
+
+    /// Fits from `statistics` and applies the transform to `train` in one
+    /// pass over it (the `transform` step with a `statistics` input).
+    pub fn fit_statistics_and_apply(
+        statistics: impl Read,
+        train: impl Read,
+        out: impl Write,
+    ) -> Result<(Self, TransformCounts)> {
+        let statistics = Statistics::read_json(statistics)?;
+        let reader = ExampleReader::new(train)?;
+        let transform = Self::from_statistics(&statistics, reader.schema())?;
+        let counts = transform.apply_reader(reader, out)?;
+        Ok((transform, counts))
+    }
+
+    fn build(label_name: &str, label: usize, columns: Vec<FitColumn<'_>>) -> Result<Self> {
+        let label_column = &columns[label];
+        let Some(classes) = label_column
             .categories
-            .exact()
+            .clone()
             .filter(|_| label_column.ty == ColumnType::String)
         else {
             // Ingest writes labels as strings; a number or free-text label
             // column is not a class label.
-            let distinct = label_column.distinct();
             return Err(if label_column.ty == ColumnType::String {
                 Error::invalid(format!(
-                    "label `{}` has about {} distinct values (limit {CLASSES_MAX}); is it a class label?",
-                    profile.schema.label, distinct.count
+                    "label `{label_name}` has about {} distinct values (limit {CLASSES_MAX}); is it a class label?",
+                    label_column.distinct
                 ))
             } else {
                 Error::invalid(format!(
-                    "label `{}` is a number column; class labels are strings",
-                    profile.schema.label
+                    "label `{label_name}` is a number column; class labels are strings"
                 ))
             });
         };
-        let classes: Vec<String> = label_counts.keys().cloned().collect();
         if classes.is_empty() {
             return Err(Error::invalid(format!(
-                "training examples have no labelled rows (label `{}`)",
-                profile.schema.label
+                "training examples have no labelled rows (label `{label_name}`)"
             )));
         }
         if classes.len() > CLASSES_MAX {
             return Err(Error::invalid(format!(
-                "label `{}` has {} distinct values (limit {CLASSES_MAX}); is it a class label?",
-                profile.schema.label,
+                "label `{label_name}` has {} distinct values (limit {CLASSES_MAX}); is it a class label?",
                 classes.len()
             )));
         }
         let mut features = Vec::new();
-        let mut columns = Vec::new();
+        let mut transforms = Vec::new();
         let mut skipped = Vec::new();
-        for (i, column) in profile.columns.iter().enumerate() {
+        for (i, column) in columns.into_iter().enumerate() {
             if i == label {
                 continue;
             }
-            match (column.ty, column.categories.exact()) {
+            match (column.ty, column.categories) {
                 (ColumnType::Number, _) => {
-                    let std = column.moments.std().unwrap_or(0.0);
-                    features.push(column.name.clone());
-                    columns.push(ColumnTransform::Standardize {
-                        column: column.name.clone(),
-                        mean: column.moments.mean().unwrap_or(0.0),
+                    let std = column.std.unwrap_or(0.0);
+                    features.push(column.name.to_owned());
+                    transforms.push(ColumnTransform::Standardize {
+                        column: column.name.to_owned(),
+                        mean: column.mean.unwrap_or(0.0),
                         std: if std > 0.0 && std.is_finite() {
                             std
                         } else {
@@ -194,12 +310,11 @@ impl Transform {
                         },
                     });
                 }
-                (ColumnType::String, None) => skipped.push(column.name.clone()),
-                (ColumnType::String, Some(counts)) => {
-                    let categories: Vec<String> = counts.keys().cloned().collect();
+                (ColumnType::String, None) => skipped.push(column.name.to_owned()),
+                (ColumnType::String, Some(categories)) => {
                     features.extend(categories.iter().map(|c| format!("{}={c}", column.name)));
-                    columns.push(ColumnTransform::OneHot {
-                        column: column.name.clone(),
+                    transforms.push(ColumnTransform::OneHot {
+                        column: column.name.to_owned(),
                         categories,
                     });
                 }
@@ -212,10 +327,10 @@ impl Transform {
             }
         }
         Ok(Transform {
-            label: profile.schema.label.clone(),
+            label: label_name.to_owned(),
             features,
             classes,
-            columns,
+            columns: transforms,
             skipped,
         })
     }
@@ -234,7 +349,17 @@ impl Transform {
     /// Transforms an examples stream into a dataset stream (finished), a
     /// batch at a time.
     pub fn apply_stream(&self, examples: impl Read, out: impl Write) -> Result<TransformCounts> {
-        let mut reader = ExampleReader::new(examples)?;
+        self.apply_reader(ExampleReader::new(examples)?, out)
+    }
+
+    /// [`Transform::apply_stream`] of a reader whose schema may already
+    /// have been looked at (fitting from statistics needs the schema first;
+    /// this keeps it to one pass over the examples).
+    pub fn apply_reader<R: Read>(
+        &self,
+        mut reader: ExampleReader<R>,
+        out: impl Write,
+    ) -> Result<TransformCounts> {
         let bound = self.bind(reader.schema())?;
         let mut writer = DatasetWriter::new(out, &self.features, &self.classes)?;
         let mut counts = TransformCounts {
@@ -522,6 +647,66 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "label `k` is a number column; class labels are strings"
+        );
+    }
+
+    /// The statistics document of an examples stream, as `stats` writes it.
+    fn statistics_of(examples: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Statistics::read(examples).unwrap().write(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn fitting_from_statistics_equals_fitting_from_the_rows_when_every_row_is_labelled() {
+        let text = TRAIN.replace("[5.0,null,\"red\",7.0]\n", "[5.0,\"c\",\"red\",7.0]\n");
+        let train = arrow(&text);
+        let from_rows = Transform::fit_stream(&train[..]).unwrap();
+        let from_stats =
+            Transform::from_statistics_stream(&statistics_of(&train)[..], &train[..]).unwrap();
+        assert_eq!(from_stats, from_rows);
+        assert_eq!(from_stats.classes, ["a", "b", "c"]);
+        // Unlabelled rows count in the statistics (as TFX's analyzers do).
+        let train = arrow(TRAIN);
+        let from_stats =
+            Transform::from_statistics_stream(&statistics_of(&train)[..], &train[..]).unwrap();
+        let ColumnTransform::Standardize { mean, .. } = &from_stats.columns[0] else {
+            panic!("n is standardised");
+        };
+        assert_eq!(*mean, 3.0, "mean of 1, 3, 5 (the unlabelled 5 included)");
+    }
+
+    #[test]
+    fn statistics_of_other_examples_are_refused_naming_the_difference() {
+        let train = arrow(TRAIN);
+        let other_label = arrow(&TRAIN.replace(r#""label":"k""#, r#""label":"c""#));
+        let err = Transform::from_statistics_stream(&statistics_of(&other_label)[..], &train[..])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the statistics do not describe the training examples: their label is `c`, the examples' is `k`"
+        );
+        let other_type = arrow(
+            &TRAIN
+                .replace(
+                    r#"{"name":"flat","type":"number"}"#,
+                    r#"{"name":"flat","type":"string"}"#,
+                )
+                .replace(",7.0]", ",\"x\"]"),
+        );
+        let err = Transform::from_statistics_stream(&statistics_of(&other_type)[..], &train[..])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "their columns are [n: number, k: string, c: string, flat: string], the examples' are [n: number, k: string, c: string, flat: number]"
+            ),
+            "{err}"
+        );
+        let err = Transform::from_statistics_stream(&b"[1, 2]"[..], &train[..]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("statistics are not a statistics document"),
+            "{err}"
         );
     }
 

@@ -232,3 +232,100 @@ fn malformed_csv_rows_fail_ingest_naming_line_and_column_or_are_counted_when_dro
     assert_eq!(metrics["rows_malformed"], 2.0, "{metrics}");
     assert_eq!(metrics["rows_dropped"], 0.0, "{metrics}");
 }
+
+/// `transform` fitted from `stats`' statistics writes the same datasets as
+/// `transform` fitting on its own pass (every row labelled), reads `train`
+/// once, and refuses statistics of other examples naming the difference.
+#[test]
+fn transform_fits_from_statistics_as_from_the_rows_and_refuses_foreign_statistics() {
+    let sb = Sandbox::new();
+    let mut csv = String::from("label,colour,x\n");
+    for i in 0..500 {
+        let colour = ["red", "green", "blue", ""][i % 4];
+        csv.push_str(&format!(
+            "{},{colour},{}\n",
+            ["a", "b", "c"][i % 3],
+            i as f64 / 8.0
+        ));
+    }
+    sb.write("data.csv", &csv);
+    let ingest = toml_path(&repo().join("examples/steps/ingest"));
+    let stats = toml_path(&repo().join("examples/steps/stats"));
+    let transform = toml_path(&repo().join("examples/steps/transform"));
+    let spec = sb.write(
+        "fit.toml",
+        &format!(
+            r#"name = "fit"
+[sources]
+csv = "data.csv"
+
+[steps.ingest]
+component = {ingest}
+inputs = {{ csv = "sources.csv" }}
+params = {{ label = "label", eval_fraction = "0.2" }}
+outputs = ["train", "eval"]
+
+[steps.by_colour]
+component = {ingest}
+inputs = {{ csv = "sources.csv" }}
+params = {{ label = "colour", eval_fraction = "0.2" }}
+outputs = ["train", "eval"]
+
+[steps.stats]
+component = {stats}
+inputs = {{ examples = "ingest.train" }}
+outputs = ["statistics"]
+
+[steps.colour_stats]
+component = {stats}
+inputs = {{ examples = "by_colour.train" }}
+outputs = ["statistics"]
+
+[steps.from_stats]
+component = {transform}
+inputs = {{ train = "ingest.train", eval = "ingest.eval", statistics = "stats.statistics" }}
+outputs = ["train", "eval", "transform"]
+
+[steps.from_rows]
+component = {transform}
+inputs = {{ train = "ingest.train", eval = "ingest.eval" }}
+outputs = ["train", "eval", "transform"]
+
+[steps.foreign]
+component = {transform}
+inputs = {{ train = "ingest.train", eval = "ingest.eval", statistics = "colour_stats.statistics" }}
+outputs = ["train", "eval", "transform"]
+"#
+        ),
+    );
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 1, "only `foreign` fails: {}", run.stdout);
+    let (a, b) = (step(&json, "from_stats"), step(&json, "from_rows"));
+    assert_eq!(a["status"], "succeeded", "{a:#}");
+    for out in ["train", "eval", "transform"] {
+        assert_eq!(
+            a["outputs"][out]["digest"], b["outputs"][out]["digest"],
+            "{out}"
+        );
+    }
+    assert_eq!(a["metrics"]["fit_passes"], 0.0);
+    assert_eq!(b["metrics"]["fit_passes"], 1.0);
+    // One pass over train (apply) instead of two: the statistics are read
+    // in place of the fitting pass.
+    let size = |s: &str, out: &str| step(&json, s)["outputs"][out]["size"].as_u64().unwrap();
+    let read = |s: &serde_json::Value| s["bytes_in"].as_u64().unwrap();
+    assert_eq!(
+        read(b) - read(a),
+        size("ingest", "train") - size("stats", "statistics"),
+        "{a:#}\n{b:#}"
+    );
+    let foreign = step(&json, "foreign");
+    assert_eq!(foreign["status"], "failed");
+    let message = foreign["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "the statistics do not describe the training examples: their label is `colour`, the examples' is `label`"
+        ),
+        "{message}"
+    );
+}

@@ -17,7 +17,7 @@ import { chromium } from 'playwright-core';
 const PIPELINE = 'examples/pipelines/tabular.toml';
 const STEPS = ['ingest', 'stats', 'validate', 'transform', 'train', 'evaluate', 'push', 'export'];
 const EDGES = [
-  'ingest>stats', 'ingest>validate', 'ingest>transform', 'transform>train', 'transform>export',
+  'ingest>stats', 'ingest>validate', 'ingest>transform', 'transform>train', 'transform>export', 'stats>transform',
   'train>evaluate', 'transform>evaluate', 'train>push', 'evaluate>push',
 ];
 const TERMINAL_STEP = ['succeeded', 'cached', 'failed', 'skipped', 'cancelled'];

@@ -1,16 +1,21 @@
 //! `transform`: fits feature scaling and encoding on the train examples
 //! and applies it to train and eval, streaming (memory independent of the
-//! row count): `train` is read twice (fit, then apply), `eval` once.
+//! row count). With a `statistics` input (the `stats` step's output for
+//! `train`) it fits from those and reads `train` and `eval` once each;
+//! without, it reads `train` twice (fit, then apply).
 //!
 //! - **Inputs:** `train`, `eval` — examples
-//!   (`application/vnd.apache.arrow.stream`).
+//!   (`application/vnd.apache.arrow.stream`); optional `statistics`
+//!   (`application/json`) — the statistics of `train`, refused if they
+//!   describe other columns or another label.
 //! - **Outputs:** `train`, `eval` — datasets
 //!   (`application/vnd.apache.arrow.stream`): one `Float64` column per
 //!   feature, then the label `y`, the classes in the schema metadata;
 //!   `transform` (`application/json`) — the fitted parameters.
 //! - **Params:** none.
 //! - **Metrics:** `features` — the number of features; `rows_train`,
-//!   `rows_eval` — rows written.
+//!   `rows_eval` — rows written; `fit_passes` — passes over `train` to fit
+//!   (0 with statistics, else 1).
 //!
 //! Numbers are standardised with the train mean and standard deviation;
 //! strings are one-hot encoded over the train categories (free-text
@@ -23,10 +28,19 @@ use sluice_tabular::table::ARROW_STREAM_MEDIA_TYPE;
 use sluice_tabular::transform::Transform;
 
 fn run(ctx: &mut Ctx) -> Result<()> {
-    let transform = Transform::fit_stream(ctx.input("train")?)?;
-
+    let with_statistics = ctx.inputs().iter().any(|a| a.name == "statistics");
     let mut out = ctx.output("train", ARROW_STREAM_MEDIA_TYPE)?;
-    let train_counts = transform.apply_stream(ctx.input("train")?, &mut out)?;
+    let (transform, train_counts) = if with_statistics {
+        Transform::fit_statistics_and_apply(
+            ctx.input("statistics")?,
+            ctx.input("train")?,
+            &mut out,
+        )?
+    } else {
+        let transform = Transform::fit_stream(ctx.input("train")?)?;
+        let counts = transform.apply_stream(ctx.input("train")?, &mut out)?;
+        (transform, counts)
+    };
     out.finish()?;
     let mut out = ctx.output("eval", ARROW_STREAM_MEDIA_TYPE)?;
     let eval_counts = transform.apply_stream(ctx.input("eval")?, &mut out)?;
@@ -36,6 +50,7 @@ fn run(ctx: &mut Ctx) -> Result<()> {
     out.finish()?;
 
     ctx.metric("features", transform.features.len() as f64);
+    ctx.metric("fit_passes", if with_statistics { 0.0 } else { 1.0 });
     ctx.metric("rows_train", train_counts.rows as f64);
     ctx.metric("rows_eval", eval_counts.rows as f64);
     Ok(())
