@@ -3,7 +3,7 @@
 //! workspace's only binary stays `sluice`.
 //!
 //! ```sh
-//! data-bench steps CSV DIR [KEY=VALUE...]   # ingest → stats → validate → transform → train → evaluate → push
+//! data-bench steps CSV DIR [KEY=VALUE...]   # ingest → stats → validate → transform → train → evaluate → push → export
 //! data-bench phases CSV DIR                 # where ingest and the readers spend their time
 //! data-bench arrows BYTES OUT               # a penguins examples Arrow stream of about BYTES
 //! data-bench hash FILE                      # SHA-256 of FILE, as the store hashes a blob
@@ -37,6 +37,7 @@ use sluice_tabular::evaluation::{Blessing, evaluate};
 use sluice_tabular::example::{ExampleReader, ExampleWriter};
 use sluice_tabular::ingest::{INFER_ROWS_DEFAULT, IngestOptions, ingest};
 use sluice_tabular::model::{AnyModel, HyperParams, train};
+use sluice_tabular::parquet::{ParquetOptions, ROW_GROUP_ROWS_DEFAULT, export};
 use sluice_tabular::stats::Statistics;
 use sluice_tabular::transform::Transform;
 use sluice_tabular::validation::{DataSchema, find_anomalies, write_anomalies};
@@ -218,9 +219,10 @@ fn steps(csv: &Path, dir: &Path, args: &[String]) -> BoxResult<()> {
     let mut s = Step::start("transform", dir);
     let train_in = s.input(at("ingest.train"));
     let eval_in = s.input(at("ingest.eval"));
-    let transform = Transform::fit_stream(input(&train_in)?)?;
+    let statistics_in = s.input(at("stats.statistics"));
     let mut out = s.output("train")?;
-    transform.apply_stream(input(&train_in)?, &mut out)?;
+    let (transform, _) =
+        Transform::fit_statistics_and_apply(input(&statistics_in)?, input(&train_in)?, &mut out)?;
     finish(out)?;
     let mut out = s.output("eval")?;
     transform.apply_stream(input(&eval_in)?, &mut out)?;
@@ -268,6 +270,22 @@ fn steps(csv: &Path, dir: &Path, args: &[String]) -> BoxResult<()> {
     let mut model = input(&s.input(at("train.model")))?;
     let mut out = s.output("model")?;
     io::copy(&mut model, &mut out)?;
+    finish(out)?;
+    s.done()?;
+
+    // examples/steps/export
+    let mut s = Step::start("export", dir);
+    let options = ParquetOptions {
+        compression: params.or("compression", "snappy".to_owned())?.parse()?,
+        row_group_rows: params.or("row_group_rows", ROW_GROUP_ROWS_DEFAULT)?,
+    };
+    let mut out = s.output("parquet")?;
+    export(
+        input(&s.input(at("transform.train")))?,
+        "table",
+        &mut out,
+        options,
+    )?;
     finish(out)?;
     s.done()
 }

@@ -64,4 +64,13 @@ fn the_example_pipeline_streams_a_table_larger_than_its_memory_limit() {
         .as_f64()
         .unwrap();
     assert!(accuracy > 0.9, "accuracy {accuracy}");
+
+    // An unchanged rerun is served from the cache, digest for digest.
+    let (rerun, again) = sb.run_json(&spec, &["--param", "epochs=1"]);
+    assert_eq!(rerun.code, 0, "{}\n{}", rerun.stderr, rerun.stdout);
+    for name in crate::pipeline::TABULAR_STEPS {
+        let (first, second) = (step(&json, name), step(&again, name));
+        assert_eq!(second["cached"], true, "{name}: {second:#}");
+        assert_eq!(first["outputs"], second["outputs"], "{name}");
+    }
 }
