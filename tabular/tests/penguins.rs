@@ -118,10 +118,19 @@ fn statistics_count_the_two_rows_without_measurements() {
     assert_eq!(sex(&train_stats) + sex(&eval_stats), 11);
     assert_eq!(train_stats.rows, train.rows.len() as u64);
     assert_eq!(eval_stats.rows, eval.rows.len() as u64);
-    let Summary::String { top, top_exact } = &train_stats.columns[0].summary else {
+    let Summary::String {
+        top,
+        top_exact,
+        categories,
+    } = &train_stats.columns[0].summary
+    else {
         panic!("species is a string column");
     };
     assert!(*top_exact);
+    assert_eq!(
+        categories.as_deref(),
+        Some(&["Adelie", "Chinstrap", "Gentoo"].map(String::from)[..])
+    );
     assert_eq!(train_stats.columns[0].distinct, 3);
     let species: Vec<&str> = top.iter().map(|v| v.value.as_str()).collect();
     assert_eq!(species, ["Adelie", "Gentoo", "Chinstrap"]);
