@@ -64,6 +64,9 @@ echo "commit $commit; load $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores; $
 [[ -n $python ]] && echo "polars $("$python" -c 'import polars as pl; print(pl.__version__, "with", pl.thread_pool_size(), "threads")')"
 
 # Build the step crates (and compile them) once, outside the timed runs.
+# Timed runs go one step at a time (`--jobs 1`): the native build is
+# sequential too, and two steps side by side on two cores would each be
+# timed with the other's load.
 sed -e "s#\"\\.\\./#\"$PWD/examples/#" examples/pipelines/tabular.toml >"$work/warm.toml"
 "$sluice" run "$work/warm.toml" --home "$work/warm" --param epochs=1 --json >/dev/null 2>&1 || true
 
@@ -74,7 +77,7 @@ for rows in "${sizes[@]}"; do
   sed -e "s#^raw = .*#raw = \"$csv\"#" \
     -e "s#\"\\.\\./steps/#\"$PWD/examples/steps/#" \
     examples/pipelines/tabular.toml >"$spec"
-  "$sluice" run "$spec" --home "$work/home-$rows" --no-cache --param "epochs=$epochs" --json >"$work/run-$rows.json" 2>"$work/run-$rows.err" || true
+  "$sluice" run "$spec" --home "$work/home-$rows" --no-cache --jobs 1 --param "epochs=$epochs" --json >"$work/run-$rows.json" 2>"$work/run-$rows.err" || true
 
   # The native build, with the params the spec gives each step.
   mapfile -t params < <(python3 - "$spec" "$epochs" <<'PY'
@@ -213,7 +216,7 @@ EOF
 sed "s#^table = .*#table = \"$work/tiny.arrows\"#" "$work/copy.toml" >"$work/copy-tiny.toml"
 "$sluice" run "$work/copy-tiny.toml" --home "$work/copy-warm" --json >/dev/null 2>&1 || true
 for passes in 1 2; do
-  "$sluice" run "$work/copy.toml" --home "$work/copy-home" --no-cache --param "passes=$passes" --json \
+  "$sluice" run "$work/copy.toml" --home "$work/copy-home" --no-cache --jobs 1 --param "passes=$passes" --json \
     >"$work/copy-$passes.json" 2>"$work/copy-$passes.err" || true
 done
 python3 - "$work" "$((t1 - t0))" "$((t2 - t1))" <<'PY'

@@ -46,7 +46,7 @@
 //! [`Description`] (which bumps every key) or bump [`CACHE_VERSION`].
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
@@ -63,7 +63,7 @@ use crate::gpu;
 use crate::limits::{self, Limits};
 use crate::sandbox::{self, AttemptSpec, HostAnswers, Prepared, Sandbox, Seeds};
 use crate::spec::Grant;
-use crate::store::{BlobWriter, Store, StoreError};
+use crate::store::{BlobWriter, PositionalReader, Store, StoreError};
 
 /// Bumped whenever the meaning of a key or cache entry changes. 2: the key
 /// became the digest of a [`Description`] (step name, args, seeds, input
@@ -633,10 +633,12 @@ fn store_log(store: &Store, bytes: &[u8]) -> Option<Digest> {
 
 /// The artifact port over the content-addressed store.
 ///
-/// Each input blob is hashed once per attempt, on its first open; the
-/// verified file stays open and later opens (a second pass, an epoch) read
-/// that same open file at their own offsets, so they serve the bytes that
-/// were verified without hashing them again, even if the path is replaced.
+/// The first open of a digest in an attempt verifies the blob
+/// ([`Store::open_verified`]: hashed in full before its first byte is
+/// served, unless this store hashed that very file recently) and keeps the
+/// file open; later opens (a second pass, an epoch, a seek) read that same
+/// file at their own offsets, so they serve the bytes that were verified
+/// without hashing them again, even if the path is replaced.
 pub(crate) struct StoreArtifacts {
     store: Arc<Store>,
     verified: BTreeMap<Digest, Arc<std::fs::File>>,
@@ -672,7 +674,7 @@ impl ArtifactPort for StoreArtifacts {
         };
         Ok(Box::new(io::BufReader::with_capacity(
             64 * 1024,
-            SharedFile { file, offset: 0 },
+            PositionalReader { file, offset: 0 },
         )))
     }
 
@@ -685,38 +687,6 @@ impl ArtifactPort for StoreArtifacts {
             name: name.to_string(),
             writer,
         }))
-    }
-}
-
-/// A reader of an open file at its own offset (positional reads), so
-/// several readers share one open file without sharing a position.
-struct SharedFile {
-    file: Arc<std::fs::File>,
-    offset: u64,
-}
-
-impl Read for SharedFile {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        #[cfg(unix)]
-        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.offset)?;
-        #[cfg(windows)]
-        let n = std::os::windows::fs::FileExt::seek_read(&*self.file, buf, self.offset)?;
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
-impl io::Seek for SharedFile {
-    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
-        let len = self.file.metadata()?.len();
-        let target = match to {
-            io::SeekFrom::Start(n) => Some(n),
-            io::SeekFrom::End(d) => len.checked_add_signed(d),
-            io::SeekFrom::Current(d) => self.offset.checked_add_signed(d),
-        };
-        self.offset = target
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
-        Ok(self.offset)
     }
 }
 

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
@@ -89,6 +89,8 @@ pub struct Store {
 struct Shared {
     state: Mutex<PublishState>,
     idle: Condvar,
+    /// Full hashes done to verify reads (the index spares the rest).
+    read_hashes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +101,9 @@ struct PublishState {
     dirty: BTreeSet<PathBuf>,
     /// Publications that failed (fsync or rename), reported by `sync`.
     failures: Vec<String>,
+    /// The verified-on-write index: blobs this store hashed (writing them,
+    /// or verifying a read) and the identity their file had then.
+    known: HashMap<Digest, Known>,
 }
 
 #[derive(Debug)]
@@ -223,7 +228,7 @@ impl Store {
         Ok(BlobWriter {
             file: Some(file),
             path,
-            hasher: Sha256::new(),
+            hasher: BlobHasher::Inline(Sha256::new()),
             size: 0,
             root: self.root.clone(),
             shared: self.shared.clone(),
@@ -259,7 +264,8 @@ impl Store {
         self.put_reader(&mut f)
     }
 
-    /// Opens the blob's file, published or pending.
+    /// Opens the blob's file, published or pending, without verifying it
+    /// (see [`Store::check`]); the flag says whether it is published.
     fn open_raw(&self, digest: &Digest) -> Result<(File, bool), StoreError> {
         let path = self.path_of(digest);
         // Twice: a pending blob may be renamed between the two lookups.
@@ -293,11 +299,59 @@ impl Store {
 
     /// Opens a blob after verifying its bytes against `digest`. A mismatch
     /// quarantines the blob and is an error.
+    ///
+    /// A blob this store hashed within [`KNOWN_TRUST`] (it wrote it, or
+    /// verified it on an earlier read) whose file still has the identity it
+    /// had then (device, inode, size, modification and change times) is not
+    /// hashed again: the verified-on-write index of DESIGN.md. Any write to
+    /// the file through the filesystem, a replaced file or a new process
+    /// means a full hash.
     pub fn open_verified(&self, digest: &Digest) -> Result<File, StoreError> {
-        let (mut file, published) = self.open_raw(digest)?;
+        let (file, published) = self.open_raw(digest)?;
+        let id = FileId::of(&file);
+        if id.is_some() && self.known_as(digest) == id {
+            return Ok(file);
+        }
+        self.check(digest, &file, published)?;
+        if id.is_some() && FileId::of(&file) == id {
+            self.remember(*digest, id);
+        }
+        Ok(file)
+    }
+
+    /// How many reads this store verified by hashing the whole blob.
+    pub fn read_hashes(&self) -> u64 {
+        self.shared.read_hashes.load(Ordering::Relaxed)
+    }
+
+    /// The identity the index holds for `digest`, if it is still trusted.
+    fn known_as(&self, digest: &Digest) -> Option<FileId> {
+        let mut state = lock(&self.shared.state);
+        match state.known.get(digest) {
+            Some(k) if k.at.elapsed() < KNOWN_TRUST => Some(k.id),
+            Some(_) => {
+                state.known.remove(digest);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, digest: Digest, id: Option<FileId>) {
+        lock(&self.shared.state).remember(digest, id);
+    }
+
+    /// Hashes an open blob (positional reads: its cursor does not move)
+    /// against `digest`; a published blob that does not match is
+    /// quarantined. `file` and `published` are what [`Store::open_raw`]
+    /// returned.
+    fn check(&self, digest: &Digest, file: &File, published: bool) -> Result<(), StoreError> {
+        self.shared.read_hashes.fetch_add(1, Ordering::Relaxed);
         let path = self.path_of(digest);
-        let found = hash_reader(&mut file).map_err(io_err(&path))?;
+        let found =
+            hash_reader(&mut PositionalReader { file, offset: 0 }).map_err(io_err(&path))?;
         if found != *digest {
+            lock(&self.shared.state).known.remove(digest);
             if published {
                 self.quarantine(digest);
             }
@@ -306,8 +360,7 @@ impl Store {
                 found,
             });
         }
-        file.rewind().map_err(io_err(&path))?;
-        Ok(file)
+        Ok(())
     }
 
     /// Verifies a blob without keeping it open.
@@ -447,6 +500,15 @@ fn publish_loop(rx: &mpsc::Receiver<Publish>, shared: &Shared, sha_root: &Path) 
             });
             let mut state = lock(&shared.state);
             state.pending.remove(&job.digest);
+            // The rename changed the file's change time: if nothing else
+            // did (same inode, size and modification time), the index
+            // follows it.
+            if let (Ok(_), Some(now)) = (&result, FileId::of(&job.file))
+                && let Some(k) = state.known.get_mut(&job.digest)
+                && k.id.same_content_as(&now)
+            {
+                k.id = now;
+            }
             match result {
                 Ok(created) => {
                     state.dirty.insert(dir);
@@ -499,13 +561,217 @@ fn sweep_orphans(tmp: &Path) {
     }
 }
 
+/// How long the verified-on-write index trusts a blob it hashed: past
+/// this, the next open hashes it again (bit rot is not a change the file's
+/// times record).
+pub const KNOWN_TRUST: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// Most blobs the index holds; past it, expired entries go, then all.
+const KNOWN_MAX: usize = 1 << 16;
+
+/// An entry of the verified-on-write index.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    id: FileId,
+    at: std::time::Instant,
+}
+
+impl PublishState {
+    fn remember(&mut self, digest: Digest, id: Option<FileId>) {
+        let Some(id) = id else { return };
+        if self.known.len() >= KNOWN_MAX {
+            self.known.retain(|_, k| k.at.elapsed() < KNOWN_TRUST);
+            if self.known.len() >= KNOWN_MAX {
+                self.known.clear();
+            }
+        }
+        self.known.insert(
+            digest,
+            Known {
+                id,
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+}
+
+/// What identifies a file's bytes without reading them: any write through
+/// the filesystem changes the change time (and on Linux ≥ 6.13 a write
+/// after a `stat` gets a fine-grained one, so a write right after ours is
+/// not hidden in the same clock tick).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    #[cfg(unix)]
+    fn of(file: &File) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().ok()?;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Elsewhere no identity is trusted: every open hashes.
+    #[cfg(not(unix))]
+    fn of(_file: &File) -> Option<FileId> {
+        None
+    }
+
+    /// The same file with the same bytes, the change time aside.
+    fn same_content_as(&self, other: &FileId) -> bool {
+        (self.dev, self.ino, self.len, self.mtime) == (other.dev, other.ino, other.len, other.mtime)
+    }
+}
+
+/// Reads a shared open file at its own offset (positional reads), so
+/// several readers share one file without sharing a cursor.
+#[derive(Debug)]
+pub(crate) struct PositionalReader<F> {
+    /// The file (`&File`, `Arc<File>`).
+    pub(crate) file: F,
+    /// Where the next read starts.
+    pub(crate) offset: u64,
+}
+
+impl<F: std::ops::Deref<Target = File>> Read for PositionalReader<F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.offset)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(&*self.file, buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl<F: std::ops::Deref<Target = File>> io::Seek for PositionalReader<F> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::End(d) => self.file.metadata()?.len().checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.offset.checked_add_signed(d),
+        };
+        self.offset = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.offset)
+    }
+}
+
+/// Bytes of a blob hashed inline before the rest goes to a hashing thread.
+const INLINE_HASH_BYTES: u64 = 4 << 20;
+/// Bytes handed to the hashing thread at a time.
+const HASH_CHUNK_BYTES: usize = 1 << 20;
+/// Chunks queued for the hashing thread at most (its memory bound, with
+/// the one being filled and the spares it sends back).
+const HASH_QUEUE_CHUNKS: usize = 4;
+
+/// The SHA-256 of a blob being written. The first [`INLINE_HASH_BYTES`]
+/// are hashed inline; a larger blob's further bytes are hashed by a thread
+/// of its own, fed 1 MiB chunks through a short queue (emptied chunks come
+/// back for reuse), so that on a second core hashing overlaps whatever
+/// produces the bytes (a step's guest, a source copy).
+enum BlobHasher {
+    Inline(Sha256),
+    Thread {
+        filling: Vec<u8>,
+        queue: mpsc::SyncSender<Vec<u8>>,
+        spares: mpsc::Receiver<Vec<u8>>,
+        thread: std::thread::JoinHandle<Sha256>,
+    },
+}
+
+impl BlobHasher {
+    /// Adds `bytes` (the blob's bytes from offset `at`).
+    fn update(&mut self, bytes: &[u8], at: u64) -> io::Result<()> {
+        if let BlobHasher::Inline(h) = self {
+            if at + (bytes.len() as u64) <= INLINE_HASH_BYTES {
+                h.update(bytes);
+                return Ok(());
+            }
+            let mut h = std::mem::take(h);
+            let (queue, chunks) = mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE_CHUNKS);
+            let (give_back, spares) = mpsc::channel::<Vec<u8>>();
+            let thread = std::thread::Builder::new()
+                .name("blob hasher".into())
+                .spawn(move || {
+                    for mut chunk in chunks {
+                        h.update(&chunk);
+                        chunk.clear();
+                        let _ = give_back.send(chunk);
+                    }
+                    h
+                })?;
+            *self = BlobHasher::Thread {
+                filling: Vec::with_capacity(HASH_CHUNK_BYTES),
+                queue,
+                spares,
+                thread,
+            };
+        }
+        let BlobHasher::Thread {
+            filling,
+            queue,
+            spares,
+            ..
+        } = self
+        else {
+            unreachable!("switched to a thread above")
+        };
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let take = rest.len().min(HASH_CHUNK_BYTES - filling.len());
+            filling.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if filling.len() == HASH_CHUNK_BYTES {
+                let next = spares
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(HASH_CHUNK_BYTES));
+                queue
+                    .send(std::mem::replace(filling, next))
+                    .map_err(|_| io::Error::other("the blob's hashing thread is gone"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The digest of everything added.
+    fn finish(self) -> io::Result<Digest> {
+        match self {
+            BlobHasher::Inline(h) => Ok(Digest::from_hasher(h)),
+            BlobHasher::Thread {
+                filling,
+                queue,
+                thread,
+                ..
+            } => {
+                let sent = filling.is_empty() || queue.send(filling).is_ok();
+                drop(queue);
+                match thread.join() {
+                    Ok(h) if sent => Ok(Digest::from_hasher(h)),
+                    _ => Err(io::Error::other("the blob's hashing thread failed")),
+                }
+            }
+        }
+    }
+}
+
 /// A blob being written: temp file in the store's own filesystem, hashed as
 /// it goes. [`BlobWriter::commit`] hands it to the publisher; dropping it
 /// uncommitted removes the temp file.
 pub struct BlobWriter {
     file: Option<File>,
     path: PathBuf,
-    hasher: Sha256,
+    hasher: BlobHasher,
     size: u64,
     root: PathBuf,
     shared: Arc<Shared>,
@@ -523,7 +789,9 @@ impl BlobWriter {
     /// [`Store::sync`]). Idempotent: a digest already present is not
     /// written again.
     pub fn commit(mut self) -> Result<(Digest, u64), StoreError> {
-        let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        let digest = std::mem::replace(&mut self.hasher, BlobHasher::Inline(Sha256::new()))
+            .finish()
+            .map_err(io_err(&self.path))?;
         let file = self.file.take().expect("file present until commit");
         let hex = digest.hex();
         let dest = self.root.join("sha256").join(&hex[..2]).join(&hex[2..]);
@@ -535,6 +803,7 @@ impl BlobWriter {
             return Ok((digest, self.size));
         }
         state.pending.insert(digest, self.path.clone());
+        state.remember(digest, FileId::of(&file));
         drop(state);
         let job = Publish {
             digest,
@@ -562,7 +831,7 @@ impl Write for BlobWriter {
             .as_mut()
             .ok_or_else(|| io::Error::other("blob already committed"))?;
         let n = file.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.hasher.update(&buf[..n], self.size)?;
         self.size += n as u64;
         Ok(n)
     }
@@ -658,6 +927,77 @@ mod tests {
         store.sync().unwrap();
         assert!(store.path_of(&d1).is_file());
         assert_eq!(store.read_bytes(&d1).unwrap(), b"abc");
+        assert_eq!(parts(dir.path()), 0);
+    }
+
+    /// The verified-on-write index: a blob this store wrote (or verified)
+    /// opens without a hash while its file is untouched; a write to it, a
+    /// replaced file, or another store (process) means a full hash.
+    #[test]
+    fn the_index_spares_hashes_of_untouched_blobs_and_no_write_escapes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (d, _) = store.put_bytes(b"precious bytes").unwrap();
+        store.open_verified(&d).unwrap(); // pending: its temp file
+        store.sync().unwrap();
+        store.open_verified(&d).unwrap(); // published: renamed
+        assert_eq!(store.read_hashes(), 0);
+
+        // Same size, in place, right after our own write and stat.
+        let path = store.path_of(&d);
+        fs::write(&path, b"Precious bytes").unwrap();
+        assert!(matches!(
+            store.open_verified(&d),
+            Err(StoreError::Corrupted { .. })
+        ));
+        assert_eq!(store.read_hashes(), 1);
+        store.put_bytes(b"precious bytes").unwrap();
+        store.sync().unwrap();
+
+        // A file put in its place with the right bytes: hashed, then known.
+        let other = dir.path().join("other");
+        fs::write(&other, b"precious bytes").unwrap();
+        fs::rename(&other, &path).unwrap();
+        assert_eq!(store.read_bytes(&d).unwrap(), b"precious bytes");
+        assert_eq!(store.read_hashes(), 2);
+        assert_eq!(store.read_bytes(&d).unwrap(), b"precious bytes");
+        assert_eq!(store.read_hashes(), 2);
+
+        // Another store of the same home knows nothing yet.
+        drop(store);
+        let again = Store::open(dir.path()).unwrap();
+        assert_eq!(again.read_bytes(&d).unwrap(), b"precious bytes");
+        assert_eq!(again.read_hashes(), 1);
+        assert_eq!(again.read_bytes(&d).unwrap(), b"precious bytes");
+        assert_eq!(again.read_hashes(), 1);
+    }
+
+    /// Past [`INLINE_HASH_BYTES`] a blob is hashed on a thread: the digest
+    /// is the same as of the bytes at once, whatever the write sizes and
+    /// wherever they cross the switch.
+    #[test]
+    fn a_large_blob_hashed_beside_its_writer_has_the_digest_of_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let len = 2 * INLINE_HASH_BYTES as usize + 12_345;
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        for chunk in [4093, 1 << 20, len] {
+            let mut w = store.writer().unwrap();
+            for part in bytes.chunks(chunk) {
+                w.write_all(part).unwrap();
+            }
+            assert_eq!(
+                w.commit().unwrap(),
+                (Digest::of(&bytes), len as u64),
+                "chunks of {chunk}"
+            );
+        }
+        assert_eq!(store.read_bytes(&Digest::of(&bytes)).unwrap(), bytes);
+        // Dropped uncommitted mid-thread: nothing left behind.
+        let mut w = store.writer().unwrap();
+        w.write_all(&bytes).unwrap();
+        drop(w);
+        store.sync().unwrap();
         assert_eq!(parts(dir.path()), 0);
     }
 

@@ -111,7 +111,7 @@ impl HyperLogLog {
         let alpha = 0.7213 / (1.0 + 1.079 / m);
         let raw = alpha * m * m / sum;
         if raw <= 2.5 * m && zeros > 0 {
-            m * (m / zeros as f64).ln()
+            m * libm::log(m / zeros as f64)
         } else {
             raw
         }

@@ -831,7 +831,7 @@ pub fn psi(reference: &[u64], current: &[u64]) -> f64 {
         .map(|(&r, &c)| {
             let r = share(r, ref_total).max(EPSILON);
             let c = share(c, cur_total).max(EPSILON);
-            (c - r) * (c / r).ln()
+            (c - r) * libm::log(c / r)
         })
         .sum()
 }
@@ -861,10 +861,10 @@ pub fn js_distance(reference: &BTreeMap<String, u64>, current: &BTreeMap<String,
         let m = (p + q) / 2.0;
         // 0 · log 0 = 0; m > 0 whenever p or q is.
         if p > 0.0 {
-            divergence += p * (p / m).log2() / 2.0;
+            divergence += p * libm::log2(p / m) / 2.0;
         }
         if q > 0.0 {
-            divergence += q * (q / m).log2() / 2.0;
+            divergence += q * libm::log2(q / m) / 2.0;
         }
     }
     // Rounding may leave the divergence a hair outside [0, 1].

@@ -13,8 +13,8 @@
 //! (`U(±√(6 / fan_in))`, biases 0) and each epoch visits the rows in a
 //! Fisher–Yates shuffle, both drawn from one [`SplitMix64`] stream seeded by
 //! the caller; arithmetic is sequential. The same seed, data and settings
-//! give a bitwise-identical model on the same platform (`exp`/`ln` come
-//! from its `libm`).
+//! give a bitwise-identical model on every platform, natively or in the
+//! sandbox (`exp`/`ln` come from the `libm` crate, not the C library).
 //!
 //! The model (`model` output of `train-mlp`) is a JSON document:
 //!
@@ -433,10 +433,10 @@ fn softmax_into(logits: &[f64], label: usize, probs: &mut Vec<f64>) -> (f64, usi
     // -ln p(label) = ln Σ exp(z - max) - (z_label - max).
     let max = logits[best];
     probs.clear();
-    probs.extend(logits.iter().map(|z| (z - max).exp()));
+    probs.extend(logits.iter().map(|z| libm::exp(z - max)));
     let sum: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= sum);
-    (sum.ln() - (logits[label] - max), best)
+    (libm::log(sum) - (logits[label] - max), best)
 }
 
 fn argmax(values: &[f64]) -> usize {

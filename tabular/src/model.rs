@@ -506,12 +506,12 @@ impl Sgd {
         let shifted_label = self.probs[label] - max;
         let mut sum = 0.0;
         for z in self.probs.iter_mut() {
-            *z = (*z - max).exp();
+            *z = libm::exp(*z - max);
             sum += *z;
         }
         Scored {
             best,
-            cross_entropy: sum.ln() - shifted_label,
+            cross_entropy: libm::log(sum) - shifted_label,
             sum,
         }
     }
