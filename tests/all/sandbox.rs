@@ -464,3 +464,50 @@ fn compiling_past_the_memory_bound_fails_the_step_naming_the_bound() {
         "{message}"
     );
 }
+
+/// `wasi:sockets` is admitted (Rust's `std::net` on wasip2 and
+/// componentize-py's CPython import it) but every use fails at run time:
+/// no connection or datagram reaches the test's loopback sockets, nothing
+/// binds, no name resolves, and the step goes on to report it.
+#[test]
+fn a_step_importing_sockets_runs_and_every_network_use_is_refused() {
+    let sb = Sandbox::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let datagrams = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let spec = sb.write(
+        "net.toml",
+        &format!(
+            "name = \"net\"\n[steps.evil]\ncomponent = {}\nparams = {{ mode = \"network\", port = \"{port}\" }}\noutputs = [\"out\"]\n",
+            toml_path(&component("hostile"))
+        ),
+    );
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{json:#}");
+    let digest = step(&json, "evil")["outputs"]["out"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report = sb.sluice(&["artifact", "cat", &digest]).stdout;
+    assert_eq!(
+        report,
+        format!(
+            "tcp connect 127.0.0.1:{port}: refused (PermissionDenied)\n\
+             tcp bind: refused (PermissionDenied)\n\
+             udp send: refused (PermissionDenied)\n\
+             dns localhost: refused (Uncategorized)\n"
+        )
+    );
+    listener.set_nonblocking(true).unwrap();
+    assert_eq!(
+        listener.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "a connection reached the listener"
+    );
+    datagrams.set_nonblocking(true).unwrap();
+    assert_eq!(
+        datagrams.recv(&mut [0u8; 8]).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "a datagram reached the socket"
+    );
+}

@@ -91,6 +91,37 @@ fn run(ctx: &mut Ctx) -> Result<()> {
             out.finish()?;
             Ok(())
         }
+        // Group 1: the network through `wasi:sockets` (Rust's std::net on
+        // wasip2 imports it, as componentize-py's output does). Each use
+        // must fail at run time; the step goes on and reports.
+        "network" => {
+            let port: u16 = ctx.param("port")?;
+            let mut report = String::new();
+            let outcome = |r: std::io::Result<String>| match r {
+                Ok(what) => what,
+                Err(e) => format!("refused ({:?})", e.kind()),
+            };
+            let connect =
+                std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| "CONNECTED".to_string());
+            report.push_str(&format!(
+                "tcp connect 127.0.0.1:{port}: {}\n",
+                outcome(connect)
+            ));
+            let listen = std::net::TcpListener::bind(("127.0.0.1", 0)).map(|_| "BOUND".to_string());
+            report.push_str(&format!("tcp bind: {}\n", outcome(listen)));
+            let udp = std::net::UdpSocket::bind(("127.0.0.1", 0)).and_then(|s| {
+                s.send_to(b"x", ("127.0.0.1", port))
+                    .map(|n| format!("SENT {n} bytes"))
+            });
+            report.push_str(&format!("udp send: {}\n", outcome(udp)));
+            let lookup = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", port))
+                .map(|a| format!("RESOLVED {} addresses", a.count()));
+            report.push_str(&format!("dns localhost: {}\n", outcome(lookup)));
+            let mut out = ctx.output("out", "text/plain")?;
+            out.write_all(report.as_bytes())?;
+            out.finish()?;
+            Ok(())
+        }
         // Group 6: host-call abuse on handles.
         "finish-twice" => {
             let mut out = ctx.output("out", "text/plain")?;
