@@ -27,6 +27,7 @@ pub(crate) mod junit;
 pub(crate) mod limits;
 pub(crate) mod policy;
 pub(crate) mod position;
+pub mod pybuild;
 pub(crate) mod quoting;
 pub(crate) mod record;
 pub(crate) mod replay;

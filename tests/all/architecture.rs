@@ -146,6 +146,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "seal",
             "scheduler",
             "build",
+            "pybuild",
             "scaffold",
         ],
     ),

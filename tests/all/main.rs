@@ -21,6 +21,7 @@ mod language;
 mod parquet;
 mod pipeline;
 mod policy;
+mod python;
 mod replay;
 mod sandbox;
 mod server;

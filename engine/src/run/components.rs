@@ -33,24 +33,29 @@ pub(crate) fn resolve_components(
     pipeline: &Pipeline,
     store: &Store,
 ) -> Vec<Result<Arc<Resolved>, String>> {
-    let crates: Vec<PathBuf> = {
+    let dirs = |python: bool| -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = pipeline
             .steps
             .iter()
             .filter_map(|s| match &s.component {
-                ComponentSource::Crate(dir) => Some(dir.clone()),
-                ComponentSource::Wasm(_) | ComponentSource::Stored(_) => None,
+                ComponentSource::Crate(dir) if !python => Some(dir.clone()),
+                ComponentSource::Python(dir) if python => Some(dir.clone()),
+                _ => None,
             })
             .collect();
         v.sort();
         v.dedup();
         v
     };
-    let built = if crates.is_empty() {
+    let (crates, python) = (dirs(false), dirs(true));
+    let mut built = if crates.is_empty() {
         BTreeMap::new()
     } else {
         build::build_crates(&crates)
     };
+    if !python.is_empty() {
+        built.extend(crate::pybuild::build_python_steps(&python));
+    }
     let mut by_path: HashMap<PathBuf, Result<Arc<Resolved>, String>> = HashMap::new();
     let mut by_digest: HashMap<Digest, PreparedSlot> = HashMap::new();
     pipeline
@@ -65,11 +70,13 @@ pub(crate) fn resolve_components(
                     }
                     Ok(store.path_of(digest))
                 }
-                ComponentSource::Crate(dir) => match built.get(dir) {
-                    Some(Ok(p)) => Ok(p.clone()),
-                    Some(Err(e)) => Err(e.to_string()),
-                    None => Err(format!("crate {} was not built", dir.display())),
-                },
+                ComponentSource::Crate(dir) | ComponentSource::Python(dir) => {
+                    match built.get(dir) {
+                        Some(Ok(p)) => Ok(p.clone()),
+                        Some(Err(e)) => Err(e.to_string()),
+                        None => Err(format!("step {} was not built", dir.display())),
+                    }
+                }
             }?;
             by_path
                 .entry(wasm.clone())

@@ -71,6 +71,9 @@ pub enum ComponentSource {
     Wasm(PathBuf),
     /// A step crate directory, built for `wasm32-wasip2` on demand.
     Crate(PathBuf),
+    /// A Python step directory (`pyproject.toml`), built with
+    /// componentize-py on demand and memoized by its sources.
+    Python(PathBuf),
     /// A component already in the store (`component = "sha256:…"`), e.g.
     /// uploaded to the service.
     Stored(crate::digest::Digest),

@@ -258,10 +258,13 @@ impl Validator {
             if path.join("Cargo.toml").is_file() {
                 return Some(ComponentSource::Crate(path));
             }
+            if path.join("pyproject.toml").is_file() {
+                return Some(ComponentSource::Python(path));
+            }
             self.error(
                 span,
                 format!(
-                    "step `{step}`: component {} is a directory without Cargo.toml (expected a .wasm file or a step crate)",
+                    "step `{step}`: component {} is a directory without Cargo.toml or pyproject.toml (expected a .wasm file, a step crate or a Python step)",
                     path.display()
                 ),
             );
