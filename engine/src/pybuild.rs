@@ -25,8 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::build::BuildError;
-
 /// The componentize-py release every Python step is built with.
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 /// The Python step SDK, staged next to every step's sources.
@@ -44,15 +42,13 @@ const DEPTH_MAX: usize = 16;
 const RESERVED_MODULES: &[&str] = &["sluice_step", "wit_world", "componentize_py_types"];
 
 /// Builds every Python step directory in `dirs`; a directory that fails
-/// maps to its error, the others still build.
-pub fn build_python_steps(dirs: &[PathBuf]) -> BTreeMap<PathBuf, Result<PathBuf, BuildError>> {
+/// maps to its error (naming it), the others still build.
+pub fn build_python_steps(dirs: &[PathBuf]) -> BTreeMap<PathBuf, Result<PathBuf, String>> {
     let mut tool: Option<Result<PathBuf, String>> = None;
     dirs.iter()
         .map(|dir| {
-            let result = build_one(dir, &mut tool).map_err(|reason| BuildError {
-                path: dir.clone(),
-                reason,
-            });
+            let result = build_one(dir, &mut tool)
+                .map_err(|reason| format!("cannot build Python step {}: {reason}", dir.display()));
             (dir.clone(), result)
         })
         .collect()
@@ -72,7 +68,8 @@ fn build_one(dir: &Path, tool: &mut Option<Result<PathBuf, String>>) -> Result<P
     let key = memo_key(&module, &sources);
     let memo_dir = dir.join("target").join("sluice-python");
     let memo = memo_dir.join(format!("{key}.wasm"));
-    if memo.is_file() {
+    let recorded = memo_dir.join(format!("{key}.digest"));
+    if memo_intact(&memo, &recorded) {
         tracing::debug!(step = %dir.display(), "python step memoized");
         return Ok(memo);
     }
@@ -84,7 +81,7 @@ fn build_one(dir: &Path, tool: &mut Option<Result<PathBuf, String>>) -> Result<P
         std::process::id(),
         STAGE.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = stage_and_build(&componentize, &stage, &module, &sources, &memo);
+    let result = stage_and_build(&componentize, &stage, &module, &sources, &memo, &recorded);
     let _ = fs::remove_dir_all(&stage);
     result.map(|()| memo)
 }
@@ -194,6 +191,7 @@ fn stage_and_build(
     module: &str,
     sources: &[(String, Vec<u8>)],
     memo: &Path,
+    recorded: &Path,
 ) -> Result<(), String> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -236,9 +234,30 @@ fn stage_and_build(
             tail(&output.stderr)
         ));
     }
-    // Into place by rename: a concurrent build of the same key leaves one
-    // of two equally valid components.
+    // The component's digest first, then the component, each by rename:
+    // a concurrent build of the same key leaves one of two equally valid
+    // components, and a mismatch (a crash between the renames, a
+    // concurrent build, an overwritten file) only means a rebuild.
+    let bytes = fs::read(&out).map_err(io(&out))?;
+    let digest_tmp = stage.join("step.digest");
+    fs::write(&digest_tmp, crate::digest::Digest::of(&bytes).to_string())
+        .map_err(io(&digest_tmp))?;
+    fs::rename(&digest_tmp, recorded).map_err(io(recorded))?;
     fs::rename(&out, memo).map_err(io(memo))
+}
+
+/// A memoized component is used only if its bytes still hash to the
+/// digest recorded when it was built (a truncated or replaced file is
+/// rebuilt, never run as the build of these sources).
+fn memo_intact(memo: &Path, recorded: &Path) -> bool {
+    let (Ok(bytes), Ok(want)) = (fs::read(memo), fs::read_to_string(recorded)) else {
+        return false;
+    };
+    let intact = crate::digest::Digest::of(&bytes).to_string() == want.trim();
+    if !intact {
+        tracing::warn!(memo = %memo.display(), "memoized python build does not match its digest; rebuilding");
+    }
+    intact
 }
 
 /// A command with none of the host's environment but `PATH` and `HOME`
@@ -389,6 +408,22 @@ mod tests {
             let err = module_name(dir.path()).unwrap_err();
             assert!(err.contains(fragment), "{text:?}: {err}");
         }
+    }
+
+    /// A memoized component is trusted only while its bytes hash to the
+    /// digest recorded at build time.
+    #[test]
+    fn a_memo_that_no_longer_matches_its_digest_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let (memo, recorded) = (dir.path().join("k.wasm"), dir.path().join("k.digest"));
+        assert!(!memo_intact(&memo, &recorded), "nothing built yet");
+        fs::write(&memo, b"\0asm component").unwrap();
+        assert!(!memo_intact(&memo, &recorded), "no digest recorded");
+        let digest = crate::digest::Digest::of(b"\0asm component").to_string();
+        fs::write(&recorded, &digest).unwrap();
+        assert!(memo_intact(&memo, &recorded));
+        fs::write(&memo, b"\0asm other code").unwrap();
+        assert!(!memo_intact(&memo, &recorded), "replaced bytes");
     }
 
     /// The key covers every staged source by path and bytes and nothing

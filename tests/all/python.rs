@@ -81,3 +81,40 @@ fn a_python_step_builds_runs_is_cached_replays_and_fails_with_its_traceback() {
         log.stdout
     );
 }
+
+/// A Python step that loops forever runs out of fuel, and one that
+/// allocates without end hits its memory limit: the growth past the limit
+/// traps, so CPython never gets to turn it into a `MemoryError` the SDK
+/// would report as the step's own failure.
+#[test]
+fn a_python_step_is_bounded_by_fuel_and_memory() {
+    let sb = Sandbox::new();
+    sb.write("in.txt", "payload\n");
+    let spec = sb.write(
+        "bounded.toml",
+        &format!(
+            "name = \"py-bounded\"\n[sources]\nt = \"in.txt\"\n\
+             [steps.spin]\ncomponent = {py}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ mode = \"spin\" }}\noutputs = [\"out\"]\nlimits = {{ fuel = 50000000 }}\n\
+             [steps.hoard]\ncomponent = {py}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ mode = \"hoard\" }}\noutputs = [\"out\"]\nlimits = {{ memory_mib = 48 }}\n",
+            py = toml_path(&python_step("append")),
+        ),
+    );
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 1, "{json:#}");
+    let spin = step(&json, "spin");
+    assert_eq!(spin["error"]["class"], "limit", "{spin:#}");
+    assert_eq!(
+        spin["error"]["message"], "limit: fuel: step `spin` used all 50000000 units of fuel",
+        "{spin:#}"
+    );
+    let hoard = step(&json, "hoard");
+    assert_eq!(hoard["error"]["class"], "limit", "{hoard:#}");
+    let message = hoard["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("limit: memory: linear memory would grow to ")
+            && message.ends_with(" bytes; the step's limit is 50331648 bytes"),
+        "{message}"
+    );
+    let peak = hoard["memory_peak_bytes"].as_u64().unwrap();
+    assert!(peak <= 48 << 20 && peak > 24 << 20, "peak {peak}");
+}

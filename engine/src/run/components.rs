@@ -48,10 +48,13 @@ pub(crate) fn resolve_components(
         v
     };
     let (crates, python) = (dirs(false), dirs(true));
-    let mut built = if crates.is_empty() {
+    let mut built: BTreeMap<PathBuf, Result<PathBuf, String>> = if crates.is_empty() {
         BTreeMap::new()
     } else {
         build::build_crates(&crates)
+            .into_iter()
+            .map(|(dir, r)| (dir, r.map_err(|e| e.to_string())))
+            .collect()
     };
     if !python.is_empty() {
         built.extend(crate::pybuild::build_python_steps(&python));
@@ -73,7 +76,7 @@ pub(crate) fn resolve_components(
                 ComponentSource::Crate(dir) | ComponentSource::Python(dir) => {
                     match built.get(dir) {
                         Some(Ok(p)) => Ok(p.clone()),
-                        Some(Err(e)) => Err(e.to_string()),
+                        Some(Err(e)) => Err(e.clone()),
                         None => Err(format!("step {} was not built", dir.display())),
                     }
                 }

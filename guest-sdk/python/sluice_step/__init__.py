@@ -154,7 +154,8 @@ class Output(io.RawIOBase):
         super().close()
 
     def __exit__(self, exc_type, exc, tb):
-        # A failing block does not seal a half-written output.
+        # A failing block does not finish the output: the exception fails
+        # the step, so nothing it wrote is recorded.
         if exc_type is None:
             self.close()
         else:

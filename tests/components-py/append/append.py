@@ -1,6 +1,7 @@
 """Copies input `in` to output `out`, then appends the `line` param.
 
-`fail = "true"` raises instead, for the failure tests.
+For the failure tests: `fail = "true"` raises; `mode = "spin"` loops
+forever; `mode = "hoard"` allocates until memory runs out.
 """
 
 import random
@@ -13,6 +14,14 @@ from sluice_step import Ctx, step
 def run(ctx: Ctx) -> None:
     if ctx.param("fail", default=False, type=bool):
         raise ValueError("asked to fail")
+    mode = ctx.param("mode", default="append")
+    if mode == "spin":
+        while True:
+            pass
+    if mode == "hoard":
+        hoard = []
+        while True:
+            hoard.append(bytearray(1 << 20))
     line = ctx.param("line", default="")
     with ctx.input("in") as src, ctx.output("out", "text/plain") as out:
         for chunk in iter(lambda: src.read(65536), b""):
