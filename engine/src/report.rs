@@ -143,6 +143,10 @@ pub struct StepReport {
     /// The step's component digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<Digest>,
+    /// For a Python or JavaScript step: the sources its component was
+    /// built from (the build's memo key) and the tool that built it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_from: Option<crate::scriptbuild::SourceBuild>,
     /// The step's cache key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_key: Option<Digest>,
@@ -183,6 +187,7 @@ impl StepReport {
             error: None,
             reason: None,
             component: None,
+            built_from: None,
             cache_key: None,
             stdout: None,
             stderr: None,

@@ -667,6 +667,8 @@ pub struct ProvenanceInput<'a> {
     pub inputs: Vec<(String, Digest)>,
     /// Step name → component digest.
     pub components: Vec<(String, Digest)>,
+    /// Python and JavaScript steps: the sources each component was built from.
+    pub built_from: Vec<StepSource>,
     /// RFC 3339 start time.
     pub started_at: &'a str,
     /// RFC 3339 finish time.
@@ -677,6 +679,19 @@ pub struct ProvenanceInput<'a> {
     pub record_digest: Digest,
     /// Lines in the run record.
     pub record_lines: u64,
+}
+
+/// The sources a script step's component was built from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StepSource {
+    /// The step.
+    pub step: String,
+    /// The source digest (the build's memo key).
+    pub digest: Digest,
+    /// `python` or `javascript`.
+    pub language: String,
+    /// The tool and version that built it.
+    pub toolchain: String,
 }
 
 fn sha256_map(d: &Digest) -> Value {
@@ -713,6 +728,15 @@ pub fn statement(input: &ProvenanceInput) -> Value {
             |(step, d)| json!({ "name": format!("component:{step}"), "digest": sha256_map(d) }),
         ),
     );
+    let mut built_from: Vec<&StepSource> = input.built_from.iter().collect();
+    built_from.sort();
+    deps.extend(built_from.into_iter().map(|s| {
+        json!({
+            "name": format!("source:{}", s.step),
+            "digest": sha256_map(&s.digest),
+            "annotations": { "language": s.language, "toolchain": s.toolchain },
+        })
+    }));
     deps.push(json!({
         "name": format!("sluice-engine@{}", input.engine_version),
         "uri": format!("pkg:cargo/sluice-engine@{}", input.engine_version),
@@ -1211,6 +1235,7 @@ mod tests {
             ],
             inputs: vec![("raw".into(), Digest::of(b"raw"))],
             components: vec![("train".into(), Digest::of(b"wasm"))],
+            built_from: vec![],
             started_at: "2026-01-01T00:00:00Z",
             finished_at: "2026-01-01T00:00:01Z",
             steps: json!([{ "step": "train", "fuel_used": 10 }]),

@@ -574,12 +574,13 @@ fn invocation_id(entry: &[u8]) -> Option<String> {
 
 /// The step fields `summary.json` shows that the record's `step-finished`
 /// event also carries.
-const RECORDED_STEP_FIELDS: [&str; 12] = [
+const RECORDED_STEP_FIELDS: [&str; 13] = [
     "status",
     "cached",
     "attempts",
     "cache_key",
     "component",
+    "built_from",
     "outputs",
     "fuel_used",
     "memory_peak_bytes",

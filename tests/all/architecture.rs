@@ -146,7 +146,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "seal",
             "scheduler",
             "build",
-            "pybuild",
+            "scriptbuild",
             "scaffold",
         ],
     ),

@@ -41,6 +41,42 @@ fn new_step_scaffold_builds_and_runs_as_is() {
     );
 }
 
+/// `--lang python` and `--lang js` scaffold steps that run as they are and
+/// write exactly what the Rust scaffold writes; each records the sources
+/// its component was built from.
+#[test]
+fn new_step_scaffolds_in_python_and_javascript_run_as_is() {
+    let sb = Sandbox::new();
+    for (lang, name, language, toolchain) in [
+        ("python", "shout-py", "python", "componentize-py 0.25.1"),
+        ("js", "shout-js", "javascript", "componentize-js 0.23.0"),
+    ] {
+        let made = sb.sluice_raw(&["new", "step", name, "--lang", lang]);
+        assert_eq!(made.code, 0, "{}", made.stderr);
+        let spec = sb.path().join(name).join("pipeline.toml");
+        let (run, json) = sb.run_json(&spec, &[]);
+        assert_eq!(run.code, 0, "{lang}: {json:#}\n{}", run.stderr);
+        let s = step(&json, &name.replace('-', "_"));
+        assert_eq!(s["status"], "succeeded", "{s:#}");
+        assert_eq!(s["metrics"]["lines"], 2.0);
+        assert_eq!(s["built_from"]["language"], language, "{s:#}");
+        assert_eq!(s["built_from"]["toolchain"], toolchain, "{s:#}");
+        let digest = s["outputs"]["shouted"]["digest"].as_str().unwrap();
+        let cat = sb.sluice(&["artifact", "cat", digest]);
+        assert_eq!(
+            cat.stdout,
+            format!("hello from {name}\nSLUICE STEPS ARE COMPONENTS\nTHEY RUN ANYWHERE\n")
+        );
+    }
+    let bad = sb.sluice_raw(&["new", "step", "x", "--lang", "cobol"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("invalid value 'cobol'"),
+        "{}",
+        bad.stderr
+    );
+}
+
 #[test]
 fn show_runs_and_table_describe_a_finished_run() {
     let sb = Sandbox::new();

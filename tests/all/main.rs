@@ -17,6 +17,7 @@ mod data;
 mod expansion;
 mod faults;
 mod gpu;
+mod javascript;
 mod language;
 mod parquet;
 mod pipeline;

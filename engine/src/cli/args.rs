@@ -396,14 +396,29 @@ pub(super) enum ArtifactCommand {
 
 #[derive(Subcommand, Debug)]
 pub(super) enum NewCommand {
-    /// A step crate on the guest SDK, with a pipeline that runs it.
+    /// A step (Rust crate, Python or JavaScript), with a pipeline and
+    /// sample data that run it.
     Step {
-        /// Crate directory and step name.
+        /// Step directory and step name.
         name: String,
         /// Where to create it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value_t = StepLang::Rust)]
+        lang: StepLang,
     },
+}
+
+/// `sluice new step --lang`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(super) enum StepLang {
+    /// A crate on the Rust guest SDK.
+    Rust,
+    /// A Python step built with componentize-py.
+    Python,
+    /// A JavaScript step built with ComponentizeJS.
+    Js,
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use super::args::{
     ArtifactArgs, ArtifactCommand, CiArgs, CompileComponentArgs, HookArgs, LogsArgs, NewArgs,
     NewCommand, ProvenanceArgs, ReplayArgs, ResumeArgs, RunArgs, RunsArgs, ServeArgs, ShowArgs,
-    ValidateArgs, VerifyArgs, WorkerArgs, WorkerKind,
+    StepLang, ValidateArgs, VerifyArgs, WorkerArgs, WorkerKind,
 };
 use super::progress::Progress;
 use super::{EXIT_RUN_FAILED, EXIT_USAGE, render};
@@ -369,11 +369,16 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
 
 /// `sluice new step`.
 pub(super) fn new(args: NewArgs) -> anyhow::Result<u8> {
-    let NewCommand::Step { name, dir } = args.command;
+    let NewCommand::Step { name, dir, lang } = args.command;
     let dir = dir.unwrap_or_else(|| std::path::PathBuf::from(&name));
-    crate::scaffold::new_step(&name, &dir)?;
+    let (lang, what) = match lang {
+        StepLang::Rust => (crate::scaffold::Lang::Rust, "step crate"),
+        StepLang::Python => (crate::scaffold::Lang::Python, "Python step"),
+        StepLang::Js => (crate::scaffold::Lang::Js, "JavaScript step"),
+    };
+    crate::scaffold::new_step(&name, &dir, lang)?;
     let out = &mut std::io::stdout();
-    writeln!(out, "created step crate `{name}` in {}", dir.display())?;
+    writeln!(out, "created {what} `{name}` in {}", dir.display())?;
     writeln!(
         out,
         "run it: sluice run {}",

@@ -7,12 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::build;
 use crate::digest::Digest;
 use crate::sandbox::{self, Prepared};
+use crate::scriptbuild::{self, SourceBuild};
 use crate::spec::{ComponentSource, Pipeline};
 use crate::store::Store;
 
@@ -25,6 +26,8 @@ pub(crate) struct Resolved {
     pub(super) digest: Digest,
     pub(super) bytes: Arc<Vec<u8>>,
     pub(super) prepared: PreparedSlot,
+    /// For a Python or JavaScript step: the sources it was built from.
+    pub(super) source: Option<SourceBuild>,
 }
 
 /// Builds crates, reads component bytes and digests them. A component that
@@ -33,21 +36,21 @@ pub(crate) fn resolve_components(
     pipeline: &Pipeline,
     store: &Store,
 ) -> Vec<Result<Arc<Resolved>, String>> {
-    let dirs = |python: bool| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = pipeline
-            .steps
-            .iter()
-            .filter_map(|s| match &s.component {
-                ComponentSource::Crate(dir) if !python => Some(dir.clone()),
-                ComponentSource::Python(dir) if python => Some(dir.clone()),
-                _ => None,
-            })
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let (crates, python) = (dirs(false), dirs(true));
+    let mut crates: Vec<PathBuf> = Vec::new();
+    let mut scripts: Vec<PathBuf> = Vec::new();
+    for step in &pipeline.steps {
+        match &step.component {
+            ComponentSource::Crate(dir) => crates.push(dir.clone()),
+            ComponentSource::Python(dir) | ComponentSource::JavaScript(dir) => {
+                scripts.push(dir.clone())
+            }
+            ComponentSource::Wasm(_) | ComponentSource::Stored(_) => {}
+        }
+    }
+    for dirs in [&mut crates, &mut scripts] {
+        dirs.sort();
+        dirs.dedup();
+    }
     let mut built: BTreeMap<PathBuf, Result<PathBuf, String>> = if crates.is_empty() {
         BTreeMap::new()
     } else {
@@ -56,8 +59,17 @@ pub(crate) fn resolve_components(
             .map(|(dir, r)| (dir, r.map_err(|e| e.to_string())))
             .collect()
     };
-    if !python.is_empty() {
-        built.extend(crate::pybuild::build_python_steps(&python));
+    // Script builds come with their bytes (already checked against the
+    // digest recorded at build time) and the sources they were built from.
+    let mut scripted: HashMap<PathBuf, (Arc<Vec<u8>>, Digest, SourceBuild)> = HashMap::new();
+    if !scripts.is_empty() {
+        for (dir, result) in scriptbuild::build_script_steps(&scripts) {
+            let wasm = result.map(|b| {
+                scripted.insert(b.wasm.clone(), (b.bytes, b.component, b.source));
+                b.wasm
+            });
+            built.insert(dir, wasm);
+        }
     }
     let mut by_path: HashMap<PathBuf, Result<Arc<Resolved>, String>> = HashMap::new();
     let mut by_digest: HashMap<Digest, PreparedSlot> = HashMap::new();
@@ -73,30 +85,29 @@ pub(crate) fn resolve_components(
                     }
                     Ok(store.path_of(digest))
                 }
-                ComponentSource::Crate(dir) | ComponentSource::Python(dir) => {
-                    match built.get(dir) {
-                        Some(Ok(p)) => Ok(p.clone()),
-                        Some(Err(e)) => Err(e.clone()),
-                        None => Err(format!("step {} was not built", dir.display())),
-                    }
-                }
+                ComponentSource::Crate(dir)
+                | ComponentSource::Python(dir)
+                | ComponentSource::JavaScript(dir) => match built.get(dir) {
+                    Some(Ok(p)) => Ok(p.clone()),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(format!("step {} was not built", dir.display())),
+                },
             }?;
             by_path
                 .entry(wasm.clone())
                 .or_insert_with(|| {
-                    let meta = fs::metadata(&wasm)
-                        .map_err(|e| format!("component {}: {e}", wasm.display()))?;
-                    if meta.len() > sandbox::COMPONENT_BYTES_MAX {
-                        return Err(format!(
-                            "component {} is {} bytes; the limit is {}",
-                            wasm.display(),
-                            meta.len(),
-                            sandbox::COMPONENT_BYTES_MAX
-                        ));
+                    let (bytes, digest, source) = match scripted.get(&wasm) {
+                        Some((bytes, digest, source)) => {
+                            (bytes.clone(), *digest, Some(source.clone()))
+                        }
+                        None => {
+                            let (bytes, digest) = read_component(&wasm)?;
+                            (Arc::new(bytes), digest, None)
+                        }
+                    };
+                    if bytes.len() as u64 > sandbox::COMPONENT_BYTES_MAX {
+                        return Err(too_large(&wasm, bytes.len() as u64));
                     }
-                    let bytes = fs::read(&wasm)
-                        .map_err(|e| format!("component {}: {e}", wasm.display()))?;
-                    let digest = Digest::of(&bytes);
                     if let ComponentSource::Stored(want) = &step.component
                         && *want != digest
                     {
@@ -108,11 +119,32 @@ pub(crate) fn resolve_components(
                     Ok(Arc::new(Resolved {
                         path: wasm.clone(),
                         digest,
-                        bytes: Arc::new(bytes),
+                        bytes,
                         prepared,
+                        source,
                     }))
                 })
                 .clone()
         })
         .collect()
+}
+
+/// A component file's bytes and digest, refusing one over the size limit
+/// before reading it.
+fn read_component(wasm: &Path) -> Result<(Vec<u8>, Digest), String> {
+    let meta = fs::metadata(wasm).map_err(|e| format!("component {}: {e}", wasm.display()))?;
+    if meta.len() > sandbox::COMPONENT_BYTES_MAX {
+        return Err(too_large(wasm, meta.len()));
+    }
+    let bytes = fs::read(wasm).map_err(|e| format!("component {}: {e}", wasm.display()))?;
+    let digest = Digest::of(&bytes);
+    Ok((bytes, digest))
+}
+
+fn too_large(wasm: &Path, len: u64) -> String {
+    format!(
+        "component {} is {len} bytes; the limit is {}",
+        wasm.display(),
+        sandbox::COMPONENT_BYTES_MAX
+    )
 }

@@ -34,12 +34,21 @@ pub(crate) fn seal_run(
     let signer = crate::seal::load_or_create(home).map_err(|e| seal_err(e.to_string()))?;
     let mut subjects = Vec::new();
     let mut components = Vec::new();
+    let mut built_from = Vec::new();
     for step in &summary.steps {
         for (name, o) in &step.outputs {
             subjects.push((format!("{}/{name}", step.name), o.digest));
         }
         if let Some(c) = step.component {
             components.push((step.name.clone(), c));
+        }
+        if let Some(b) = &step.built_from {
+            built_from.push(crate::seal::StepSource {
+                step: step.name.clone(),
+                digest: b.digest,
+                language: b.language.as_str().to_owned(),
+                toolchain: b.toolchain.clone(),
+            });
         }
     }
     let steps: Vec<serde_json::Value> = summary
@@ -52,6 +61,7 @@ pub(crate) fn seal_run(
                 "cached": s.cached,
                 "cache_key": s.cache_key,
                 "component": s.component,
+                "built_from": s.built_from,
                 "outputs": s.outputs.iter().map(|(k, o)| (k.clone(), o.digest)).collect::<BTreeMap<_, _>>(),
             })
         })
@@ -71,6 +81,7 @@ pub(crate) fn seal_run(
         subjects,
         inputs: record_inputs,
         components,
+        built_from,
         started_at: &summary.started_at,
         finished_at: &summary.finished_at,
         steps: serde_json::Value::Array(steps),

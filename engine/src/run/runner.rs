@@ -205,6 +205,7 @@ impl Runner<'_> {
                 "attempts": report.attempts,
                 "cache_key": report.cache_key,
                 "component": report.component,
+                "built_from": report.built_from,
                 "outputs": report.outputs,
                 "fuel_used": report.fuel_used,
                 "memory_peak_bytes": report.memory_peak_bytes,
@@ -298,6 +299,7 @@ impl scheduler::Executor for Runner<'_> {
         };
         let (request, key) = self.start(index, attempt, &resolved, inputs);
         report.component = Some(resolved.digest);
+        report.built_from = resolved.source.clone();
         report.cache_key = Some(key);
         if attempt == 1
             && step.cache
@@ -382,6 +384,7 @@ impl Runner<'_> {
                 "attempt": attempt,
                 "component": resolved.digest,
                 "component_path": resolved.path.display().to_string(),
+                "built_from": resolved.source,
                 "cache_key": key,
                 "inputs": description.input_refs(),
                 "params": step.params,
@@ -411,6 +414,7 @@ impl Runner<'_> {
         let step = &self.pipeline.steps[index];
         let mut r = StepReport::new(&step.name, StepStatus::Cached);
         r.component = Some(resolved.digest);
+        r.built_from = resolved.source.clone();
         r.cache_key = Some(key);
         r.outputs = hit.outputs;
         r.metrics = hit.metrics;

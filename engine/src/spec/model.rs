@@ -74,6 +74,9 @@ pub enum ComponentSource {
     /// A Python step directory (`pyproject.toml`), built with
     /// componentize-py on demand and memoized by its sources.
     Python(PathBuf),
+    /// A JavaScript step directory (`package.json` with a `sluice` entry),
+    /// built with ComponentizeJS on demand and memoized by its sources.
+    JavaScript(PathBuf),
     /// A component already in the store (`component = "sha256:…"`), e.g.
     /// uploaded to the service.
     Stored(crate::digest::Digest),

@@ -261,10 +261,13 @@ impl Validator {
             if path.join("pyproject.toml").is_file() {
                 return Some(ComponentSource::Python(path));
             }
+            if path.join("package.json").is_file() {
+                return Some(ComponentSource::JavaScript(path));
+            }
             self.error(
                 span,
                 format!(
-                    "step `{step}`: component {} is a directory without Cargo.toml or pyproject.toml (expected a .wasm file, a step crate or a Python step)",
+                    "step `{step}`: component {} is a directory without Cargo.toml, pyproject.toml or package.json (expected a .wasm file, a step crate, a Python step or a JavaScript step)",
                     path.display()
                 ),
             );

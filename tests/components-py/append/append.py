@@ -1,11 +1,17 @@
 """Copies input `in` to output `out`, then appends the `line` param.
 
 For the failure tests: `fail = "true"` raises; `mode = "spin"` loops
-forever; `mode = "hoard"` allocates until memory runs out.
+forever; `mode = "hoard"` allocates until memory runs out. For the
+determinism test, `mode = "determinism"` writes to `out` (and tags) what a
+step could draw from outside its inputs: the virtual clocks (before and
+after a sleep), `random`, `os.urandom`, `uuid4`, `hash()` of str and
+bytes and the iteration order of a set of strings.
 """
 
+import os
 import random
 import time
+import uuid
 
 from sluice_step import Ctx, step
 
@@ -22,6 +28,9 @@ def run(ctx: Ctx) -> None:
         hoard = []
         while True:
             hoard.append(bytearray(1 << 20))
+    if mode == "determinism":
+        determinism(ctx)
+        return
     line = ctx.param("line", default="")
     with ctx.input("in") as src, ctx.output("out", "text/plain") as out:
         for chunk in iter(lambda: src.read(65536), b""):
@@ -33,3 +42,34 @@ def run(ctx: Ctx) -> None:
     ctx.tag("time", str(time.time()))
     ctx.tag("hash", str(hash("sluice")))
     print("py-append wrote", out.tell(), "bytes")
+
+
+def determinism(ctx: Ctx) -> None:
+    # The clocks first: nothing has read them yet in this attempt.
+    t0 = time.time()
+    m0 = time.monotonic()
+    time.sleep(2.5)  # virtual: advances both clocks, waits for nothing
+    t1 = time.time()
+    m1 = time.monotonic()
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    deck = list(range(16))
+    random.shuffle(deck)
+    values = {
+        "time": repr(t0),
+        "time_after_sleep": repr(t1),
+        "monotonic": repr(m0),
+        "monotonic_after_sleep": repr(m1),
+        "random": repr(random.random()),
+        "shuffle": " ".join(map(str, deck)),
+        "getrandbits": str(random.getrandbits(64)),
+        "urandom": os.urandom(16).hex(),
+        "uuid4": str(uuid.uuid4()),
+        "hash_str": str(hash("sluice")),
+        "hash_bytes": str(hash(b"sluice")),
+        "set_order": " ".join(set(words)),
+        "dict_of_set_order": " ".join({w: None for w in frozenset(words)}),
+    }
+    with ctx.output("out", "text/plain") as out:
+        for key, value in values.items():
+            out.write(f"{key}={value}\n".encode())
+            ctx.tag(key, value)
