@@ -155,3 +155,26 @@ pub fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
 pub fn toml_path(p: &Path) -> String {
     format!("{:?}", p.to_str().unwrap())
 }
+
+/// A run with a step `spin` (an endless loop, `fuel = 50000000`) and a
+/// step `hoard` (endless allocation, `memory_mib = 48`): each fails with
+/// class `limit` and the exact message, and the hoard's peak stays under
+/// its limit (the growth past it traps before the guest can see it).
+pub fn assert_spin_and_hoard_limited(json: &Value) {
+    let spin = step(json, "spin");
+    assert_eq!(spin["error"]["class"], "limit", "{spin:#}");
+    assert_eq!(
+        spin["error"]["message"], "limit: fuel: step `spin` used all 50000000 units of fuel",
+        "{spin:#}"
+    );
+    let hoard = step(json, "hoard");
+    assert_eq!(hoard["error"]["class"], "limit", "{hoard:#}");
+    let message = hoard["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("limit: memory: linear memory would grow to ")
+            && message.ends_with(" bytes; the step's limit is 50331648 bytes"),
+        "{message}"
+    );
+    let peak = hoard["memory_peak_bytes"].as_u64().unwrap();
+    assert!(peak <= 48 << 20 && peak > 24 << 20, "peak {peak}");
+}

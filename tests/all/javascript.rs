@@ -157,18 +157,79 @@ fn a_javascript_step_builds_runs_is_cached_replays_records_its_sources_and_is_bo
         "{}",
         log.stdout
     );
-    let spin = step(&json, "spin");
-    assert_eq!(spin["error"]["class"], "limit", "{spin:#}");
-    assert_eq!(
-        spin["error"]["message"], "limit: fuel: step `spin` used all 50000000 units of fuel",
-        "{spin:#}"
+    crate::harness::assert_spin_and_hoard_limited(&json);
+}
+
+/// Without the tools to install the build tools, a script step fails with
+/// a message naming what is missing; no build is attempted, nothing else
+/// in the run is affected.
+#[test]
+fn a_missing_node_or_python_is_named_and_fails_only_its_step() {
+    let sb = Sandbox::new();
+    sb.write("in.txt", "payload\n");
+    let spec = sb.write(
+        "tools.toml",
+        &format!(
+            "name = \"tools\"\n[sources]\nt = \"in.txt\"\n\
+             [steps.js]\ncomponent = {js}\ninputs = {{ in = \"sources.t\" }}\noutputs = [\"out\"]\n\
+             [steps.py]\ncomponent = {py}\ninputs = {{ in = \"sources.t\" }}\noutputs = [\"out\"]\n\
+             [steps.rust]\ncomponent = {rust}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ line = \"x\" }}\noutputs = [\"out\"]\n",
+            js = toml_path(&js_step("append")),
+            py = toml_path(&repo().join("tests/components-py/append")),
+            rust = toml_path(&component("append")),
+        ),
     );
-    let hoard = step(&json, "hoard");
-    assert_eq!(hoard["error"]["class"], "limit", "{hoard:#}");
-    let message = hoard["error"]["message"].as_str().unwrap();
+    let empty = sb.path().join("no-tools");
+    let empty = empty.to_str().unwrap();
+    // Fresh copies of the step directories: their memos must not answer.
+    let copy = |from: &std::path::Path, to: &str| {
+        let dest = sb.path().join(to);
+        std::fs::create_dir_all(&dest).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dest.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        dest
+    };
+    let js = copy(&js_step("append"), "js-copy");
+    let py = copy(&repo().join("tests/components-py/append"), "py-copy");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace(&toml_path(&js_step("append")), &toml_path(&js))
+        .replace(
+            &toml_path(&repo().join("tests/components-py/append")),
+            &toml_path(&py),
+        );
+    std::fs::write(&spec, text).unwrap();
+    let run = sb.sluice_env(
+        &["run", spec.to_str().unwrap(), "--json"],
+        &[
+            ("SLUICE_JS_TOOLS", empty),
+            ("SLUICE_NPM", "/nonexistent/npm"),
+            ("SLUICE_PYTHON_TOOLS", empty),
+            ("SLUICE_PYTHON", "/nonexistent/python3"),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let json = run.json();
+    let message = |name: &str| {
+        step(&json, name)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let js_err = message("js");
     assert!(
-        message.starts_with("limit: memory: linear memory would grow to ")
-            && message.ends_with(" bytes; the step's limit is 50331648 bytes"),
-        "{message}"
+        js_err.starts_with(&format!("cannot build JavaScript step {}: cannot run /nonexistent/npm ci (JavaScript steps need Node.js 20+ and npm to install componentize-js 0.23.0): ", js.display())),
+        "{js_err}"
     );
+    let py_err = message("py");
+    assert!(
+        py_err.starts_with(&format!("cannot build Python step {}: cannot run /nonexistent/python3 -m venv (Python steps need Python 3 with venv to install componentize-py): ", py.display())),
+        "{py_err}"
+    );
+    assert_eq!(step(&json, "rust")["status"], "succeeded", "{json:#}");
+    assert!(!js.join("target").exists() && !py.join("target").exists());
 }

@@ -154,22 +154,7 @@ fn a_python_step_is_bounded_by_fuel_and_memory() {
     );
     let (run, json) = sb.run_json(&spec, &[]);
     assert_eq!(run.code, 1, "{json:#}");
-    let spin = step(&json, "spin");
-    assert_eq!(spin["error"]["class"], "limit", "{spin:#}");
-    assert_eq!(
-        spin["error"]["message"], "limit: fuel: step `spin` used all 50000000 units of fuel",
-        "{spin:#}"
-    );
-    let hoard = step(&json, "hoard");
-    assert_eq!(hoard["error"]["class"], "limit", "{hoard:#}");
-    let message = hoard["error"]["message"].as_str().unwrap();
-    assert!(
-        message.starts_with("limit: memory: linear memory would grow to ")
-            && message.ends_with(" bytes; the step's limit is 50331648 bytes"),
-        "{message}"
-    );
-    let peak = hoard["memory_peak_bytes"].as_u64().unwrap();
-    assert!(peak <= 48 << 20 && peak > 24 << 20, "peak {peak}");
+    crate::harness::assert_spin_and_hoard_limited(&json);
 }
 
 /// The gpu jobs of a step's report.
