@@ -22,6 +22,7 @@ mod language;
 mod parquet;
 mod pipeline;
 mod policy;
+mod polyglot;
 mod python;
 mod replay;
 mod sandbox;

@@ -100,6 +100,9 @@ fn a_python_step_builds_runs_is_cached_replays_and_fails_with_its_traceback() {
     let (_, again) = sb.run_json(&spec, &[]);
     assert_eq!(step(&again, "py")["status"], "cached", "{again:#}");
     assert_eq!(step(&again, "py")["component"], py["component"]);
+    assert_eq!(py["built_from"]["language"], "python", "{py:#}");
+    assert_eq!(py["built_from"]["toolchain"], "componentize-py 0.25.1");
+    assert_eq!(step(&again, "py")["built_from"], py["built_from"]);
     assert_eq!(step(&again, "py")["tags"], py["tags"]);
 
     let id = json["run_id"].as_str().unwrap();
@@ -482,4 +485,34 @@ fn a_python_steps_clocks_random_and_hash_are_seeded_replayed_and_the_same_in_a_f
             "{key} does not follow the seed"
         );
     }
+}
+
+/// A Python step's module-level code runs when the component is built —
+/// inside componentize-py's WebAssembly pre-initialiser, not on the host:
+/// it sees no host file (`/etc/passwd`, `/`, the home directory) and no
+/// host environment variable, only the three the tool sets. A step cannot
+/// bake the building machine's files or secrets into its component.
+#[test]
+fn a_python_steps_build_time_code_sees_nothing_of_the_host() {
+    let sb = Sandbox::new();
+    let spec = sb.write(
+        "probe.toml",
+        &format!(
+            "name = \"probe\"\n[steps.probe]\ncomponent = {}\nparams = {{ mode = \"build-probe\" }}\noutputs = [\"out\"]\n",
+            toml_path(&python_step("append")),
+        ),
+    );
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{json:#}\n{}", run.stderr);
+    let tags = &step(&json, "probe")["tags"];
+    assert_eq!(
+        *tags,
+        json!({
+            "passwd": "refused: FileNotFoundError",
+            "root": "refused: FileNotFoundError",
+            "home": "refused: FileNotFoundError",
+            "environ": "PYTHONHOME PYTHONPATH PYTHONUNBUFFERED",
+        }),
+        "{tags:#}"
+    );
 }

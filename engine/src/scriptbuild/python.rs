@@ -153,7 +153,17 @@ impl Toolchain for Python {
             .arg(&src)
             .arg("-o")
             .arg(out);
-        run_tool(cmd, "componentize-py").map(drop)
+        run_tool(cmd, "componentize-py").map(drop).map_err(|e| {
+            // A module named like one of the standard library's imports
+            // that one instead, which has no `WitWorld`.
+            if e.contains(&format!("module '{module}' has no attribute 'WitWorld'")) {
+                format!(
+                    "{e}\n(is `{module}` the name of a Python standard-library module? rename the module and [tool.sluice] module)"
+                )
+            } else {
+                e
+            }
+        })
     }
 }
 

@@ -5,7 +5,9 @@ forever; `mode = "hoard"` allocates until memory runs out. For the
 determinism test, `mode = "determinism"` writes to `out` (and tags) what a
 step could draw from outside its inputs: the virtual clocks (before and
 after a sleep), `random`, `os.urandom`, `uuid4`, `hash()` of str and
-bytes and the iteration order of a set of strings.
+bytes and the iteration order of a set of strings. `mode = "build-probe"`
+tags what this module's top level saw of the host when it ran — at build
+time, inside componentize-py's pre-initialiser.
 """
 
 import os
@@ -14,6 +16,26 @@ import time
 import uuid
 
 from sluice_step import Ctx, step
+
+
+def _probe_host() -> dict:
+    """What module-level code sees of the machine that builds it."""
+    seen = {}
+    for key, read in [
+        ("passwd", lambda: open("/etc/passwd").read()[:40]),
+        ("root", lambda: " ".join(sorted(os.listdir("/")))),
+        ("home", lambda: " ".join(os.listdir(os.path.expanduser("~")))),
+    ]:
+        try:
+            seen[key] = read()
+        except Exception as e:  # noqa: BLE001 - the refusal is the answer
+            seen[key] = f"refused: {type(e).__name__}"
+    seen["environ"] = " ".join(sorted(os.environ))
+    return seen
+
+
+# Runs once, when componentize-py snapshots this module at build time.
+_BUILD_PROBE = _probe_host()
 
 
 @step
@@ -28,6 +50,12 @@ def run(ctx: Ctx) -> None:
         hoard = []
         while True:
             hoard.append(bytearray(1 << 20))
+    if mode == "build-probe":
+        for key, value in _BUILD_PROBE.items():
+            ctx.tag(key, value)
+        with ctx.output("out", "text/plain") as out:
+            out.write(b"probed\n")
+        return
     if mode == "determinism":
         determinism(ctx)
         return
