@@ -59,7 +59,7 @@ for lang in python js; do
 done
 
 printf '\n%-11s %9s %9s %9s %8s %8s %10s %10s %9s %9s\n' lang cold_ms memo_ms warm_ms build_s compile_s wasm_MB cwasm_MB step_ms inst_ms
-declare -A step_ms
+declare -A step_ms inst_us warm_ms
 for lang in rust python js; do
   dir="$work/steps/$lang"; [ "$lang" = rust ] && dir="$rust_dir"
   spec "$lang" "$dir"
@@ -79,7 +79,7 @@ for lang in rust python js; do
   hex=$(jq -r '.steps[0].component' "$work/$lang-cold.json"); hex=${hex#sha256:}
   wasm_bytes=$(find "$work/h-$lang-1" -path "*/sha256/${hex:0:2}/${hex:2}" -printf '%s\n' | head -n 1)
   cwasm_bytes=$(du -sb "$work/h-$lang-2/cc" | cut -f1)
-  step_ms[$lang]=$wall
+  step_ms[$lang]=$wall; inst_us[$lang]=$inst; warm_ms[$lang]=$warm
   build=$(( (t1 - t0) - (t2 - t1) )); compile=$(( (t2 - t1) - warm ))
   [ "$lang" = rust ] && build=0
   printf '%-11s %9d %9d %9d %8.1f %8.1f %10.1f %10.1f %9d %9.1f\n' "$lang" $((t1 - t0)) $((t2 - t1)) "$warm" \
@@ -87,9 +87,13 @@ for lang in rust python js; do
     "$(echo "$wasm_bytes / 1000000" | bc -l)" "$(echo "$cwasm_bytes / 1000000" | bc -l)" "$wall" "$(echo "$inst / 1000" | bc -l)"
 done
 echo
+# The step's wall time has 1 ms resolution (a Rust append rounds to 0):
+# compare instantiate times (µs) and whole warm invocations instead.
 for lang in python js; do
-  printf 'per-call overhead %s / rust: %s ms / %s ms = %.1fx\n' "$lang" "${step_ms[$lang]}" "${step_ms[rust]}" \
-    "$(echo "${step_ms[$lang]} / (${step_ms[rust]} + 0.0001)" | bc -l)"
+  printf 'per-call overhead %s vs rust: instantiate %.1f ms vs %.2f ms (%.0fx); step %s ms vs %s ms; warm sluice run %s ms vs %s ms (%.1fx)\n' \
+    "$lang" "$(echo "${inst_us[$lang]} / 1000" | bc -l)" "$(echo "${inst_us[rust]} / 1000" | bc -l)" \
+    "$(echo "${inst_us[$lang]} / (${inst_us[rust]} + 0.001)" | bc -l)" "${step_ms[$lang]}" "${step_ms[rust]}" \
+    "${warm_ms[$lang]}" "${warm_ms[rust]}" "$(echo "${warm_ms[$lang]} / (${warm_ms[rust]} + 0.001)" | bc -l)"
 done
 echo "(rust build_s not measured: cargo's own incremental build; cold_ms includes it when stale)"
 echo "load $(cut -d' ' -f1-3 /proc/loadavg)"

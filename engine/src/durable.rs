@@ -155,3 +155,64 @@ impl Drop for Staged {
         }
     }
 }
+
+/// Reads the 32-byte secret key at `path` (64 hex digits), creating it (race-free: the first
+/// creator's key wins) if absent. Refused unless it is a regular file (not a
+/// symlink) owned by this user with no group or other permissions.
+pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let shown = path.display();
+    if std::fs::symlink_metadata(path).is_err() {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| format!("{shown}: no randomness: {e}"))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| format!("{shown}: no randomness: {e}"))?;
+        let tmp = dir.join(format!(".secret-key.{}.tmp", hex::encode(suffix)));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                f.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
+                f.sync_all()
+            })
+            // A hard link never replaces an existing file: if another
+            // process created the key meanwhile, its key wins (read below).
+            .and_then(|()| match std::fs::hard_link(&tmp, path) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            });
+        let _ = std::fs::remove_file(&tmp);
+        written.map_err(|e| format!("{shown}: {e}"))?;
+        sync_dir(dir).map_err(|e| format!("{shown}: {e}"))?;
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(format!("{shown} is not owned by this user"));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{shown} is accessible to others (mode {:o}); it must be 0600",
+            meta.mode() & 0o777
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read as _;
+            f.take(256).read_to_string(&mut text)
+        })
+        .map_err(|e| format!("{shown}: {e}"))?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or_else(|| format!("{shown} does not hold 64 hex digits"))
+}

@@ -792,67 +792,6 @@ pub fn compile_cache_key_path(root: &Path) -> PathBuf {
     root.with_file_name(name)
 }
 
-/// Reads the cache key at `path`, creating it (race-free: the first
-/// creator's key wins) if absent. Refused unless it is a regular file (not a
-/// symlink) owned by this user with no group or other permissions.
-fn load_or_create_cache_key(path: &Path) -> Result<[u8; 32], String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
-    let shown = path.display();
-    if std::fs::symlink_metadata(path).is_err() {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| format!("{shown}: no randomness: {e}"))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut suffix = [0u8; 8];
-        getrandom::fill(&mut suffix).map_err(|e| format!("{shown}: no randomness: {e}"))?;
-        let tmp = dir.join(format!(".compile-cache-key.{}.tmp", hex::encode(suffix)));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-                f.write_all(format!("{}\n", hex::encode(key)).as_bytes())?;
-                f.sync_all()
-            })
-            // A hard link never replaces an existing file: if another
-            // process created the key meanwhile, its key wins (read below).
-            .and_then(|()| match std::fs::hard_link(&tmp, path) {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                other => other,
-            });
-        let _ = std::fs::remove_file(&tmp);
-        written.map_err(|e| format!("{shown}: {e}"))?;
-        crate::durable::sync_dir(dir).map_err(|e| format!("{shown}: {e}"))?;
-    }
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
-    if !meta.file_type().is_file() {
-        return Err(format!("{shown} is not a regular file"));
-    }
-    if meta.uid() != rustix::process::geteuid().as_raw() {
-        return Err(format!("{shown} is not owned by this user"));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{shown} is accessible to others (mode {:o}); it must be 0600",
-            meta.mode() & 0o777
-        ));
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| {
-            use std::io::Read as _;
-            f.take(256).read_to_string(&mut text)
-        })
-        .map_err(|e| format!("{shown}: {e}"))?;
-    hex::decode(text.trim())
-        .ok()
-        .and_then(|k| <[u8; 32]>::try_from(k).ok())
-        .ok_or_else(|| format!("{shown} does not hold 64 hex digits"))
-}
-
 impl Sandbox {
     /// Creates the engine with deterministic settings, fuel, epochs and the
     /// pooling allocator sized for `concurrency` simultaneous attempts.
@@ -888,7 +827,7 @@ impl Sandbox {
         ));
         std::fs::create_dir_all(&cache_dir)
             .map_err(|e| SandboxError(format!("{}: {e}", cache_dir.display())))?;
-        let cache = load_or_create_cache_key(&compile_cache_key_path(compile_cache))
+        let cache = crate::durable::load_or_create_secret(&compile_cache_key_path(compile_cache))
             .map(|key| CompileCache {
                 dir: cache_dir,
                 key,
@@ -1430,20 +1369,20 @@ mod admission_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = compile_cache_key_path(&dir.path().join("cc"));
         assert_eq!(path, dir.path().join("cc.key"));
-        let first = load_or_create_cache_key(&path).unwrap();
-        assert_eq!(load_or_create_cache_key(&path).unwrap(), first);
+        let first = crate::durable::load_or_create_secret(&path).unwrap();
+        assert_eq!(crate::durable::load_or_create_secret(&path).unwrap(), first);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // A key others can read is not a secret: refused, naming the file.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_or_create_cache_key(&path).unwrap_err();
+        let err = crate::durable::load_or_create_secret(&path).unwrap_err();
         assert!(err.contains("is accessible to others (mode 644)"), "{err}");
         // A symlink planted at the key's name is not followed.
         let other = dir.path().join("other.key");
         std::fs::write(&other, hex::encode([7u8; 32])).unwrap();
         let planted = dir.path().join("planted.key");
         std::os::unix::fs::symlink(&other, &planted).unwrap();
-        let err = load_or_create_cache_key(&planted).unwrap_err();
+        let err = crate::durable::load_or_create_secret(&planted).unwrap_err();
         assert!(err.contains("is not a regular file"), "{err}");
     }
 }

@@ -94,6 +94,10 @@ impl Toolchain for JavaScript {
         name == "node_modules"
     }
 
+    fn tools_var(&self) -> &'static str {
+        "SLUICE_JS_TOOLS"
+    }
+
     fn sdk(&self) -> &'static [(&'static str, &'static str)] {
         &[(
             "sluice_step.js",

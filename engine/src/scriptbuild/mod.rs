@@ -145,6 +145,9 @@ trait Toolchain: Sync {
     fn skip_dir(&self, name: &str) -> bool;
     /// SDK files staged beside the sources: (path under `src`, contents).
     fn sdk(&self) -> &'static [(&'static str, &'static str)];
+    /// The environment variable naming the tools directory (which also
+    /// holds the key that authenticates memoized builds).
+    fn tools_var(&self) -> &'static str;
     /// Finds or installs the tool: something `build` can run.
     fn install(&self) -> Result<PathBuf, String>;
     /// Builds `stage/src` (sources and SDK) against `wit` into `out`.
@@ -204,7 +207,8 @@ fn build_one(
     let key = digest.hex();
     let memo = memo_dir.join(format!("{key}.wasm"));
     let recorded = memo_dir.join(format!("{key}.digest"));
-    if let Some((bytes, component)) = memoized(&memo, &recorded) {
+    let secret = MemoKey::load(chain)?;
+    if let Some((bytes, component)) = memoized(&memo, &recorded, &secret, &digest) {
         tracing::debug!(step = %dir.display(), "script step memoized");
         return Ok(Built {
             wasm: memo,
@@ -223,7 +227,7 @@ fn build_one(
     // same sources two different components. The second waits, then takes
     // the first one's memo.
     let _building = lock_tools(&memo_dir, &key)?;
-    if let Some((bytes, component)) = memoized(&memo, &recorded) {
+    if let Some((bytes, component)) = memoized(&memo, &recorded, &secret, &digest) {
         return Ok(Built {
             wasm: memo,
             bytes,
@@ -238,7 +242,13 @@ fn build_one(
         std::process::id(),
         STAGE.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = stage_and_build(chain, &tool, &stage, &entry, &sources, &memo, &recorded);
+    let target = Memo {
+        wasm: &memo,
+        recorded: &recorded,
+        secret: &secret,
+        source: &digest,
+    };
+    let result = stage_and_build(chain, &tool, &stage, &entry, &sources, &target);
     let _ = fs::remove_dir_all(&stage);
     let (bytes, component) = result?;
     prune_memos(&memo_dir);
@@ -322,14 +332,70 @@ fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
     move |e| format!("{}: {e}", p.display())
 }
 
+/// Where a build is memoized, and what authenticates it.
+struct Memo<'a> {
+    wasm: &'a Path,
+    recorded: &'a Path,
+    secret: &'a MemoKey,
+    source: &'a Digest,
+}
+
+/// The secret that authenticates memoized builds: a memo's digest file
+/// carries an HMAC-SHA256 tag binding the source digest to the component
+/// digest under a key kept beside the build tools (`build-memo.key`, 0600,
+/// owned by this user) — never in the step directory. Whoever can write
+/// into a step directory (and so plant `target/sluice-*/<source>.wasm`)
+/// cannot make the engine run other code as the build of those sources
+/// and record the sources' digest for it; an unauthenticated memo is
+/// rebuilt.
+struct MemoKey([u8; 32]);
+
+/// Domain separation for memo tags.
+const MEMO_TAG_CONTEXT: &[u8] = b"sluice-build-memo-v1\0";
+
+impl MemoKey {
+    fn load(chain: &dyn Toolchain) -> Result<MemoKey, String> {
+        let path = tools_root(chain.tools_var())?.join("build-memo.key");
+        crate::durable::load_or_create_secret(&path).map(MemoKey)
+    }
+
+    fn tag(&self, source: &Digest, component: &Digest) -> hmac::Hmac<Sha256> {
+        use hmac::Mac as _;
+        let mut mac =
+            hmac::Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        mac.update(MEMO_TAG_CONTEXT);
+        mac.update(source.to_string().as_bytes());
+        mac.update(b"\0");
+        mac.update(component.to_string().as_bytes());
+        mac
+    }
+
+    /// The digest file's text: the component's digest and its tag.
+    fn record(&self, source: &Digest, component: &Digest) -> String {
+        let tag = hmac::Mac::finalize(self.tag(source, component)).into_bytes();
+        format!("{component}\n{}\n", hex::encode(tag))
+    }
+
+    /// Whether `text` (a digest file) vouches for `component` as the build
+    /// of `source`.
+    fn vouches(&self, text: &str, source: &Digest, component: &Digest) -> bool {
+        let mut lines = text.lines();
+        let (Some(recorded), Some(tag)) = (lines.next(), lines.next()) else {
+            return false;
+        };
+        recorded == component.to_string()
+            && hex::decode(tag.trim())
+                .is_ok_and(|t| hmac::Mac::verify_slice(self.tag(source, component), &t).is_ok())
+    }
+}
+
 fn stage_and_build(
     chain: &dyn Toolchain,
     tool: &Path,
     stage: &Path,
     entry: &str,
     sources: &[(String, Vec<u8>)],
-    memo: &Path,
-    recorded: &Path,
+    memo: &Memo<'_>,
 ) -> Result<(Arc<Vec<u8>>, Digest), String> {
     let src = stage.join("src");
     let staged = sources
@@ -355,22 +421,29 @@ fn stage_and_build(
     let bytes = fs::read(&out).map_err(io_err(&out))?;
     let component = Digest::of(&bytes);
     let digest_tmp = stage.join("step.digest");
-    fs::write(&digest_tmp, component.to_string()).map_err(io_err(&digest_tmp))?;
-    fs::rename(&digest_tmp, recorded).map_err(io_err(recorded))?;
-    fs::rename(&out, memo).map_err(io_err(memo))?;
+    fs::write(&digest_tmp, memo.secret.record(memo.source, &component))
+        .map_err(io_err(&digest_tmp))?;
+    fs::rename(&digest_tmp, memo.recorded).map_err(io_err(memo.recorded))?;
+    fs::rename(&out, memo.wasm).map_err(io_err(memo.wasm))?;
     Ok((Arc::new(bytes), component))
 }
 
 /// A memoized component, if its bytes still hash to the digest recorded
-/// when it was built (a truncated or replaced file is rebuilt, never run
-/// as the build of these sources).
-fn memoized(memo: &Path, recorded: &Path) -> Option<(Arc<Vec<u8>>, Digest)> {
-    let (Ok(bytes), Ok(want)) = (fs::read(memo), fs::read_to_string(recorded)) else {
+/// when it was built and that record is authenticated for these sources
+/// (a truncated, replaced or planted file is rebuilt, never run as the
+/// build of these sources).
+fn memoized(
+    memo: &Path,
+    recorded: &Path,
+    secret: &MemoKey,
+    source: &Digest,
+) -> Option<(Arc<Vec<u8>>, Digest)> {
+    let (Ok(bytes), Ok(text)) = (fs::read(memo), fs::read_to_string(recorded)) else {
         return None;
     };
     let component = Digest::of(&bytes);
-    if component.to_string() != want.trim() {
-        tracing::warn!(memo = %memo.display(), "memoized build does not match its digest; rebuilding");
+    if !secret.vouches(&text, source, &component) {
+        tracing::warn!(memo = %memo.display(), "memoized build is not the authenticated build of these sources; rebuilding");
         return None;
     }
     Some((Arc::new(bytes), component))
@@ -493,20 +566,35 @@ mod tests {
     }
 
     /// A memoized component is trusted only while its bytes hash to the
-    /// digest recorded at build time.
+    /// digest recorded at build time and that record carries a tag under
+    /// the builder's key binding it to these sources: a planted memo (right
+    /// digest, no or a forged tag), a memo of other sources moved under
+    /// this source digest and a replaced component are all rebuilt.
     #[test]
-    fn a_memo_that_no_longer_matches_its_digest_is_not_used() {
+    fn only_an_authenticated_memo_of_these_sources_is_used() {
         let dir = tempfile::tempdir().unwrap();
         let (memo, recorded) = (dir.path().join("k.wasm"), dir.path().join("k.digest"));
-        assert!(memoized(&memo, &recorded).is_none(), "nothing built yet");
+        let secret = MemoKey([7; 32]);
+        let (source, other) = (Digest::of(b"sources"), Digest::of(b"other sources"));
+        let used = |s: &Digest| memoized(&memo, &recorded, &secret, s);
+        assert!(used(&source).is_none(), "nothing built yet");
         fs::write(&memo, b"\0asm component").unwrap();
-        assert!(memoized(&memo, &recorded).is_none(), "no digest recorded");
-        let digest = Digest::of(b"\0asm component");
-        fs::write(&recorded, digest.to_string()).unwrap();
-        let (bytes, got) = memoized(&memo, &recorded).unwrap();
-        assert_eq!((bytes.as_slice(), got), (&b"\0asm component"[..], digest));
+        assert!(used(&source).is_none(), "no digest recorded");
+        let component = Digest::of(b"\0asm component");
+        fs::write(&recorded, format!("{component}\n")).unwrap();
+        assert!(used(&source).is_none(), "a planted memo: no tag");
+        let forged = MemoKey([8; 32]).record(&source, &component);
+        fs::write(&recorded, forged).unwrap();
+        assert!(used(&source).is_none(), "a planted memo: another key's tag");
+        fs::write(&recorded, secret.record(&source, &component)).unwrap();
+        let (bytes, got) = used(&source).unwrap();
+        assert_eq!(
+            (bytes.as_slice(), got),
+            (&b"\0asm component"[..], component)
+        );
+        assert!(used(&other).is_none(), "the build of other sources");
         fs::write(&memo, b"\0asm other code").unwrap();
-        assert!(memoized(&memo, &recorded).is_none(), "replaced bytes");
+        assert!(used(&source).is_none(), "replaced bytes");
     }
 
     /// The digest covers every staged source by path and bytes and nothing

@@ -79,6 +79,10 @@ impl Toolchain for Python {
         name == "__pycache__"
     }
 
+    fn tools_var(&self) -> &'static str {
+        "SLUICE_PYTHON_TOOLS"
+    }
+
     fn sdk(&self) -> &'static [(&'static str, &'static str)] {
         &[(
             "sluice_step/__init__.py",
