@@ -287,6 +287,13 @@ fn collect_sources(chain: &dyn Toolchain, dir: &Path) -> Result<Vec<(String, Vec
                 if !skip && depth < DEPTH_MAX {
                     stack.push((entry.path(), child, depth + 1));
                 }
+            } else if kind.is_symlink() && chain.is_source(&name) {
+                // Never followed: a link could stage any file the engine can
+                // read (a key, another tenant's data) into a component.
+                return Err(format!(
+                    "{} is a symbolic link; the sources of a step must be regular files in its directory",
+                    entry.path().display()
+                ));
             } else if kind.is_file() && chain.is_source(&name) {
                 let bytes = fs::read(entry.path())
                     .map_err(|e| format!("{}: {e}", entry.path().display()))?;
@@ -635,6 +642,31 @@ mod tests {
             source_digest(js, "app", &sources),
             first,
             "another language's build of the same files"
+        );
+    }
+
+    /// A source that is a symbolic link is refused, naming it: it is never
+    /// followed out of the step directory. Links to directories are not
+    /// searched.
+    #[test]
+    fn a_symlinked_source_is_refused_and_linked_dirs_are_not_searched() {
+        let outside = step_dir(&[("secret.py", "KEY = 'host secret'\n")]);
+        let dir = step_dir(&[("app.py", "x = 1\n")]);
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("lib")).unwrap();
+        let sources = collect_sources(&python::Python, dir.path()).unwrap();
+        assert_eq!(sources.len(), 1, "a linked directory is not searched");
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.py"),
+            dir.path().join("secret.py"),
+        )
+        .unwrap();
+        let err = collect_sources(&python::Python, dir.path()).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "{} is a symbolic link; the sources of a step must be regular files in its directory",
+                dir.path().join("secret.py").display()
+            )
         );
     }
 
