@@ -516,3 +516,46 @@ fn a_python_steps_build_time_code_sees_nothing_of_the_host() {
         "{tags:#}"
     );
 }
+
+/// A module whose top level never returns hangs its build (componentize-py
+/// runs it to snapshot the interpreter): the build is stopped at the
+/// build timeout and the step fails naming why; the other steps run.
+#[test]
+fn a_python_step_whose_build_never_ends_is_stopped_at_the_build_timeout() {
+    let sb = Sandbox::new();
+    sb.write(
+        "forever/pyproject.toml",
+        "[tool.sluice]\nmodule = \"forever\"\n",
+    );
+    sb.write(
+        "forever/forever.py",
+        "from sluice_step import Ctx, step\n\nwhile True:\n    pass\n\n\n@step\ndef run(ctx: Ctx) -> None:\n    pass\n",
+    );
+    sb.write("in.txt", "payload\n");
+    let spec = sb.write(
+        "forever.toml",
+        &format!(
+            "name = \"forever\"\n[sources]\nt = \"in.txt\"\n\
+             [steps.forever]\ncomponent = \"forever\"\n\
+             [steps.rust]\ncomponent = {}\ninputs = {{ in = \"sources.t\" }}\nparams = {{ line = \"x\" }}\noutputs = [\"out\"]\n",
+            toml_path(&component("append")),
+        ),
+    );
+    let run = sb.sluice_env(
+        &["run", spec.to_str().unwrap(), "--json"],
+        &[("SLUICE_BUILD_TIMEOUT_S", "20")],
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let json = run.json();
+    let forever = step(&json, "forever");
+    assert_eq!(forever["error"]["class"], "step", "{forever:#}");
+    assert_eq!(
+        forever["error"]["message"],
+        format!(
+            "cannot build Python step {}: componentize-py did not finish within 20 s and was stopped (a module's top level runs at build time: does it loop or wait?)",
+            sb.path().join("forever").display()
+        ),
+        "{forever:#}"
+    );
+    assert_eq!(step(&json, "rust")["status"], "succeeded", "{json:#}");
+}

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{Toolchain, clean_command, io_err, lock_tools, run_tool, tools_root};
+use super::{Toolchain, clean_command, io_err, lock_tools, read_marker, run_tool, tools_root};
 
 /// The ComponentizeJS release every JavaScript step is built with.
 pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
@@ -45,7 +45,7 @@ impl Toolchain for JavaScript {
     /// `.mjs` path inside the step directory.
     fn entry(&self, dir: &Path) -> Result<String, String> {
         let path = dir.join("package.json");
-        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        let text = read_marker(&path)?;
         let doc: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let entry = doc

@@ -523,6 +523,26 @@ fn tools_root(var: &str) -> Result<PathBuf, String> {
         })
 }
 
+/// Largest marker file (`pyproject.toml`, `package.json`) read.
+const MARKER_BYTES_MAX: u64 = 1 << 20;
+
+/// A step's marker file as text, refused past [`MARKER_BYTES_MAX`].
+fn read_marker(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(MARKER_BYTES_MAX + 1).read_to_string(&mut text))
+        .map_err(io_err(path))?;
+    if text.len() as u64 > MARKER_BYTES_MAX {
+        return Err(format!(
+            "{} is larger than {} KiB",
+            path.display(),
+            MARKER_BYTES_MAX >> 10
+        ));
+    }
+    Ok(text)
+}
+
 /// Holds `<root>/<name>.lock` exclusively (other processes installing the
 /// same tool, or building the same sources, wait) until the returned file
 /// is dropped.
@@ -535,12 +555,75 @@ fn lock_tools(root: &Path, name: &str) -> Result<fs::File, String> {
     Ok(lock)
 }
 
-/// Runs a build tool; a failure to start or a non-zero exit is an error
-/// quoting the tool's last stderr lines.
-fn run_tool(mut cmd: Command, what: &str) -> Result<std::process::Output, String> {
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
+/// How long one build-tool run may take unless `SLUICE_BUILD_TIMEOUT_S`
+/// says otherwise: builds take seconds, an install a minute; a module whose
+/// top level (run at build time) never returns must not hang the run.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(900);
+/// How often a running tool is checked for exit.
+const TOOL_POLL: Duration = Duration::from_millis(20);
+
+fn tool_timeout() -> Duration {
+    std::env::var("SLUICE_BUILD_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(TOOL_TIMEOUT, Duration::from_secs)
+}
+
+/// Runs a build tool; a failure to start, a non-zero exit or running past
+/// the build timeout is an error quoting the tool's last stderr lines.
+fn run_tool(cmd: Command, what: &str) -> Result<std::process::Output, String> {
+    run_tool_within(cmd, what, tool_timeout())
+}
+
+/// [`run_tool`] with an explicit limit. The tool runs in a process group
+/// of its own; past the limit the whole group is killed (before the
+/// leader is reaped, so its id cannot have been recycled).
+fn run_tool_within(
+    mut cmd: Command,
+    what: &str,
+    limit: Duration,
+) -> Result<std::process::Output, String> {
+    use std::io::Read as _;
+    use std::os::unix::process::CommandExt as _;
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let pid = rustix::process::Pid::from_child(&child);
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!(
+                    "{what} did not finish within {} s and was stopped (a module's top level runs at build time: does it loop or wait?)",
+                    limit.as_secs_f64()
+                ));
+            }
+            Ok(None) => std::thread::sleep(TOOL_POLL),
+            Err(e) => break Err(format!("{what}: {e}")),
+        }
+    };
+    let output = std::process::Output {
+        status: status?,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
     if !output.status.success() {
         return Err(format!(
             "{what} failed ({}): {}",
@@ -724,6 +807,41 @@ mod tests {
                 "k5.wasm"
             ]
         );
+    }
+
+    /// A marker file past its size limit is refused before it is parsed.
+    #[test]
+    fn an_oversized_marker_is_refused() {
+        let big = format!(
+            "{{\"sluice\": {{\"entry\": \"a.js\"}}, \"x\": \"{}\"}}",
+            "y".repeat(1 << 20)
+        );
+        let dir = step_dir(&[("package.json", &big)]);
+        let err = javascript::JavaScript.entry(dir.path()).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "{} is larger than 1024 KiB",
+                dir.path().join("package.json").display()
+            )
+        );
+    }
+
+    /// A tool that runs past its limit is stopped with everything it
+    /// started (its process group), and the error says so.
+    #[test]
+    fn a_tool_past_its_limit_is_stopped_with_its_children() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 60 & echo started >&2; sleep 60"]);
+        let t0 = std::time::Instant::now();
+        let err = run_tool_within(cmd, "the build", Duration::from_millis(300)).unwrap_err();
+        assert_eq!(
+            err,
+            "the build did not finish within 0.3 s and was stopped (a module's top level runs at build time: does it loop or wait?)"
+        );
+        // The background `sleep` held stderr open: returning at all means
+        // the whole group was killed.
+        assert!(t0.elapsed() < Duration::from_secs(30));
     }
 
     /// Tool errors name the tool and quote its stderr's last lines.

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{Toolchain, clean_command, io_err, lock_tools, run_tool, tools_root};
+use super::{Toolchain, clean_command, io_err, lock_tools, read_marker, run_tool, tools_root};
 
 /// The componentize-py release every Python step is built with.
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
@@ -32,7 +32,7 @@ impl Toolchain for Python {
     /// `[tool.sluice] module` of the step's `pyproject.toml`.
     fn entry(&self, dir: &Path) -> Result<String, String> {
         let path = dir.join("pyproject.toml");
-        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        let text = read_marker(&path)?;
         let doc: toml::Table =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let module = doc
