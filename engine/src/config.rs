@@ -55,7 +55,7 @@ use crate::section::{Source, Value};
 pub use crate::section::ConfigError;
 
 /// The top-level tables of the config file.
-pub const SECTIONS: &[&str] = &["hooks", "server", "tokens", "workers"];
+pub const SECTIONS: &[&str] = &["executor", "hooks", "server", "tokens", "workers"];
 
 /// Keys accepted in `[server]` (the fields of [`ServerConfig`]).
 pub const SERVER_KEYS: &[&str] = &[
@@ -230,6 +230,9 @@ pub struct Config {
     pub hooks: BTreeMap<String, Hook>,
     /// The built-in worker kinds overlaid with `[workers.KIND]`.
     pub workers: WorkerConfig,
+    /// `[executor] kind`: where steps execute unless the command line or
+    /// the spec says otherwise.
+    pub executor: Option<crate::spec::ExecutorKind>,
     /// Risky but valid settings, each naming its entry (printed at startup).
     pub warnings: Vec<String>,
 }
@@ -244,6 +247,7 @@ impl Config {
             tokens: Vec::new(),
             hooks: BTreeMap::new(),
             workers: WorkerConfig::builtin(home),
+            executor: None,
             warnings: Vec::new(),
         }
     }
@@ -288,6 +292,7 @@ impl Config {
                 "workers" => {
                     config.workers = WorkerConfig::from_section(&source, value, home)?;
                 }
+                "executor" => config.executor = Some(executor(&source, value)?),
                 other => {
                     let at = header_start(text, key.span().start);
                     let kind = if value.get_ref().is_table() {
@@ -322,6 +327,21 @@ fn header_start(text: &str, key_start: usize) -> usize {
     } else {
         key_start
     }
+}
+
+/// `[executor]`: `kind = "local" | "process"`.
+fn executor(source: &Source, value: &Value<'_>) -> Result<crate::spec::ExecutorKind, ConfigError> {
+    let table = source.table(value, "[executor]")?;
+    source.check_keys(table, "[executor]", &["kind"])?;
+    let Some(kind) = table.get("kind") else {
+        return Err(source.error(&value.span(), "[executor]: `kind` is missing"));
+    };
+    let name = kind
+        .get_ref()
+        .as_str()
+        .ok_or_else(|| source.type_error(kind, "[executor] kind", "a string"))?;
+    name.parse()
+        .map_err(|e: String| source.error(&kind.span(), format!("[executor] kind: {e}")))
 }
 
 /// `[server]`: known keys, typed values, limits at least 1; `root`
@@ -520,11 +540,11 @@ mod tests {
     fn unknown_tables_and_keys_are_refused_where_they_are() {
         assert_eq!(
             err("[server]\nlisten = \"x\"\n\n[sever]\nlisten = \"y\"\n"),
-            "c.toml:4:1: unknown table `sever`; expected one of: hooks, server, tokens, workers"
+            "c.toml:4:1: unknown table `sever`; expected one of: executor, hooks, server, tokens, workers"
         );
         assert_eq!(
             err("listen = \"x\"\n"),
-            "c.toml:1:1: unknown key `listen`; expected one of: hooks, server, tokens, workers"
+            "c.toml:1:1: unknown key `listen`; expected one of: executor, hooks, server, tokens, workers"
         );
         assert!(
             err("[server]\nlisten_on = 1").starts_with(

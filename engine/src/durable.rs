@@ -148,6 +148,34 @@ impl Staged {
     }
 }
 
+impl Staged {
+    /// Like [`Staged::commit`], but never replaces: the staged file is
+    /// hard-linked to `path`, which fails if anything is there already.
+    /// `Ok(true)` when this write created `path`; `Ok(false)` when another
+    /// writer got there first (its bytes stay, these are dropped).
+    pub fn commit_once(mut self) -> Result<bool, DurableError> {
+        let tmp = self.tmp.take().expect("a staged file is committed once");
+        let linked = fs::hard_link(&tmp, &self.path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(io_err(&self.path)(e)),
+        }
+        if self.durable {
+            sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        }
+        Ok(true)
+    }
+}
+
+/// Writes `bytes` to `path` unless something is there already (first
+/// writer wins, atomically, also across processes); fsynced when `durable`.
+/// `Ok(true)` when this call created it.
+pub fn create_once(path: &Path, bytes: &[u8], durable: bool) -> Result<bool, DurableError> {
+    stage(path, bytes, durable, PUBLIC_FILE_MODE)?.commit_once()
+}
+
 impl Drop for Staged {
     fn drop(&mut self) {
         if let Some(tmp) = self.tmp.take() {
@@ -215,4 +243,37 @@ pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], String> {
         .ok()
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
         .ok_or_else(|| format!("{shown} does not hold 64 hex digits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writers racing for one name: exactly one creates it, the file holds
+    /// that writer's bytes whole, and no temp file is left behind.
+    #[test]
+    fn create_once_has_exactly_one_winner_among_racing_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("result.json");
+        let winners: Vec<(usize, bool)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let path = path.clone();
+                    s.spawn(move || {
+                        let bytes = vec![b'a' + i as u8; 64 * 1024];
+                        (i, create_once(&path, &bytes, true).unwrap())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<usize> = winners.iter().filter(|w| w.1).map(|w| w.0).collect();
+        assert_eq!(won.len(), 1, "{winners:?}");
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes, vec![b'a' + won[0] as u8; 64 * 1024]);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        assert!(!create_once(&path, b"late", false).unwrap());
+        assert_eq!(fs::read(&path).unwrap().len(), 64 * 1024);
+    }
 }

@@ -12,7 +12,10 @@
 //! (a chunk of a step's output, on its way into a blob), `store.publish`
 //! (after a blob's fsync, before the rename that names it), `record` (a
 //! record line), `log` (a transparency-log append), `cache` (a step-cache
-//! entry), `index` (the service's insert of a submitted run), and
+//! entry), `index` (the service's insert of a submitted run),
+//! `exec.result:ATTEMPT` (an `exec-step` process about to file the result
+//! of an attempt it ran: attempt-specific, since every child process counts
+//! its own hits), and
 //! `file:NAME` (the
 //! durable replacement of a file named `NAME`: `summary.json`,
 //! `provenance.json`, `seal.json`, cache entries by key, ...).

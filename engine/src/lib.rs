@@ -18,6 +18,7 @@ pub mod cli;
 pub(crate) mod config;
 pub mod digest;
 pub(crate) mod durable;
+pub(crate) mod executor;
 pub(crate) mod expr;
 pub mod failure;
 pub(crate) mod fault;

@@ -150,6 +150,10 @@ pub struct StepReport {
     /// The step's cache key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_key: Option<Digest>,
+    /// Where its last attempt executed (`local`, `process`); none when it
+    /// did not execute (cached, skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<crate::spec::ExecutorKind>,
     /// Captured stdout blob of the last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout: Option<Digest>,
@@ -189,6 +193,7 @@ impl StepReport {
             component: None,
             built_from: None,
             cache_key: None,
+            executor: None,
             stdout: None,
             stderr: None,
             instantiate_us: 0,

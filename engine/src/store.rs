@@ -379,6 +379,48 @@ impl Store {
         Ok(v)
     }
 
+    /// Where a document of namespace `ns` named `name` lives.
+    fn doc_path(&self, ns: &str, name: &Digest) -> PathBuf {
+        self.root
+            .join("docs")
+            .join(ns)
+            .join(format!("{}.json", name.hex()))
+    }
+
+    /// Files a small document (an attempt's result) under `ns`/`name`
+    /// unless one is there already: first writer wins, atomically, across
+    /// processes. `Ok(true)` when this call created it. Durable.
+    pub fn put_doc_once(&self, ns: &str, name: &Digest, bytes: &[u8]) -> Result<bool, StoreError> {
+        let path = self.doc_path(ns, name);
+        Ok(crate::durable::create_once(&path, bytes, true)?)
+    }
+
+    /// The document under `ns`/`name`, if any; one larger than `max` bytes
+    /// is an error.
+    pub fn get_doc(
+        &self,
+        ns: &str,
+        name: &Digest,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.doc_path(ns, name);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(&path))?;
+        if bytes.len() as u64 > max {
+            return Err(io_err(&path)(io::Error::other(format!(
+                "larger than {max} bytes"
+            ))));
+        }
+        Ok(Some(bytes))
+    }
+
     /// Moves a bad blob aside so that it is never served and a rewrite of
     /// the same digest can recreate it. Best effort: if the move fails the
     /// blob is still refused by every verified read.

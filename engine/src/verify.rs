@@ -574,11 +574,12 @@ fn invocation_id(entry: &[u8]) -> Option<String> {
 
 /// The step fields `summary.json` shows that the record's `step-finished`
 /// event also carries.
-const RECORDED_STEP_FIELDS: [&str; 13] = [
+const RECORDED_STEP_FIELDS: [&str; 14] = [
     "status",
     "cached",
     "attempts",
     "cache_key",
+    "executor",
     "component",
     "built_from",
     "outputs",

@@ -152,6 +152,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("gpu jobs", &["gpu"]),
     ("the attempt", &["attempt", "cache", "report"]),
+    ("executors", &["executor"]),
     ("audit", &["verify"]),
     ("runs", &["run", "replay"]),
     ("front-end helpers", &["hook", "junit"]),

@@ -14,6 +14,7 @@ mod cli;
 mod config;
 mod crash;
 mod data;
+mod executor;
 mod expansion;
 mod faults;
 mod gpu;

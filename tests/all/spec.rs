@@ -52,10 +52,10 @@ limits = {{ memory_mib = 999999 }}
         .collect();
     let missing = sb.path().join("missing/step.wasm");
     let expected = vec![
-        "2:1: unknown field `colour` in the pipeline; expected one of: name, description, seed, params, sources, sweep, schedule, steps".to_string(),
+        "2:1: unknown field `colour` in the pipeline; expected one of: name, description, seed, params, sources, sweep, schedule, executor, steps".to_string(),
         "7:8: dependency cycle: a -> b -> a".to_string(),
         "10:19: step `a` declares output `out` twice".to_string(),
-        "15:1: unknown field `retry` in [steps.b]; expected one of: component, description, inputs, params, outputs, limits, retries, cache, after, when, on, gpu".to_string(),
+        "15:1: unknown field `retry` in [steps.b]; expected one of: component, description, inputs, params, outputs, limits, retries, cache, after, when, on, gpu, executor".to_string(),
         format!("17:13: step `c`: component {} does not exist", missing.display()),
         "18:16: step `c` input `x`: unknown step `nowhere` in \"nowhere.out\"".to_string(),
         "18:35: step `c` input `y`: step `a` has no output `nothing`; its outputs: out".to_string(),

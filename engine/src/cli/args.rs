@@ -47,6 +47,15 @@ pub(super) struct ExecArgs {
     /// HOME/config.toml when it exists).
     #[arg(long, env = "SLUICE_CONFIG")]
     pub(super) config: Option<PathBuf>,
+    /// Where steps execute: `local` (in this process) or `process` (each
+    /// attempt in a `sluice exec-step` child); over the spec's
+    /// `[executor]`, under a step's own `executor`.
+    #[arg(long, value_parser = parse_executor)]
+    pub(super) executor: Option<crate::spec::ExecutorKind>,
+}
+
+fn parse_executor(s: &str) -> Result<crate::spec::ExecutorKind, String> {
+    s.parse()
 }
 
 impl ExecArgs {
@@ -92,6 +101,9 @@ impl ExecArgs {
             max_parallel,
             compile_cache: self.compile_cache,
             gpu: Some(std::sync::Arc::new(gpu)),
+            executor: self.executor,
+            default_executor: config.executor,
+            config: config.path,
             ..run::Options::new(home)
         })
     }
@@ -140,6 +152,11 @@ pub(super) enum Command {
     /// this itself for the built-in `cpu` worker kind).
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// Runs one step attempt from its request stored in the CAS (by
+    /// digest) and files its result once; what the `process`, Ray and
+    /// Kubernetes executors start. Exit 0 succeeded, 10 step failure,
+    /// 11 limit, 12 engine failure, 13 no result could be filed.
+    ExecStep(ExecStepArgs),
     /// Compiles the component on stdin to native code on stdout (the
     /// engine runs this itself, bounded in time and memory, because
     /// compiling untrusted bytes cannot be interrupted in-process).
@@ -375,6 +392,21 @@ pub(super) struct CompileComponentArgs {
     /// The sandbox's attempt slots (its engine configuration).
     #[arg(long)]
     pub(super) slots: u32,
+}
+
+/// Arguments of `sluice exec-step`.
+#[derive(clap::Args, Debug)]
+pub(super) struct ExecStepArgs {
+    /// The digest of the stored attempt request (`sha256:...`).
+    pub(super) request: String,
+    #[command(flatten)]
+    pub(super) home: HomeArg,
+    /// Directory for compiled components (default: HOME/components).
+    #[arg(long, env = "SLUICE_COMPILE_CACHE")]
+    pub(super) compile_cache: Option<PathBuf>,
+    /// Engine config file (its `[workers.KIND]` run the step's gpu jobs).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub(super) config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,9 +14,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 use super::args::{
-    ArtifactArgs, ArtifactCommand, CiArgs, CompileComponentArgs, HookArgs, LogsArgs, NewArgs,
-    NewCommand, ProvenanceArgs, ReplayArgs, ResumeArgs, RunArgs, RunsArgs, ServeArgs, ShowArgs,
-    StepLang, ValidateArgs, VerifyArgs, WorkerArgs, WorkerKind,
+    ArtifactArgs, ArtifactCommand, CiArgs, CompileComponentArgs, ExecStepArgs, HookArgs, LogsArgs,
+    NewArgs, NewCommand, ProvenanceArgs, ReplayArgs, ResumeArgs, RunArgs, RunsArgs, ServeArgs,
+    ShowArgs, StepLang, ValidateArgs, VerifyArgs, WorkerArgs, WorkerKind,
 };
 use super::progress::Progress;
 use super::{EXIT_RUN_FAILED, EXIT_USAGE, render};
@@ -365,6 +365,69 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<u8> {
     )
     .context("cpu worker: writing to stdout")?;
     Ok(0)
+}
+
+/// `sluice exec-step`: one attempt from its stored request; the exit code
+/// says how it ended (see [`crate::executor`]).
+pub(super) fn exec_step(args: ExecStepArgs) -> anyhow::Result<u8> {
+    use crate::executor;
+    let code = |c: i32| c as u8;
+    let request: crate::digest::Digest = match args.request.parse() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sluice exec-step: request {:?}: {e}", args.request);
+            return Ok(super::EXIT_USAGE);
+        }
+    };
+    let home = args.home.home;
+    let config = crate::config::Config::load(args.config.as_deref(), &home)?;
+    let store = match crate::store::Store::open(&home) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => {
+            eprintln!("sluice exec-step: {e}");
+            return Ok(code(executor::EXIT_NO_RESULT));
+        }
+    };
+    let cache = args
+        .compile_cache
+        .unwrap_or_else(|| home.join("components"));
+    let sandbox = match crate::sandbox::Sandbox::new(&cache, 1) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice exec-step: {e}");
+            return Ok(code(executor::EXIT_NO_RESULT));
+        }
+    };
+    let gpu = std::sync::OnceLock::new();
+    let workers = config.workers;
+    let scratch = home.join("scratch").join("gpu");
+    let backend = || {
+        gpu.get_or_init(|| {
+            std::sync::Arc::new(crate::gpu::Backend::Live(std::sync::Arc::new(
+                crate::gpu::Dispatcher::new(workers.clone(), scratch.clone()),
+            )))
+        })
+        .clone()
+    };
+    let env = executor::ExecStepEnv {
+        store: &store,
+        sandbox: &sandbox,
+        gpu: &backend,
+        cancel: None,
+        executor: crate::spec::ExecutorKind::Process,
+    };
+    match executor::exec_step(&request, &env) {
+        Ok(result) => {
+            if let Some(f) = &result.outcome.failure {
+                eprintln!("sluice exec-step: {request}: {:?}: {}", f.class, f.message);
+            }
+            Ok(code(executor::exit_code(&result.outcome)))
+        }
+        Err(e) => {
+            eprintln!("sluice exec-step: {e}");
+            Ok(code(executor::EXIT_NO_RESULT))
+        }
+    }
 }
 
 /// `sluice new step`.

@@ -70,6 +70,7 @@ fn dispatch() -> anyhow::Result<u8> {
         Command::Hook(a) => commands::hook(a),
         Command::Artifact(a) => commands::artifact(a),
         Command::Worker(a) => commands::worker(a),
+        Command::ExecStep(a) => commands::exec_step(a),
         Command::New(a) => commands::new(a),
     }
 }

@@ -36,6 +36,14 @@ pub struct Options {
     /// Runs gpu jobs; shared between runs to keep workers warm. Without
     /// one, a run that needs it starts the built-in worker kinds.
     pub gpu: Option<Arc<crate::gpu::Dispatcher>>,
+    /// `--executor`: where steps execute, over the spec's `[executor]`
+    /// (a step's own `executor` still wins).
+    pub executor: Option<crate::spec::ExecutorKind>,
+    /// The engine config's `[executor]`: used when neither the command
+    /// line nor the spec chooses.
+    pub default_executor: Option<crate::spec::ExecutorKind>,
+    /// The engine config file, handed to `exec-step` children.
+    pub config: Option<PathBuf>,
 }
 
 impl Options {
@@ -51,6 +59,9 @@ impl Options {
             cancel: None,
             step_slots: None,
             gpu: None,
+            executor: None,
+            default_executor: None,
+            config: None,
         }
     }
 

@@ -24,6 +24,7 @@ use crate::failure::{Failure, FailureClass};
 use crate::record::Record;
 use crate::sandbox::{Prepared, Sandbox};
 use crate::scheduler::{self};
+use crate::spec::ExecutorKind;
 use crate::spec::{InputRef, Pipeline};
 use crate::store::Store;
 
@@ -204,6 +205,7 @@ impl Runner<'_> {
                 "cached": report.cached,
                 "attempts": report.attempts,
                 "cache_key": report.cache_key,
+                "executor": report.executor,
                 "component": report.component,
                 "built_from": report.built_from,
                 "outputs": report.outputs,
@@ -310,7 +312,9 @@ impl scheduler::Executor for Runner<'_> {
             return scheduler::Outcome::Succeeded;
         }
         report.attempts = attempt;
-        let outcome = self.execute(&resolved, &request);
+        let executor = self.executor_of(step);
+        report.executor = Some(executor);
+        let outcome = self.execute(executor, &resolved, &request);
         self.file(index, attempt, key, report, outcome)
     }
 
@@ -432,12 +436,25 @@ impl Runner<'_> {
         self.finish(index, r);
     }
 
-    /// Runs the attempt through the seam, in this process.
+    /// Where `step` executes: its own `executor`, else the command line's,
+    /// else the spec's `[executor]`, else the engine config's, else here.
+    fn executor_of(&self, step: &crate::spec::Step) -> ExecutorKind {
+        step.executor
+            .or(self.options.executor)
+            .or(self.pipeline.executor)
+            .or(self.options.default_executor)
+            .unwrap_or_default()
+    }
+
+    /// Runs the attempt through the seam, on `executor`.
     fn execute(
         &self,
+        executor: ExecutorKind,
         resolved: &Resolved,
         request: &crate::attempt::Request,
     ) -> crate::attempt::Outcome {
+        // Compiled here in every case: a child finds the native code in the
+        // shared compile cache instead of compiling once per attempt.
         let prepared = match self.prepare(resolved) {
             Ok(p) => p,
             Err(e) => return crate::attempt::Outcome::failed(crate::attempt::prepare_failure(e)),
@@ -446,17 +463,30 @@ impl Runner<'_> {
             Ok(s) => s,
             Err(e) => return crate::attempt::Outcome::failed(Failure::engine(e)),
         };
-        let outcome = crate::attempt::run(
-            request,
-            &crate::attempt::Env {
-                sandbox,
-                component: &prepared,
-                store: &self.store,
-                gpu: &|| self.gpu_backend(),
-                gpu_jobs: &self.gpu_jobs,
-                cancel: self.options.cancel.clone(),
-            },
-        );
+        let outcome = match executor {
+            ExecutorKind::Local => crate::attempt::run(
+                request,
+                &crate::attempt::Env {
+                    sandbox,
+                    component: &prepared,
+                    store: &self.store,
+                    gpu: &|| self.gpu_backend(),
+                    gpu_jobs: &self.gpu_jobs,
+                    cancel: self.options.cancel.clone(),
+                },
+            ),
+            ExecutorKind::Process => crate::executor::ProcessExecutor::current(
+                &self.options.home,
+                self.options.compile_cache.clone(),
+                self.options.config.clone(),
+            )
+            .execute(
+                &self.run_id.to_string(),
+                request,
+                &self.store,
+                self.options.cancel.as_ref(),
+            ),
+        };
         // Which native code ran (the compile cache is authenticated, and
         // the record says what it served) and how long the guest slept in
         // virtual time.
@@ -465,6 +495,7 @@ impl Runner<'_> {
             json!({
                 "step": request.description.step,
                 "attempt": request.attempt,
+                "executor": executor,
                 "compiled": outcome.compiled,
                 "compiled_by": outcome.compiled_by,
                 "slept_ns": outcome.slept_ns,

@@ -475,6 +475,8 @@ fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, resume: bool)
         cancel: Some(live.cancel.clone()),
         step_slots: Some(app.step_slots.clone()),
         gpu: Some(app.gpu.clone()),
+        default_executor: app.config.executor,
+        config: app.config.path.clone(),
         ..run::Options::new(app.home.clone())
     };
     let observer = LiveObserver {

@@ -372,6 +372,7 @@ fn assemble(
             finally: step.finally,
             gpu_worker_template: step.gpu.as_ref().map(|(_, raw)| raw.clone()),
             gpu: step.gpu.map(|(grant, _)| grant),
+            executor: step.executor,
         });
     }
     steps.into_iter().collect()

@@ -35,10 +35,10 @@ use crate::policy::PathPolicy;
 use crate::position::LineIndex;
 
 pub use model::{
-    ComponentSource, EXPANDED_EDGES_MAX, Finally, GRANT_KEYS, Grant, INTERPOLATED_BYTES_MAX,
-    InputRef, JOBS_MAX_CEILING, JOBS_MAX_DEFAULT, MIN_FREE_MEMORY_MIB_CEILING, PARAM_BYTES_MAX,
-    PORTS_PER_STEP_MAX, Pipeline, RETRIES_MAX, SPEC_BYTES_MAX, STEPS_MAX, SWEEP_COMBINATIONS_MAX,
-    SpecError, Step, is_kind_name, parse_cron,
+    ComponentSource, EXPANDED_EDGES_MAX, ExecutorKind, Finally, GRANT_KEYS, Grant,
+    INTERPOLATED_BYTES_MAX, InputRef, JOBS_MAX_CEILING, JOBS_MAX_DEFAULT,
+    MIN_FREE_MEMORY_MIB_CEILING, PARAM_BYTES_MAX, PORTS_PER_STEP_MAX, Pipeline, RETRIES_MAX,
+    SPEC_BYTES_MAX, STEPS_MAX, SWEEP_COMBINATIONS_MAX, SpecError, Step, is_kind_name, parse_cron,
 };
 pub use param::InterpolateError;
 use toml::Validator;

@@ -140,6 +140,9 @@ pub struct Step {
     pub gpu: Option<Grant>,
     /// The grant's `worker` as written (before interpolation), for sweeps.
     pub gpu_worker_template: Option<String>,
+    /// `executor = "..."`: where this step's attempts execute, overriding
+    /// the run's choice.
+    pub executor: Option<ExecutorKind>,
 }
 
 /// A validated pipeline: steps in topological order.
@@ -165,6 +168,9 @@ pub struct Pipeline {
     pub sweep: Vec<BTreeMap<String, String>>,
     /// `[schedule] cron = "..."`: when `sluice serve` starts the pipeline.
     pub schedule: Option<String>,
+    /// `[executor] kind = "..."`: where steps execute unless the command
+    /// line or the step says otherwise.
+    pub executor: Option<ExecutorKind>,
 }
 
 impl Pipeline {
@@ -192,6 +198,59 @@ pub struct Grant {
     pub max_jobs: u32,
     /// A floor under every job's `min-free-memory-mib`.
     pub min_free_memory_mib: u64,
+}
+
+/// Where a step's attempts execute (`[executor] kind = "..."` for the
+/// pipeline, `executor = "..."` on a step, `--executor` on the command
+/// line). Never part of a cache key: every executor runs the same
+/// attempt description through the same sandbox.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// In the coordinating process (the default).
+    #[default]
+    Local,
+    /// In a `sluice exec-step` child process on this machine.
+    Process,
+}
+
+impl ExecutorKind {
+    /// Every kind, as written in specs and flags.
+    pub const ALL: &[ExecutorKind] = &[ExecutorKind::Local, ExecutorKind::Process];
+
+    /// The name as written in specs and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Local => "local",
+            ExecutorKind::Process => "process",
+        }
+    }
+}
+
+impl std::fmt::Display for ExecutorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ExecutorKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ExecutorKind, String> {
+        ExecutorKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ExecutorKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown executor {s:?}; expected one of: {}",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 /// When an exit handler runs.

@@ -31,10 +31,12 @@ impl Validator {
             "sources",
             "sweep",
             "schedule",
+            "executor",
             "steps",
         ];
         let mut name = None;
         let mut schedule = None;
+        let mut executor = None;
         let mut description = None;
         let mut seed = 0;
         let mut params: BTreeMap<String, String> = BTreeMap::new();
@@ -100,6 +102,17 @@ impl Validator {
                                     ),
                                 ),
                             }
+                        }
+                    }
+                }
+                "executor" => {
+                    if let Some(t) = self.table(value, "[executor]") {
+                        for (k, v) in t.iter() {
+                            if k.get_ref().as_ref() != "kind" {
+                                self.unknown_key(k, "[executor]", &["kind"]);
+                                continue;
+                            }
+                            executor = self.executor_kind(v, "[executor] kind");
                         }
                     }
                 }
@@ -216,6 +229,7 @@ impl Validator {
             steps: steps?,
             sweep,
             schedule,
+            executor,
         })
     }
 }

@@ -36,6 +36,7 @@ pub(super) struct RawStep<'a, 'i> {
     pub(super) when: Option<(String, crate::expr::Expr, Range<usize>)>,
     pub(super) finally: Option<Finally>,
     pub(super) gpu: Option<(Grant, String)>,
+    pub(super) executor: Option<super::ExecutorKind>,
     pub(super) _table: &'a Table<'i>,
 }
 
@@ -60,6 +61,7 @@ impl Validator {
             "when",
             "on",
             "gpu",
+            "executor",
         ];
         let mut step = RawStep {
             name,
@@ -76,6 +78,7 @@ impl Validator {
             when: None,
             finally: None,
             gpu: None,
+            executor: None,
             _table: t,
         };
         let place = format!("[steps.{name}]");
@@ -223,6 +226,7 @@ impl Validator {
                     }
                 }
                 "gpu" => step.gpu = self.gpu_grant(name, value, pipeline_params),
+                "executor" => step.executor = self.executor_kind(value, &format!("{place} executor")),
                 _ => self.unknown_key(key, &place, KEYS),
             }
         }

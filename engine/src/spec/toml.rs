@@ -87,6 +87,22 @@ impl Validator {
         );
     }
 
+    /// An executor name (`local`, `process`).
+    pub(super) fn executor_kind(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        what: &str,
+    ) -> Option<super::ExecutorKind> {
+        let name = self.string(value, what)?;
+        match name.parse() {
+            Ok(kind) => Some(kind),
+            Err(e) => {
+                self.error(&value.span(), format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
     pub(super) fn string<'v>(
         &mut self,
         value: &'v Spanned<DeValue<'_>>,
