@@ -43,6 +43,11 @@ pub struct Entry {
     pub gpu_jobs: Vec<crate::gpu::JobReport>,
 }
 
+/// The namespace of cache entries in the shared store.
+const CACHE_DOCS: &str = "cache";
+/// Most bytes of a cache entry read from the shared store.
+const ENTRY_BYTES_MAX: u64 = 64 << 20;
+
 /// The cache under `<home>/cache`.
 #[derive(Debug)]
 pub struct Cache {
@@ -65,7 +70,17 @@ impl Cache {
     /// is in the store and verifies. Anything else is a miss (and a corrupt
     /// blob is quarantined by the store so re-execution can rewrite it).
     pub fn lookup(&self, key: &Digest, store: &Store) -> Option<Entry> {
-        let bytes = std::fs::read(self.path(key)).ok()?;
+        let bytes = match std::fs::read(self.path(key)) {
+            Ok(b) => b,
+            // Another node's entry, through the shared store.
+            Err(_) => match store.remote()?.get_doc(CACHE_DOCS, key, ENTRY_BYTES_MAX) {
+                Ok(found) => found?,
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "cannot read the shared cache entry");
+                    return None;
+                }
+            },
+        };
         let entry: Entry = match serde_json::from_slice(&bytes) {
             Ok(e) => e,
             Err(e) => {
@@ -90,14 +105,21 @@ impl Cache {
     }
 
     /// Files `entry` under its key. Entries are derived data: not fsynced
-    /// (a lost entry costs a re-execution, never a wrong answer).
-    pub fn insert(&self, entry: &Entry) -> Result<(), crate::store::StoreError> {
+    /// (a lost entry costs a re-execution, never a wrong answer). With a
+    /// shared store the entry is also created there, once (first writer
+    /// wins: equal keys have equal outputs), for the other nodes.
+    pub fn insert(&self, entry: &Entry, store: &Store) -> Result<(), crate::store::StoreError> {
         let bytes = serde_json::to_vec_pretty(entry).expect("cache entries serialize");
         let path = self.path(&entry.key);
         crate::fault::point("cache").map_err(|source| crate::store::StoreError::Io {
             path: path.clone(),
             source,
         })?;
-        crate::durable::write_atomic(&path, &bytes, false).map_err(crate::store::StoreError::from)
+        crate::durable::write_atomic(&path, &bytes, false)
+            .map_err(crate::store::StoreError::from)?;
+        if let Some(remote) = store.remote() {
+            remote.put_doc_once(CACHE_DOCS, &entry.key, &bytes)?;
+        }
+        Ok(())
     }
 }

@@ -55,7 +55,7 @@ use crate::section::{Source, Value};
 pub use crate::section::ConfigError;
 
 /// The top-level tables of the config file.
-pub const SECTIONS: &[&str] = &["executor", "hooks", "server", "tokens", "workers"];
+pub const SECTIONS: &[&str] = &["executor", "hooks", "server", "store", "tokens", "workers"];
 
 /// Keys accepted in `[server]` (the fields of [`ServerConfig`]).
 pub const SERVER_KEYS: &[&str] = &[
@@ -233,6 +233,8 @@ pub struct Config {
     /// `[executor] kind`: where steps execute unless the command line or
     /// the spec says otherwise.
     pub executor: Option<crate::spec::ExecutorKind>,
+    /// `[store] url`: the shared artifact store.
+    pub store: Option<String>,
     /// Risky but valid settings, each naming its entry (printed at startup).
     pub warnings: Vec<String>,
 }
@@ -248,6 +250,7 @@ impl Config {
             hooks: BTreeMap::new(),
             workers: WorkerConfig::builtin(home),
             executor: None,
+            store: None,
             warnings: Vec::new(),
         }
     }
@@ -293,6 +296,7 @@ impl Config {
                     config.workers = WorkerConfig::from_section(&source, value, home)?;
                 }
                 "executor" => config.executor = Some(executor(&source, value)?),
+                "store" => config.store = Some(store(&source, value)?),
                 other => {
                     let at = header_start(text, key.span().start);
                     let kind = if value.get_ref().is_table() {
@@ -326,6 +330,31 @@ fn header_start(text: &str, key_start: usize) -> usize {
         before.trim_end_matches('[').len()
     } else {
         key_start
+    }
+}
+
+/// `[store]`: `url = "s3://bucket/prefix" | "file:///dir"`, checked by
+/// opening it.
+fn store(source: &Source, value: &Value<'_>) -> Result<String, ConfigError> {
+    let table = source.table(value, "[store]")?;
+    source.check_keys(table, "[store]", &["url"])?;
+    let Some(url) = table.get("url") else {
+        return Err(source.error(&value.span(), "[store]: `url` is missing"));
+    };
+    let text = url
+        .get_ref()
+        .as_str()
+        .ok_or_else(|| source.type_error(url, "[store] url", "a string"))?;
+    Ok(text.to_string())
+}
+
+/// Opens the shared store `url` names, if any.
+pub fn open_remote(
+    url: Option<&str>,
+) -> anyhow::Result<Option<std::sync::Arc<crate::remote::Remote>>> {
+    match url {
+        None => Ok(None),
+        Some(url) => Ok(Some(std::sync::Arc::new(crate::remote::Remote::open(url)?))),
     }
 }
 
@@ -540,11 +569,11 @@ mod tests {
     fn unknown_tables_and_keys_are_refused_where_they_are() {
         assert_eq!(
             err("[server]\nlisten = \"x\"\n\n[sever]\nlisten = \"y\"\n"),
-            "c.toml:4:1: unknown table `sever`; expected one of: executor, hooks, server, tokens, workers"
+            "c.toml:4:1: unknown table `sever`; expected one of: executor, hooks, server, store, tokens, workers"
         );
         assert_eq!(
             err("listen = \"x\"\n"),
-            "c.toml:1:1: unknown key `listen`; expected one of: executor, hooks, server, tokens, workers"
+            "c.toml:1:1: unknown key `listen`; expected one of: executor, hooks, server, store, tokens, workers"
         );
         assert!(
             err("[server]\nlisten_on = 1").starts_with(

@@ -226,6 +226,8 @@ pub struct ProcessExecutor {
     pub compile_cache: Option<PathBuf>,
     /// The engine config (gpu worker kinds), when one was named.
     pub config: Option<PathBuf>,
+    /// The shared store's URL, when the run has one.
+    pub store: Option<String>,
 }
 
 impl ProcessExecutor {
@@ -234,12 +236,14 @@ impl ProcessExecutor {
         home: &Path,
         compile_cache: Option<PathBuf>,
         config: Option<PathBuf>,
+        store: Option<String>,
     ) -> ProcessExecutor {
         ProcessExecutor {
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sluice")),
             home: home.to_path_buf(),
             compile_cache,
             config,
+            store,
         }
     }
 
@@ -309,6 +313,9 @@ impl ProcessExecutor {
         }
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
+        }
+        if let Some(store) = &self.store {
+            cmd.arg("--store").arg(store);
         }
         cmd.arg(request.to_string())
             .stdin(Stdio::null())

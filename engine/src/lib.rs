@@ -30,6 +30,7 @@ pub(crate) mod policy;
 pub(crate) mod position;
 pub(crate) mod quoting;
 pub(crate) mod record;
+pub mod remote;
 pub(crate) mod replay;
 pub(crate) mod report;
 pub mod run;

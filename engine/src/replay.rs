@@ -184,6 +184,7 @@ pub fn replay(
     jobs: usize,
     compile_cache: Option<PathBuf>,
     gpu_mode: GpuReplay,
+    remote: Option<Arc<crate::remote::Remote>>,
 ) -> Result<ReplayReport, ReplayError> {
     let started = std::time::Instant::now();
     let path = home.join("runs").join(run.as_str()).join("record.jsonl");
@@ -281,7 +282,8 @@ pub fn replay(
         }
     }
 
-    let store = Arc::new(Store::open(home).map_err(|e| ReplayError::Engine(e.to_string()))?);
+    let store =
+        Arc::new(Store::open_with(home, remote).map_err(|e| ReplayError::Engine(e.to_string()))?);
     let cache_dir = compile_cache.unwrap_or_else(|| home.join("components"));
     let replayer = Replayer {
         steps: &steps,

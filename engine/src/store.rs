@@ -38,6 +38,9 @@ pub enum StoreError {
         /// What its bytes hash to.
         found: Digest,
     },
+    /// The shared store failed.
+    #[error("{0}")]
+    Remote(#[from] crate::remote::RemoteError),
     /// Filesystem failure.
     #[error("store {path}: {source}")]
     Io {
@@ -83,6 +86,10 @@ pub struct Store {
     shared: Arc<Shared>,
     queue: Mutex<Option<mpsc::Sender<Publish>>>,
     publisher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The shared tier (`--store`), if any: blobs this store writes are
+    /// uploaded by [`Store::sync`], blobs it lacks are fetched from it
+    /// (and verified) on first read, documents live there.
+    remote: Option<Arc<crate::remote::Remote>>,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +111,8 @@ struct PublishState {
     /// The verified-on-write index: blobs this store hashed (writing them,
     /// or verifying a read) and the identity their file had then.
     known: HashMap<Digest, Known>,
+    /// Blobs written here and not yet uploaded to the shared tier.
+    unsent: BTreeSet<Digest>,
 }
 
 #[derive(Debug)]
@@ -120,10 +129,21 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 const PUBLISH_BATCH_MAX: usize = 256;
 /// Threads that fsync one batch together.
 const PUBLISH_FSYNC_LANES: usize = 4;
+/// Blobs uploaded to the shared tier at once.
+const UPLOAD_LANES: usize = 4;
 
 impl Store {
     /// Opens (creating directories as needed) the store under `home`.
     pub fn open(home: &Path) -> Result<Store, StoreError> {
+        Store::open_with(home, None)
+    }
+
+    /// Opens the store under `home` as the node-local, verified cache in
+    /// front of `remote` (the shared tier), when one is given.
+    pub fn open_with(
+        home: &Path,
+        remote: Option<Arc<crate::remote::Remote>>,
+    ) -> Result<Store, StoreError> {
         let root = home.join("store");
         let tmp = root.join("tmp");
         fs::create_dir_all(root.join("sha256")).map_err(io_err(&root))?;
@@ -171,7 +191,13 @@ impl Store {
             shared,
             queue: Mutex::new(Some(tx)),
             publisher: Mutex::new(Some(publisher)),
+            remote,
         })
+    }
+
+    /// The shared tier, if this store has one.
+    pub fn remote(&self) -> Option<&Arc<crate::remote::Remote>> {
+        self.remote.as_ref()
     }
 
     /// Waits until every committed blob is published, then makes the renames
@@ -194,12 +220,61 @@ impl Store {
             )
         };
         sync_dirs(dirs.into_iter().collect())?;
-        match failures.into_iter().next() {
-            Some(f) => Err(StoreError::Io {
+        if let Some(f) = failures.into_iter().next() {
+            return Err(StoreError::Io {
                 path: self.root.clone(),
                 source: io::Error::other(f),
-            }),
+            });
+        }
+        self.upload_unsent()
+    }
+
+    /// Uploads every blob written here since the last call to the shared
+    /// tier (a few at once); a blob that fails stays queued for the next.
+    fn upload_unsent(&self) -> Result<(), StoreError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let unsent: Vec<Digest> = std::mem::take(&mut lock(&self.shared.state).unsent)
+            .into_iter()
+            .collect();
+        if unsent.is_empty() {
+            return Ok(());
+        }
+        let lanes = UPLOAD_LANES.min(unsent.len());
+        let failed: Vec<(Digest, StoreError)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..lanes)
+                .map(|lane| {
+                    let unsent = &unsent;
+                    scope.spawn(move || {
+                        (lane..unsent.len())
+                            .step_by(lanes)
+                            .filter_map(|i| {
+                                let digest = unsent[i];
+                                let path = self.path_of(&digest);
+                                let sent = fs::metadata(&path)
+                                    .map_err(io_err(&path))
+                                    .and_then(|m| Ok(remote.put_blob(&digest, &path, m.len())?));
+                                sent.err().map(|e| (digest, e))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        let mut failed = failed.into_iter();
+        match failed.next() {
             None => Ok(()),
+            Some((digest, e)) => {
+                let mut state = lock(&self.shared.state);
+                state.unsent.insert(digest);
+                state.unsent.extend(failed.map(|(d, _)| d));
+                Err(e)
+            }
         }
     }
 
@@ -233,7 +308,23 @@ impl Store {
             root: self.root.clone(),
             shared: self.shared.clone(),
             queue,
+            upload: self.remote.is_some(),
         })
+    }
+
+    /// Fetches blob `digest` from the shared tier into this store, hashing
+    /// it on the way: bytes that do not match their name are dropped and
+    /// reported, never stored or served.
+    fn fetch(&self, digest: &Digest) -> Result<(), StoreError> {
+        let Some(remote) = &self.remote else {
+            return Err(StoreError::NotFound(*digest));
+        };
+        let mut w = self.writer()?;
+        w.upload = false;
+        if !remote.get_blob(digest, &mut w)? {
+            return Err(StoreError::NotFound(*digest));
+        }
+        w.commit_as(Some(digest)).map(|_| ())
     }
 
     /// Copies everything from `reader` into a new blob.
@@ -265,8 +356,19 @@ impl Store {
     }
 
     /// Opens the blob's file, published or pending, without verifying it
-    /// (see [`Store::check`]); the flag says whether it is published.
+    /// (see [`Store::check`]); the flag says whether it is published. A
+    /// blob this node lacks is fetched from the shared tier first.
     fn open_raw(&self, digest: &Digest) -> Result<(File, bool), StoreError> {
+        match self.open_local(digest) {
+            Err(StoreError::NotFound(_)) if self.remote.is_some() => {
+                self.fetch(digest)?;
+                self.open_local(digest)
+            }
+            other => other,
+        }
+    }
+
+    fn open_local(&self, digest: &Digest) -> Result<(File, bool), StoreError> {
         let path = self.path_of(digest);
         // Twice: a pending blob may be renamed between the two lookups.
         for _ in 0..2 {
@@ -391,6 +493,9 @@ impl Store {
     /// unless one is there already: first writer wins, atomically, across
     /// processes. `Ok(true)` when this call created it. Durable.
     pub fn put_doc_once(&self, ns: &str, name: &Digest, bytes: &[u8]) -> Result<bool, StoreError> {
+        if let Some(remote) = &self.remote {
+            return Ok(remote.put_doc_once(ns, name, bytes)?);
+        }
         let path = self.doc_path(ns, name);
         Ok(crate::durable::create_once(&path, bytes, true)?)
     }
@@ -403,6 +508,9 @@ impl Store {
         name: &Digest,
         max: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(remote) = &self.remote {
+            return Ok(remote.get_doc(ns, name, max)?);
+        }
         let path = self.doc_path(ns, name);
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -818,6 +926,9 @@ pub struct BlobWriter {
     root: PathBuf,
     shared: Arc<Shared>,
     queue: mpsc::Sender<Publish>,
+    /// Queue the blob for the shared tier on commit (not for a blob
+    /// fetched from it).
+    upload: bool,
 }
 
 impl BlobWriter {
@@ -830,14 +941,32 @@ impl BlobWriter {
     /// store at once; the publisher fsyncs and renames it into place (see
     /// [`Store::sync`]). Idempotent: a digest already present is not
     /// written again.
-    pub fn commit(mut self) -> Result<(Digest, u64), StoreError> {
+    pub fn commit(self) -> Result<(Digest, u64), StoreError> {
+        self.commit_as(None)
+    }
+
+    /// [`BlobWriter::commit`], refusing (and dropping) the bytes unless
+    /// they hash to `expected` when one is given.
+    fn commit_as(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
         let digest = std::mem::replace(&mut self.hasher, BlobHasher::Inline(Sha256::new()))
             .finish()
             .map_err(io_err(&self.path))?;
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            // Dropping `self` removes the temp file.
+            return Err(StoreError::Corrupted {
+                digest: *expected,
+                found: digest,
+            });
+        }
         let file = self.file.take().expect("file present until commit");
         let hex = digest.hex();
         let dest = self.root.join("sha256").join(&hex[..2]).join(&hex[2..]);
         let mut state = lock(&self.shared.state);
+        if self.upload {
+            state.unsent.insert(digest);
+        }
         if dest.is_file() || state.pending.contains_key(&digest) {
             drop(state);
             drop(file);

@@ -136,7 +136,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "vocabulary over IO",
         &["failure", "durable", "artifact", "policy", "section"],
     ),
-    ("model and storage", &["spec", "store"]),
+    ("model and storage", &["spec", "remote", "store"]),
     (
         "records and the sandbox",
         &[

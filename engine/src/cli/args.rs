@@ -52,6 +52,12 @@ pub(super) struct ExecArgs {
     /// `[executor]`, under a step's own `executor`.
     #[arg(long, value_parser = parse_executor)]
     pub(super) executor: Option<crate::spec::ExecutorKind>,
+    /// Shared artifact store in front of which HOME's store is a verified
+    /// cache: `s3://bucket/prefix` (endpoint and credentials from the
+    /// `AWS_*` environment variables) or `file:///shared/dir` (default:
+    /// the config's `[store] url`, else none).
+    #[arg(long, env = "SLUICE_STORE")]
+    pub(super) store: Option<String>,
 }
 
 fn parse_executor(s: &str) -> Result<crate::spec::ExecutorKind, String> {
@@ -103,6 +109,7 @@ impl ExecArgs {
             gpu: Some(std::sync::Arc::new(gpu)),
             executor: self.executor,
             default_executor: config.executor,
+            remote: crate::config::open_remote(self.store.as_deref().or(config.store.as_deref()))?,
             config: config.path,
             ..run::Options::new(home)
         })
@@ -407,6 +414,9 @@ pub(super) struct ExecStepArgs {
     /// Engine config file (its `[workers.KIND]` run the step's gpu jobs).
     #[arg(long, env = "SLUICE_CONFIG")]
     pub(super) config: Option<PathBuf>,
+    /// The shared artifact store (as for `sluice run`).
+    #[arg(long, env = "SLUICE_STORE")]
+    pub(super) store: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

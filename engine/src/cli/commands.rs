@@ -241,8 +241,14 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         (Some(d), true) => crate::replay::GpuReplay::Rerun(d.clone()),
         _ => crate::replay::GpuReplay::Recorded,
     };
-    let report =
-        crate::replay::replay(&options.home, &id, options.jobs, options.compile_cache, gpu)?;
+    let report = crate::replay::replay(
+        &options.home,
+        &id,
+        options.jobs,
+        options.compile_cache,
+        gpu,
+        options.remote,
+    )?;
     let out = &mut std::io::stdout();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
@@ -381,7 +387,8 @@ pub(super) fn exec_step(args: ExecStepArgs) -> anyhow::Result<u8> {
     };
     let home = args.home.home;
     let config = crate::config::Config::load(args.config.as_deref(), &home)?;
-    let store = match crate::store::Store::open(&home) {
+    let remote = crate::config::open_remote(args.store.as_deref().or(config.store.as_deref()))?;
+    let store = match crate::store::Store::open_with(&home, remote) {
         Ok(s) => std::sync::Arc::new(s),
         Err(e) => {
             eprintln!("sluice exec-step: {e}");

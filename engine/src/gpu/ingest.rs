@@ -152,12 +152,8 @@ pub(crate) fn resolve_inputs(
     store: &Store,
     inputs: &[(String, Digest)],
 ) -> Result<Vec<(String, PathBuf, Digest)>, InputError> {
-    // A blob still pending publication is only a temp file; a worker needs
-    // the final path, so wait for the publisher then (and only then).
-    if inputs.iter().any(|(_, d)| !store.path_of(d).is_file()) {
-        store.sync().map_err(InputError::Sync)?;
-    }
-    inputs
+    // Verified first (a blob only the shared store has is fetched now).
+    let resolved = inputs
         .iter()
         .map(|(name, digest)| {
             store.verify(digest).map_err(|e| match e {
@@ -172,7 +168,13 @@ pub(crate) fn resolve_inputs(
             })?;
             Ok((name.clone(), store.path_of(digest), *digest))
         })
-        .collect()
+        .collect::<Result<Vec<_>, InputError>>()?;
+    // A blob still pending publication is only a temp file; a worker needs
+    // the final path, so wait for the publisher then (and only then).
+    if resolved.iter().any(|(_, path, _)| !path.is_file()) {
+        store.sync().map_err(InputError::Sync)?;
+    }
+    Ok(resolved)
 }
 
 /// Media type of an output: what the worker said if printable and short.

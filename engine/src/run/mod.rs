@@ -232,7 +232,7 @@ fn execute_in(
         source,
     };
     fs::create_dir_all(&options.home).map_err(home_err)?;
-    let store = Store::open(&options.home)?;
+    let store = Store::open_with(&options.home, options.remote.clone())?;
     let cache = Cache::open(&options.home).map_err(home_err)?;
     let (run_id, rec, started_at, recorded_sources, torn_bytes) = match resumed {
         Some(r) => (

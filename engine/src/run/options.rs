@@ -44,6 +44,9 @@ pub struct Options {
     pub default_executor: Option<crate::spec::ExecutorKind>,
     /// The engine config file, handed to `exec-step` children.
     pub config: Option<PathBuf>,
+    /// The shared tier of the artifact store (`--store`, `[store] url`):
+    /// the home's store becomes a verified cache in front of it.
+    pub remote: Option<Arc<crate::remote::Remote>>,
 }
 
 impl Options {
@@ -62,6 +65,7 @@ impl Options {
             executor: None,
             default_executor: None,
             config: None,
+            remote: None,
         }
     }
 

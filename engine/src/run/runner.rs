@@ -479,6 +479,7 @@ impl Runner<'_> {
                 &self.options.home,
                 self.options.compile_cache.clone(),
                 self.options.config.clone(),
+                self.options.remote.as_ref().map(|r| r.url().to_string()),
             )
             .execute(
                 &self.run_id.to_string(),
@@ -551,7 +552,13 @@ impl Runner<'_> {
                     .flat_map(|g| g.jobs.iter().map(crate::gpu::JobReport::for_record))
                     .collect(),
             };
-            if let Err(e) = self.cache.insert(&entry) {
+            // Another node may act on a shared entry at once: its outputs
+            // are in the shared store before it is.
+            let shared = match self.store.remote() {
+                Some(_) => self.store.sync(),
+                None => Ok(()),
+            };
+            if let Err(e) = shared.and_then(|()| self.cache.insert(&entry, &self.store)) {
                 tracing::warn!(step = %step.name, error = %e, "cannot write cache entry");
             }
         }

@@ -737,6 +737,7 @@ async fn replay_run(
             1,
             app.compile_cache.clone(),
             gpu_mode,
+            app.store.remote().cloned(),
         )
         .map_err(|e| ApiError::new(Code::Conflict, e.to_string()))?;
         Ok(axum::Json(report).into_response())

@@ -476,6 +476,7 @@ fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, resume: bool)
         step_slots: Some(app.step_slots.clone()),
         gpu: Some(app.gpu.clone()),
         default_executor: app.config.executor,
+        remote: app.store.remote().cloned(),
         config: app.config.path.clone(),
         ..run::Options::new(app.home.clone())
     };

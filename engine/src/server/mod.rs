@@ -533,6 +533,7 @@ fn is_loopback(addr: &SocketAddr) -> bool {
 /// Runs the service until SIGTERM or ctrl-c.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), &args.home)?;
+    let remote = crate::config::open_remote(config.store.as_deref())?;
     let listen = args
         .listen
         .clone()
@@ -600,7 +601,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         compile_cache: args.compile_cache.clone(),
         sandbox: std::sync::OnceLock::new(),
         gpu,
-        store: crate::store::Store::open(&args.home)?,
+        store: crate::store::Store::open_with(&args.home, remote.clone())?,
         summaries: Mutex::new(HashMap::new()),
         auth_failures: AuthFailures::new(config.server.auth_failures_per_minute),
         uploads: Arc::new(tokio::sync::Semaphore::new(
