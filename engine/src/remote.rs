@@ -71,6 +71,13 @@ impl Remote {
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`),
     /// `file:///absolute/dir` or `memory://`.
     pub fn open(url: &str) -> Result<Remote, RemoteError> {
+        Remote::open_with(url, &[])
+    }
+
+    /// [`Remote::open`] with S3 settings given explicitly (`aws_endpoint`,
+    /// `aws_access_key_id`, ...: the environment variables' names in lower
+    /// case), over the environment's.
+    pub fn open_with(url: &str, settings: &[(&str, &str)]) -> Result<Remote, RemoteError> {
         let err = |message: String| RemoteError {
             url: url.to_string(),
             key: String::new(),
@@ -85,7 +92,14 @@ impl Remote {
                 if bucket.is_empty() {
                     return Err(err("no bucket named".into()));
                 }
-                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                let mut builder = object_store::aws::AmazonS3Builder::from_env();
+                for (key, value) in settings {
+                    let key = key
+                        .parse()
+                        .map_err(|e| err(format!("setting `{key}`: {e}")))?;
+                    builder = builder.with_config(key, *value);
+                }
+                let s3 = builder
                     .with_bucket_name(bucket)
                     .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
                     // CopyObject with `If-None-Match: *`: atomic where the

@@ -26,6 +26,7 @@ mod policy;
 mod polyglot;
 mod python;
 mod replay;
+mod s3;
 mod sandbox;
 mod server;
 mod spec;

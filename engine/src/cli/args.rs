@@ -433,6 +433,9 @@ pub(super) enum ArtifactCommand {
         digest: String,
         #[command(flatten)]
         home: HomeArg,
+        /// The shared artifact store to fetch it from when HOME lacks it.
+        #[arg(long, env = "SLUICE_STORE")]
+        store: Option<String>,
     },
 }
 

@@ -352,9 +352,13 @@ pub(super) fn hook(args: HookArgs) -> anyhow::Result<u8> {
 
 /// `sluice artifact cat`: an artifact's verified bytes on stdout.
 pub(super) fn artifact(args: ArtifactArgs) -> anyhow::Result<u8> {
-    let ArtifactCommand::Cat { digest, home } = args.command;
+    let ArtifactCommand::Cat {
+        digest,
+        home,
+        store,
+    } = args.command;
     let digest: Digest = digest.parse()?;
-    let store = Store::open(&home.home)?;
+    let store = Store::open_with(&home.home, crate::config::open_remote(store.as_deref())?)?;
     let mut file = store.open_verified(&digest)?;
     let mut out = std::io::stdout().lock();
     std::io::copy(&mut file, &mut out).context("writing to stdout")?;
