@@ -39,7 +39,7 @@ pub enum StoreError {
         found: Digest,
     },
     /// The shared store failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
     /// Filesystem failure.
     #[error("store {path}: {source}")]
