@@ -333,19 +333,31 @@ fn header_start(text: &str, key_start: usize) -> usize {
     }
 }
 
-/// `[store]`: `url = "s3://bucket/prefix" | "file:///dir"`, checked by
-/// opening it.
-fn store(source: &Source, value: &Value<'_>) -> Result<String, ConfigError> {
-    let table = source.table(value, "[store]")?;
-    source.check_keys(table, "[store]", &["url"])?;
-    let Some(url) = table.get("url") else {
-        return Err(source.error(&value.span(), "[store]: `url` is missing"));
+/// A table of exactly one string key, `[section] key = "..."`: the value
+/// and its span.
+fn only_string(
+    source: &Source,
+    value: &Value<'_>,
+    section: &str,
+    key: &str,
+) -> Result<(String, std::ops::Range<usize>), ConfigError> {
+    let place = format!("[{section}]");
+    let table = source.table(value, &place)?;
+    source.check_keys(table, &place, &[key])?;
+    let Some(v) = table.get(key) else {
+        return Err(source.error(&value.span(), format!("{place}: `{key}` is missing")));
     };
-    let text = url
+    let text = v
         .get_ref()
         .as_str()
-        .ok_or_else(|| source.type_error(url, "[store] url", "a string"))?;
-    Ok(text.to_string())
+        .ok_or_else(|| source.type_error(v, &format!("{place} {key}"), "a string"))?;
+    Ok((text.to_string(), v.span()))
+}
+
+/// `[store]`: `url = "s3://bucket/prefix" | "file:///dir"` (opened by
+/// [`open_remote`] when used).
+fn store(source: &Source, value: &Value<'_>) -> Result<String, ConfigError> {
+    Ok(only_string(source, value, "store", "url")?.0)
 }
 
 /// Opens the shared store `url` names, if any.
@@ -360,17 +372,9 @@ pub fn open_remote(
 
 /// `[executor]`: `kind = "local" | "process"`.
 fn executor(source: &Source, value: &Value<'_>) -> Result<crate::spec::ExecutorKind, ConfigError> {
-    let table = source.table(value, "[executor]")?;
-    source.check_keys(table, "[executor]", &["kind"])?;
-    let Some(kind) = table.get("kind") else {
-        return Err(source.error(&value.span(), "[executor]: `kind` is missing"));
-    };
-    let name = kind
-        .get_ref()
-        .as_str()
-        .ok_or_else(|| source.type_error(kind, "[executor] kind", "a string"))?;
+    let (name, span) = only_string(source, value, "executor", "kind")?;
     name.parse()
-        .map_err(|e: String| source.error(&kind.span(), format!("[executor] kind: {e}")))
+        .map_err(|e: String| source.error(&span, format!("[executor] kind: {e}")))
 }
 
 /// `[server]`: known keys, typed values, limits at least 1; `root`
