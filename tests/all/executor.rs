@@ -265,8 +265,9 @@ fn executor_names_are_checked_in_specs_flags_and_config() {
     let r = sb.sluice(&["validate", spec.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stderr
-            .contains("[executor] kind: unknown executor \"ray\"; expected one of: local, process"),
+        r.stderr.contains(
+            "[executor] kind: unknown executor \"ray\"; expected one of: local, process, ray"
+        ),
         "{}",
         r.stderr
     );
@@ -297,7 +298,7 @@ fn executor_names_are_checked_in_specs_flags_and_config() {
     assert_ne!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stderr.contains(
-            "[executor] kind: unknown executor \"cluster\"; expected one of: local, process"
+            "[executor] kind: unknown executor \"cluster\"; expected one of: local, process, ray"
         ),
         "{}",
         r.stderr

@@ -25,6 +25,7 @@ mod pipeline;
 mod policy;
 mod polyglot;
 mod python;
+mod ray;
 mod replay;
 mod s3;
 mod sandbox;

@@ -58,6 +58,10 @@ pub(super) struct ExecArgs {
     /// the config's `[store] url`, else none).
     #[arg(long, env = "SLUICE_STORE")]
     pub(super) store: Option<String>,
+    /// The Ray dashboard the `ray` executor submits jobs to (default
+    /// http://127.0.0.1:8265).
+    #[arg(long, env = "RAY_ADDRESS")]
+    pub(super) ray_address: Option<String>,
 }
 
 fn parse_executor(s: &str) -> Result<crate::spec::ExecutorKind, String> {
@@ -110,6 +114,7 @@ impl ExecArgs {
             executor: self.executor,
             default_executor: config.executor,
             remote: crate::config::open_remote(self.store.as_deref().or(config.store.as_deref()))?,
+            ray_address: self.ray_address,
             config: config.path,
             ..run::Options::new(home)
         })

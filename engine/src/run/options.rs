@@ -47,7 +47,13 @@ pub struct Options {
     /// The shared tier of the artifact store (`--store`, `[store] url`):
     /// the home's store becomes a verified cache in front of it.
     pub remote: Option<Arc<crate::remote::Remote>>,
+    /// The Ray dashboard the `ray` executor submits jobs to (default
+    /// [`RAY_ADDRESS_DEFAULT`]).
+    pub ray_address: Option<String>,
 }
+
+/// Where a Ray head's dashboard listens by default.
+pub const RAY_ADDRESS_DEFAULT: &str = "http://127.0.0.1:8265";
 
 impl Options {
     /// Options for `home` with defaults: cache on, one job per core.
@@ -66,6 +72,7 @@ impl Options {
             default_executor: None,
             config: None,
             remote: None,
+            ray_address: None,
         }
     }
 

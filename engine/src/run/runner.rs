@@ -446,6 +446,16 @@ impl Runner<'_> {
             .unwrap_or_default()
     }
 
+    /// The `sluice exec-step` command executors start for this run.
+    fn exec_step_command(&self) -> crate::executor::ExecStepCommand {
+        crate::executor::ExecStepCommand::current(
+            &self.options.home,
+            self.options.compile_cache.clone(),
+            self.options.config.clone(),
+            self.options.remote.as_ref().map(|r| r.url().to_string()),
+        )
+    }
+
     /// Runs the attempt through the seam, on `executor`.
     fn execute(
         &self,
@@ -475,12 +485,23 @@ impl Runner<'_> {
                     cancel: self.options.cancel.clone(),
                 },
             ),
-            ExecutorKind::Process => crate::executor::ProcessExecutor::current(
-                &self.options.home,
-                self.options.compile_cache.clone(),
-                self.options.config.clone(),
-                self.options.remote.as_ref().map(|r| r.url().to_string()),
-            )
+            ExecutorKind::Process => crate::executor::ProcessExecutor {
+                command: self.exec_step_command(),
+            }
+            .execute(
+                &self.run_id.to_string(),
+                request,
+                &self.store,
+                self.options.cancel.as_ref(),
+            ),
+            ExecutorKind::Ray => crate::executor::RayExecutor {
+                address: self
+                    .options
+                    .ray_address
+                    .clone()
+                    .unwrap_or_else(|| super::options::RAY_ADDRESS_DEFAULT.to_string()),
+                command: self.exec_step_command(),
+            }
             .execute(
                 &self.run_id.to_string(),
                 request,

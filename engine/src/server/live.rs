@@ -477,6 +477,7 @@ fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, resume: bool)
         gpu: Some(app.gpu.clone()),
         default_executor: app.config.executor,
         remote: app.store.remote().cloned(),
+        ray_address: std::env::var("RAY_ADDRESS").ok(),
         config: app.config.path.clone(),
         ..run::Options::new(app.home.clone())
     };

@@ -214,17 +214,25 @@ pub enum ExecutorKind {
     Local,
     /// In a `sluice exec-step` child process on this machine.
     Process,
+    /// As a Ray job (`sluice exec-step`) on the Ray cluster at
+    /// `--ray-address` / `RAY_ADDRESS`.
+    Ray,
 }
 
 impl ExecutorKind {
     /// Every kind, as written in specs and flags.
-    pub const ALL: &[ExecutorKind] = &[ExecutorKind::Local, ExecutorKind::Process];
+    pub const ALL: &[ExecutorKind] = &[
+        ExecutorKind::Local,
+        ExecutorKind::Process,
+        ExecutorKind::Ray,
+    ];
 
     /// The name as written in specs and flags.
     pub fn as_str(self) -> &'static str {
         match self {
             ExecutorKind::Local => "local",
             ExecutorKind::Process => "process",
+            ExecutorKind::Ray => "ray",
         }
     }
 }

@@ -33,6 +33,9 @@ use crate::sandbox::{CANCELLED_MESSAGE, Sandbox};
 use crate::spec::ExecutorKind;
 use crate::store::{Store, StoreError};
 
+mod ray;
+pub use ray::RayExecutor;
+
 /// `sluice exec-step` exit code: the attempt succeeded.
 pub const EXIT_SUCCEEDED: i32 = 0;
 /// Exit code: the attempt failed by the step's fault (not retried by a
@@ -215,12 +218,14 @@ pub fn exec_step(request: &Digest, env: &ExecStepEnv<'_>) -> Result<AttemptResul
     )
 }
 
-/// Runs attempts in `sluice exec-step` child processes on this machine.
+/// The `sluice exec-step` command line an executor starts: this binary (or
+/// the one a cluster's nodes run) and the places it opens.
 #[derive(Clone, Debug)]
-pub struct ProcessExecutor {
+pub struct ExecStepCommand {
     /// The `sluice` binary.
     pub exe: PathBuf,
-    /// The engine home the child opens (the same store and compile cache).
+    /// The engine home it opens (the same store and compile cache on this
+    /// machine; a node-local cache in front of `store` elsewhere).
     pub home: PathBuf,
     /// The compile cache, when not the home's.
     pub compile_cache: Option<PathBuf>,
@@ -230,15 +235,15 @@ pub struct ProcessExecutor {
     pub store: Option<String>,
 }
 
-impl ProcessExecutor {
-    /// An executor running this very binary.
+impl ExecStepCommand {
+    /// The command running this very binary.
     pub fn current(
         home: &Path,
         compile_cache: Option<PathBuf>,
         config: Option<PathBuf>,
         store: Option<String>,
-    ) -> ProcessExecutor {
-        ProcessExecutor {
+    ) -> ExecStepCommand {
+        ExecStepCommand {
             exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sluice")),
             home: home.to_path_buf(),
             compile_cache,
@@ -247,9 +252,98 @@ impl ProcessExecutor {
         }
     }
 
-    /// Runs `request` in a child and returns its checked outcome. A child
-    /// that ends without a result, or with one that does not hold up, is an
-    /// engine failure (retried as the step's `retries` allow).
+    /// Its arguments for the submission `digest` (after the program).
+    pub fn args(&self, digest: &Digest) -> Vec<String> {
+        let mut args = vec![
+            "exec-step".to_string(),
+            "--home".into(),
+            self.home.display().to_string(),
+        ];
+        if let Some(cache) = &self.compile_cache {
+            args.extend(["--compile-cache".into(), cache.display().to_string()]);
+        }
+        if let Some(config) = &self.config {
+            args.extend(["--config".into(), config.display().to_string()]);
+        }
+        if let Some(store) = &self.store {
+            args.extend(["--store".into(), store.clone()]);
+        }
+        args.push(digest.to_string());
+        args
+    }
+}
+
+/// How a launched attempt ended, as its executor saw it.
+pub(crate) enum Ended {
+    /// It ended on its own; `what` names it and how (for a message when
+    /// no result was filed), `log` is the tail of its output.
+    Exited { what: String, log: Vec<u8> },
+    /// The run was cancelled and the attempt stopped.
+    Cancelled,
+    /// Still running `grace` past the time limit; stopped.
+    TimedOut { what: String },
+}
+
+/// The path every out-of-process executor shares: store the submission
+/// (and sync, so wherever it runs finds everything), answer from a result
+/// already filed for it, else `launch` it and check the result it filed.
+/// A launch that ends without a result, or with one that does not hold up,
+/// is an engine failure (retried as the step's `retries` allow).
+pub(crate) fn submit(
+    run: &str,
+    request: &Request,
+    store: &Store,
+    launch: impl FnOnce(&Digest, Duration) -> Result<Ended, String>,
+) -> Outcome {
+    let step = crate::quoting::escape_controls(&request.description.step, 64);
+    let submission = Submission {
+        run: run.to_string(),
+        request: request.clone(),
+    };
+    let stored = store_submission(store, &submission).and_then(|d| store.sync().map(|()| d));
+    let digest = match stored {
+        Ok(d) => d,
+        Err(e) => {
+            return Outcome::failed(Failure::engine(format!(
+                "step `{step}`: cannot store the attempt request: {e}"
+            )));
+        }
+    };
+    // A result already filed (a previous coordinator's launch) is the
+    // answer: the same submission never runs twice.
+    match read_result(store, &digest) {
+        Ok(Some(result)) => return checked(store, &step, result),
+        Ok(None) => {}
+        Err(e) => return Outcome::failed(Failure::engine(format!("step `{step}`: {e}"))),
+    }
+    let limit = Duration::from_secs(request.timeout_s) + PROCESS_GRACE;
+    match launch(&digest, limit) {
+        Ok(Ended::Cancelled) => Outcome::failed(Failure::step(CANCELLED_MESSAGE)),
+        Ok(Ended::Exited { what, log }) => match read_result(store, &digest) {
+            Ok(Some(result)) => checked(store, &step, result),
+            Ok(None) => Outcome::failed(Failure::engine(format!(
+                "step `{step}`: {what} without a result: {}",
+                tail(&log)
+            ))),
+            Err(e) => Outcome::failed(Failure::engine(format!("step `{step}`: {e}"))),
+        },
+        Ok(Ended::TimedOut { what }) => Outcome::failed(Failure::engine(format!(
+            "step `{step}`: {what} was still running {} s after its time limit and was stopped",
+            PROCESS_GRACE.as_secs()
+        ))),
+        Err(e) => Outcome::failed(Failure::engine(format!("step `{step}`: {e}"))),
+    }
+}
+
+/// Runs attempts in `sluice exec-step` child processes on this machine.
+#[derive(Clone, Debug)]
+pub struct ProcessExecutor {
+    /// What it starts.
+    pub command: ExecStepCommand,
+}
+
+impl ProcessExecutor {
+    /// Runs `request` (of run `run`) in a child; see [`submit`].
     pub fn execute(
         &self,
         run: &str,
@@ -257,44 +351,9 @@ impl ProcessExecutor {
         store: &Store,
         cancel: Option<&Arc<AtomicBool>>,
     ) -> Outcome {
-        let step = crate::quoting::escape_controls(&request.description.step, 64);
-        let submission = Submission {
-            run: run.to_string(),
-            request: request.clone(),
-        };
-        let stored = store_submission(store, &submission).and_then(|d| store.sync().map(|()| d));
-        let digest = match stored {
-            Ok(d) => d,
-            Err(e) => {
-                return Outcome::failed(Failure::engine(format!(
-                    "step `{step}`: cannot store the attempt request: {e}"
-                )));
-            }
-        };
-        // A result already filed (a previous coordinator's child) is the
-        // answer: the same request is never run twice.
-        match read_result(store, &digest) {
-            Ok(Some(result)) => return checked(store, &step, result),
-            Ok(None) => {}
-            Err(e) => return Outcome::failed(Failure::engine(format!("step `{step}`: {e}"))),
-        }
-        let limit = Duration::from_secs(request.timeout_s) + PROCESS_GRACE;
-        match self.supervise(&digest, limit, cancel) {
-            Ok(Ended::Cancelled) => Outcome::failed(Failure::step(CANCELLED_MESSAGE)),
-            Ok(Ended::Exited { status, stderr }) => match read_result(store, &digest) {
-                Ok(Some(result)) => checked(store, &step, result),
-                Ok(None) => Outcome::failed(Failure::engine(format!(
-                    "step `{step}`: `sluice exec-step {digest}` exited ({status}) without a result: {}",
-                    tail(&stderr)
-                ))),
-                Err(e) => Outcome::failed(Failure::engine(format!("step `{step}`: {e}"))),
-            },
-            Ok(Ended::TimedOut) => Outcome::failed(Failure::engine(format!(
-                "step `{step}`: `sluice exec-step {digest}` was still running {} s after its time limit and was killed",
-                PROCESS_GRACE.as_secs()
-            ))),
-            Err(e) => Outcome::failed(Failure::engine(format!("step `{step}`: {e}"))),
-        }
+        submit(run, request, store, |digest, limit| {
+            self.supervise(digest, limit, cancel)
+        })
     }
 
     /// Starts the child and waits for it to end, be cancelled or run past
@@ -306,25 +365,16 @@ impl ProcessExecutor {
         cancel: Option<&Arc<AtomicBool>>,
     ) -> Result<Ended, String> {
         use std::os::unix::process::CommandExt as _;
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("exec-step").arg("--home").arg(&self.home);
-        if let Some(cache) = &self.compile_cache {
-            cmd.arg("--compile-cache").arg(cache);
-        }
-        if let Some(config) = &self.config {
-            cmd.arg("--config").arg(config);
-        }
-        if let Some(store) = &self.store {
-            cmd.arg("--store").arg(store);
-        }
-        cmd.arg(request.to_string())
+        let exe = &self.command.exe;
+        let what = format!("`sluice exec-step {request}`");
+        let mut child = Command::new(exe)
+            .args(self.command.args(request))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = cmd
+            .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
         let stderr = child.stderr.take();
         let drain = std::thread::spawn(move || {
             let mut kept = Vec::new();
@@ -354,44 +404,29 @@ impl ProcessExecutor {
         };
         let ended = loop {
             match child.try_wait() {
-                Ok(Some(status)) => {
-                    break Ended::Exited {
-                        status: status.to_string(),
-                        stderr: Vec::new(),
-                    };
-                }
+                Ok(Some(status)) => break Ok(format!("{what} exited ({status})")),
                 Ok(None) => {}
                 Err(e) => {
                     kill(&mut child);
-                    return Err(format!("waiting for `sluice exec-step {request}`: {e}"));
+                    return Err(format!("waiting for {what}: {e}"));
                 }
             }
             if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
                 kill(&mut child);
-                break Ended::Cancelled;
+                break Err(Ended::Cancelled);
             }
             if Instant::now() >= deadline {
                 kill(&mut child);
-                break Ended::TimedOut;
+                break Err(Ended::TimedOut { what });
             }
             std::thread::sleep(POLL);
         };
-        let kept = drain.join().unwrap_or_default();
+        let log = drain.join().unwrap_or_default();
         Ok(match ended {
-            Ended::Exited { status, .. } => Ended::Exited {
-                status,
-                stderr: kept,
-            },
-            other => other,
+            Ok(what) => Ended::Exited { what, log },
+            Err(other) => other,
         })
     }
-}
-
-/// How a supervised child ended.
-enum Ended {
-    Exited { status: String, stderr: Vec<u8> },
-    Cancelled,
-    TimedOut,
 }
 
 /// Checks what an executor claims before the run believes it: every output
