@@ -261,12 +261,12 @@ fn exec_step_refuses_what_is_not_a_stored_submission_naming_it() {
 #[test]
 fn executor_names_are_checked_in_specs_flags_and_config() {
     let sb = Sandbox::new();
-    let spec = one_step_spec(&sb, "[executor]\nkind = \"ray\"");
+    let spec = one_step_spec(&sb, "[executor]\nkind = \"slurm\"");
     let r = sb.sluice(&["validate", spec.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         r.stderr.contains(
-            "[executor] kind: unknown executor \"ray\"; expected one of: local, process, ray"
+            "[executor] kind: unknown executor \"slurm\"; expected one of: local, process, ray"
         ),
         "{}",
         r.stderr

@@ -80,17 +80,32 @@ impl Weed {
                 break p;
             }
         };
+        // One start at a time: ports are free when chosen, and nothing of
+        // ours takes them before this server binds them.
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _starting = STARTING.lock().unwrap_or_else(|p| p.into_inner());
         let mut weed = Weed {
             child: None,
             dir,
             ports: free_ports(8),
             admin,
         };
-        weed.spawn();
-        weed
+        // Another process may still take a port between its choice and the
+        // bind: then start again on fresh ones.
+        for _ in 0..3 {
+            if weed.spawn() {
+                return weed;
+            }
+            weed.kill();
+            weed.ports = free_ports(8);
+        }
+        panic!(
+            "SeaweedFS did not come up: {}",
+            std::fs::read_to_string(weed.dir.path().join("weed.log")).unwrap_or_default()
+        );
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self) -> bool {
         let d = self.dir.path();
         let [mp, mg, vp, vg, fp, fg, sp, sg] = self.ports[..] else {
             unreachable!()
@@ -128,27 +143,23 @@ impl Weed {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
     /// Polls (bounded) until the bucket takes a conditional write.
-    fn wait_ready(&self) {
+    fn wait_ready(&self) -> bool {
         let remote = self.remote("");
         let probe = Digest::of(b"ready");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             if remote.get_doc("probe", &probe, 16).is_ok()
                 && remote.put_doc_once("probe", &probe, b"ready").is_ok()
             {
-                return;
+                return true;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "SeaweedFS did not come up: {}",
-                std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
-            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        false
     }
 
     /// The S3 settings as environment variables.
@@ -202,7 +213,11 @@ impl Weed {
     /// Starts it again on the same data and ports.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "SeaweedFS did not come back: {}",
+            std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
+        );
     }
 }
 
