@@ -631,6 +631,36 @@ fn metrics_parse_as_prometheus_text() {
 }
 
 #[test]
+fn a_service_configured_for_the_process_executor_runs_steps_there_and_counts_them() {
+    let sb = Sandbox::new();
+    let config = config(&sb, "[executor]\nkind = \"process\"\n");
+    let server = Server::start(&sb.home(), Some(&config), sb.path());
+    let id = submit(&server, None, &chain(&sb, 2, "x"));
+    server.events(&id, None);
+    let run = server.get(&format!("/v1/runs/{id}"), None).json();
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    for name in ["s0", "s1"] {
+        let report = &step(&run, name)["report"];
+        assert_eq!(report["status"], "succeeded", "{report:#}");
+        assert_eq!(report["executor"], "process", "{report:#}");
+    }
+    let samples = parse_prometheus(&server.get("/metrics", None).text());
+    let value = |k: &str| samples.iter().find(|(s, _)| s == k).map(|(_, v)| *v);
+    assert_eq!(
+        value("sluice_steps_executed_total{executor=\"process\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        value("sluice_steps_executed_total{executor=\"local\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value("sluice_steps_executed_total{executor=\"ray\"}"),
+        Some(0.0)
+    );
+}
+
+#[test]
 fn without_tokens_the_server_refuses_a_public_address() {
     let sb = Sandbox::new();
     let run = sb.sluice(&["serve", "--listen", "0.0.0.0:0"]);

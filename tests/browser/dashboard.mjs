@@ -166,6 +166,11 @@ async function main() {
       `DAG edges ${JSON.stringify(edges)}, expected ${JSON.stringify([...EDGES].sort())}`);
     const resourceRows = await page.$$eval('table.resources tbody tr[data-step]', (rs) => rs.length);
     expect(resourceRows === STEPS.length, `resource table has ${resourceRows} rows, expected ${STEPS.length}`);
+    // Where each step ran: executed steps say `local`, cached ones nothing.
+    const ranOn = await page.$$eval('table.resources tbody tr[data-step] td:nth-of-type(3)', (tds) => tds.map((t) => t.textContent.trim()));
+    const executed = Object.values(statuses).filter((s) => s === 'succeeded').length;
+    expect(ranOn.every((t) => t === 'local' || t === '–') && ranOn.filter((t) => t === 'local').length === executed,
+      `the "Ran on" column shows ${JSON.stringify(ranOn)}, expected "local" for the ${executed} executed steps`);
 
     stage = 'train step panel';
     await page.click('svg.dag g.node[data-step="train"]');

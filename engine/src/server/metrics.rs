@@ -47,6 +47,7 @@ pub struct Metrics {
     submitted: Counter,
     runs_finished: Family<Labels, Counter>,
     steps: Family<Labels, Counter>,
+    executed: Family<Labels, Counter>,
     cache_hits: Counter,
     durations: Histogram,
     queue_depth: Gauge,
@@ -69,6 +70,7 @@ impl Default for Metrics {
             submitted: Counter::default(),
             runs_finished: Family::default(),
             steps: Family::default(),
+            executed: Family::default(),
             cache_hits: Counter::default(),
             durations: Histogram::new(BUCKETS),
             queue_depth: Gauge::default(),
@@ -89,6 +91,11 @@ impl Default for Metrics {
         for s in STEP_STATUSES {
             m.steps.get_or_create(&status(s)).inc_by(0);
         }
+        for e in crate::spec::ExecutorKind::ALL {
+            m.executed
+                .get_or_create(&vec![("executor", e.as_str().to_string())])
+                .inc_by(0);
+        }
         // Help texts without the final period: the registry adds it.
         let r = &mut m.registry;
         r.register("sluice_runs", "Runs in the index by status", m.runs.clone());
@@ -103,6 +110,11 @@ impl Default for Metrics {
             m.runs_finished.clone(),
         );
         r.register("sluice_steps", "Steps finished, by status", m.steps.clone());
+        r.register(
+            "sluice_steps_executed",
+            "Steps whose last attempt executed, by where it ran",
+            m.executed.clone(),
+        );
         r.register(
             "sluice_step_cache_hits",
             "Steps answered from the step cache",
@@ -189,6 +201,11 @@ impl Metrics {
         self.steps.get_or_create(&status(word)).inc();
         if report.cached {
             self.cache_hits.inc();
+        }
+        if let Some(e) = report.executor {
+            self.executed
+                .get_or_create(&vec![("executor", e.as_str().to_string())])
+                .inc();
         }
         if report.attempts > 0 {
             self.durations.observe(report.wall_ms as f64 / 1000.0);

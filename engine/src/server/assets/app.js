@@ -562,8 +562,8 @@ function runView(main, id, query, life) {
   main.append(head, dagBox, panel,
     h('section', { class: 'card' }, h('h2', {}, 'Resources'),
       h('div', { class: 'scroll' }, h('table', { class: 'resources' },
-        h('thead', {}, h('tr', {}, ['Step', 'Status', 'Cached', 'Attempts', 'Wall', 'Fuel', 'Peak mem', 'In', 'Out', 'GPU util', 'GPU FB']
-          .map((c, i) => h('th', { scope: 'col', class: i > 2 ? 'num' : null }, c)))),
+        h('thead', {}, h('tr', {}, ['Step', 'Status', 'Cached', 'Ran on', 'Attempts', 'Wall', 'Fuel', 'Peak mem', 'In', 'Out', 'GPU util', 'GPU FB']
+          .map((c, i) => h('th', { scope: 'col', class: i > 3 ? 'num' : null }, c)))),
         resources))));
 
   // Coalesce re-renders to one per frame: metric events can arrive fast.
@@ -836,6 +836,7 @@ function runView(main, id, query, life) {
         fact('Attempts', String(r?.attempts ?? s.attempt ?? 0)),
         fact('Wall', r ? fmt.ms(r.wall_ms) : '–'),
         fact('Cached', r ? (r.cached ? 'yes' : 'no') : '–'),
+        r?.executor ? fact('Ran on', r.executor) : null,
         fact('Fuel', r ? fmt.count(r.fuel_used) : '–'),
         fact('Peak mem', r ? fmt.bytes(r.memory_peak_bytes) : '–'),
         fact('Instantiate', r?.instantiate_us != null ? `${r.instantiate_us} µs` : '–'),
@@ -913,6 +914,7 @@ function runView(main, id, query, life) {
         h('th', { scope: 'row' }, h('button', { type: 'button', class: 'link', onclick: () => select(s.name) }, s.name)),
         h('td', {}, badge(s.status)),
         h('td', {}, r ? (r.cached ? 'yes' : 'no') : '–'),
+        h('td', {}, r?.executor || '–'),
         h('td', { class: 'num' }, String(r?.attempts ?? s.attempt ?? 0)),
         h('td', { class: 'num' }, r ? fmt.ms(r.wall_ms) : '–'),
         h('td', { class: 'num' }, r ? fmt.count(r.fuel_used) : '–'),
