@@ -311,3 +311,61 @@ fn executor_names_are_checked_in_specs_flags_and_config() {
     let json = run(&sb, &spec, &["--executor", "local"], &[]);
     assert_eq!(step(&json, "a")["executor"], "process", "{json:#}");
 }
+
+/// The only run in `sb`'s home.
+fn only_run_id(sb: &Sandbox) -> String {
+    let runs: Vec<_> = std::fs::read_dir(sb.home().join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
+}
+
+#[test]
+fn a_coordinator_killed_after_its_child_filed_the_result_resumes_without_running_it_again() {
+    let sb = Sandbox::new();
+    let spec = one_step_spec(&sb, "[executor]\nkind = \"process\"")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let spec = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("retries = 1\n", "");
+    let spec = sb.write("once.toml", &spec);
+    // The coordinator dies appending the attempt's third record line (its
+    // `attempt-sandbox` event), after the child filed the result.
+    let crashed = sb.sluice_env(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--home",
+            sb.home().to_str().unwrap(),
+        ],
+        &[("SLUICE_FAULTS", "record@3=crash")],
+    );
+    assert_ne!(crashed.code, 0, "{}", crashed.stderr);
+    assert_eq!(results(&sb).len(), 1);
+    let id = only_run_id(&sb);
+    // Resumed: the same attempt of the same run is the same submission; its
+    // filed result answers it. A child started now would die (and the step,
+    // with no retries, fail).
+    let resumed = sb.sluice_env(
+        &[
+            "resume",
+            &id,
+            "--json",
+            "--home",
+            sb.home().to_str().unwrap(),
+        ],
+        &[("SLUICE_FAULTS", "exec.result:1@1=crash")],
+    );
+    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    let json = resumed.json();
+    let a = step(&json, "a");
+    assert_eq!(a["status"], "succeeded", "{a:#}");
+    assert_eq!(a["attempts"], 1, "{a:#}");
+    assert_eq!(a["executor"], "process", "{a:#}");
+    assert_eq!(results(&sb).len(), 1);
+    assert_eq!(sb.sluice(&["verify", &id]).code, 0);
+}

@@ -113,7 +113,7 @@ impl Drop for RayHead {
 }
 
 #[test]
-fn steps_run_as_ray_jobs_with_local_results_and_a_killed_job_is_retried() {
+fn steps_run_as_ray_jobs_identically_a_killed_job_is_retried_and_a_resume_reattaches() {
     let ray = RayHead::start();
 
     // Parity: the example on Ray is byte for byte the local run.
@@ -208,4 +208,73 @@ fn steps_run_as_ray_jobs_with_local_results_and_a_killed_job_is_retried() {
         .unwrap()
         .count();
     assert_eq!(results, 1, "attempt 2's; the killed attempt filed none");
+
+    // A coordinator that dies after its job filed the result re-attaches
+    // on resume: the same attempt is the same submission, answered from its
+    // result; no second job is submitted.
+    let sb = Sandbox::new();
+    sb.write("in.txt", "in\n");
+    let spec = sb.write(
+        "once.toml",
+        &format!(
+            "name = \"once\"\n[executor]\nkind = \"ray\"\n[sources]\nt = \"in.txt\"\n[steps.a]\ncomponent = {}\n\
+             inputs = {{ in = \"sources.t\" }}\nparams = {{ line = \"once\" }}\noutputs = [\"out\"]\n",
+            toml_path(&component("append"))
+        ),
+    );
+    let home = sb.home();
+    let crashed = sb.sluice_env(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--home",
+            home.to_str().unwrap(),
+        ],
+        &[
+            ("SLUICE_FAULTS", "record@3=crash"),
+            ("RAY_ADDRESS", &ray.dashboard),
+        ],
+    );
+    assert_ne!(crashed.code, 0, "{}", crashed.stderr);
+    let id = std::fs::read_dir(home.join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    let jobs_of_once = || -> Vec<Value> {
+        let all: Value = serde_json::from_str(
+            &ureq::get(format!("{}/api/jobs/", ray.dashboard))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap(),
+        )
+        .unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| {
+                j["entrypoint"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(home.to_str().unwrap())
+            })
+            .cloned()
+            .collect()
+    };
+    assert_eq!(jobs_of_once().len(), 1);
+    let resumed = sb.sluice_env(
+        &["resume", &id, "--json", "--home", home.to_str().unwrap()],
+        &[("RAY_ADDRESS", &ray.dashboard)],
+    );
+    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    let a = step(&resumed.json(), "a").clone();
+    assert_eq!(a["status"], "succeeded", "{a:#}");
+    assert_eq!(a["executor"], "ray", "{a:#}");
+    assert_eq!(a["attempts"], 1, "{a:#}");
+    assert_eq!(jobs_of_once().len(), 1, "resume submitted a second job");
 }
