@@ -33,23 +33,43 @@ export SLUICE_COMPILE_CACHE="$work/compile-cache"
 now_ms() { date +%s%3N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "== dispatch: examples/pipelines/tabular.toml, --no-cache, $repeats runs each"
+executors="local process"
+ray_bin="$PWD/target/ray/bin/ray"
+if [ -x "$ray_bin" ]; then
+  rp=$(python3 -c 'import socket; s=[socket.socket() for _ in range(9)]; [x.bind(("127.0.0.1",0)) for x in s]; print(" ".join(str(x.getsockname()[1]) for x in s))')
+  read -r g d nm om rc al ag re me <<<"$rp"
+  mkdir -p "$work/ray"
+  RAY_USAGE_STATS_ENABLED=0 "$ray_bin" start --head --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 \
+    --include-dashboard=true --num-cpus=2 --disable-usage-stats --port="$g" --dashboard-port="$d" \
+    --node-manager-port="$nm" --object-manager-port="$om" --ray-client-server-port="$rc" \
+    --dashboard-agent-listen-port="$al" --dashboard-agent-grpc-port="$ag" --runtime-env-agent-port="$re" \
+    --metrics-export-port="$me" --temp-dir="$work/ray" >/dev/null
+  export RAY_ADDRESS="http://127.0.0.1:$d"
+  trap 'cleanup; "$ray_bin" stop --force >/dev/null 2>&1' EXIT
+  executors="$executors ray"
+fi
+echo "== dispatch: examples/pipelines/tabular.toml, --no-cache, $repeats runs each ($executors)"
 spec=examples/pipelines/tabular.toml
 "$sluice" run "$spec" --home "$work/d" >/dev/null           # builds, compiles, warms
-"$sluice" run "$spec" --home "$work/d" --executor process >/dev/null
-: >"$work/local.ms"; : >"$work/process.ms"
+for ex in $executors; do
+  "$sluice" run "$spec" --home "$work/d" --no-cache --executor "$ex" >/dev/null
+  : >"$work/$ex.ms"
+done
 for _ in $(seq "$repeats"); do
-  for ex in local process; do
+  for ex in $executors; do
     t0=$(now_ms)
     "$sluice" run "$spec" --home "$work/d" --no-cache --executor "$ex" >/dev/null
     echo $(($(now_ms) - t0)) >>"$work/$ex.ms"
   done
 done
 steps=8
-l=$(median <"$work/local.ms"); p=$(median <"$work/process.ms")
-echo "local   median ${l} ms"
-echo "process median ${p} ms"
-echo "process overhead per step: $(((p - l) / steps)) ms ($(awk "BEGIN{printf \"%.2f\", $p/$l}")x the local run)"
+l=$(median <"$work/local.ms")
+echo "local   median ${l} ms (8 steps)"
+for ex in $executors; do
+  [ "$ex" = local ] && continue
+  m=$(median <"$work/$ex.ms")
+  echo "$ex median ${m} ms: overhead per step $(((m - l) / steps)) ms ($(awk "BEGIN{printf \"%.2f\", $m/$l}")x the local run; total difference / 8 steps)"
+done
 
 echo "== store: a ${mib} MiB artifact through the append step"
 weed="$PWD/target/seaweedfs/bin/weed"
