@@ -125,33 +125,11 @@ impl RayExecutor {
         let agent = Self::agent();
         let id = Self::submission_id(digest);
         let what = format!("Ray job {id}");
-        let d = &request.description;
-        let env: serde_json::Map<String, Value> = FORWARDED_ENV
+        let env: Vec<(String, String)> = FORWARDED_ENV
             .iter()
-            .filter_map(|k| {
-                std::env::var(k)
-                    .ok()
-                    .map(|v| (k.to_string(), Value::from(v)))
-            })
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect();
-        let entrypoint = std::iter::once(self.command.exe.display().to_string())
-            .chain(self.command.args(digest))
-            .map(|a| shell_quote(&a))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let body = json!({
-            "entrypoint": entrypoint,
-            "submission_id": id,
-            "entrypoint_num_cpus": 1,
-            "entrypoint_num_gpus": if d.gpu.is_some() { 1 } else { 0 },
-            "entrypoint_memory": (d.limits.memory_mib + JOB_OVERHEAD_MIB) << 20,
-            "runtime_env": { "env_vars": env },
-            "metadata": {
-                "sluice_step": d.step,
-                "sluice_attempt": request.attempt.to_string(),
-                "sluice_submission": digest.to_string(),
-            },
-        });
+        let body = self.job(digest, request, &env);
         let (status, _, text) = self.call(&agent, "POST", "/api/jobs/", Some(&body))?;
         if !(200..300).contains(&status) {
             // Ray refuses a submission id it has seen (HTTP 500 with a
@@ -202,6 +180,41 @@ impl RayExecutor {
         }
     }
 
+    /// The job submission for `digest`: entrypoint, resources from the
+    /// step's limits and grant, the forwarded environment, and metadata
+    /// naming the step, the attempt and the submission.
+    fn job(&self, digest: &Digest, request: &Request, env: &[(String, String)]) -> Value {
+        let d = &request.description;
+        let entrypoint = std::iter::once(self.command.exe.display().to_string())
+            .chain(self.command.args(digest))
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        // The built-in `cpu` worker kind needs no device: asking Ray for a
+        // gpu would leave the job pending forever on a cluster without one.
+        let gpus = match &d.gpu {
+            Some(grant) if grant.worker != "cpu" => 1,
+            _ => 0,
+        };
+        let env: serde_json::Map<String, Value> = env
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        json!({
+            "entrypoint": entrypoint,
+            "submission_id": Self::submission_id(digest),
+            "entrypoint_num_cpus": 1,
+            "entrypoint_num_gpus": gpus,
+            "entrypoint_memory": (d.limits.memory_mib + JOB_OVERHEAD_MIB) << 20,
+            "runtime_env": { "env_vars": env },
+            "metadata": {
+                "sluice_step": d.step,
+                "sluice_attempt": request.attempt.to_string(),
+                "sluice_submission": digest.to_string(),
+            },
+        })
+    }
+
     fn logs(&self, agent: &ureq::Agent, id: &str) -> Vec<u8> {
         match self.call(agent, "GET", &format!("/api/jobs/{id}/logs"), None) {
             Ok((200, v, _)) => v["logs"].as_str().unwrap_or("").as_bytes().to_vec(),
@@ -239,6 +252,66 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("$(rm -rf ~)"), "'$(rm -rf ~)'");
+    }
+
+    fn request(gpu: Option<&str>) -> Request {
+        let mut limits = crate::limits::Limits::default();
+        limits.memory_mib = 300;
+        crate::attempt::Plan {
+            component: Digest::of(b"component"),
+            step: "train".into(),
+            inputs: Default::default(),
+            outputs: vec!["model".into()],
+            params: Default::default(),
+            limits,
+            run_seed: 0,
+            gpu: gpu.map(|w| crate::spec::Grant {
+                worker: w.into(),
+                max_jobs: 1,
+                min_free_memory_mib: 0,
+            }),
+        }
+        .request(2)
+    }
+
+    #[test]
+    fn a_job_asks_for_what_the_step_may_use_and_names_its_submission() {
+        let ray = RayExecutor {
+            address: "http://127.0.0.1:8265".into(),
+            command: ExecStepCommand {
+                exe: "/opt/sluice dir/sluice".into(),
+                home: "/var/sluice".into(),
+                compile_cache: None,
+                config: None,
+                store: Some("s3://b/p".into()),
+            },
+        };
+        let digest = Digest::of(b"submission");
+        let env = vec![("AWS_REGION".to_string(), "eu-west-1".to_string())];
+        let plain = ray.job(&digest, &request(None), &env);
+        assert_eq!(
+            plain["entrypoint"],
+            format!(
+                "'/opt/sluice dir/sluice' exec-step --home /var/sluice --store s3://b/p {digest}"
+            )
+        );
+        assert_eq!(plain["submission_id"], RayExecutor::submission_id(&digest));
+        assert_eq!(plain["entrypoint_num_cpus"], 1);
+        assert_eq!(plain["entrypoint_num_gpus"], 0);
+        assert_eq!(plain["entrypoint_memory"], (300u64 + 512) << 20);
+        assert_eq!(plain["runtime_env"]["env_vars"]["AWS_REGION"], "eu-west-1");
+        assert_eq!(plain["metadata"]["sluice_step"], "train");
+        assert_eq!(plain["metadata"]["sluice_attempt"], "2");
+        assert_eq!(plain["metadata"]["sluice_submission"], digest.to_string());
+        // A device only for a worker kind that needs one.
+        assert_eq!(
+            ray.job(&digest, &request(Some("torch")), &[])["entrypoint_num_gpus"],
+            1
+        );
+        assert_eq!(
+            ray.job(&digest, &request(Some("cpu")), &[])["entrypoint_num_gpus"],
+            0
+        );
     }
 
     #[test]
