@@ -11,9 +11,14 @@
 //! interrupted upload leaves at most a temporary key). Documents (attempt
 //! results, cache entries) are created once the same way: the first writer
 //! wins. SHA-256 checksums go with every S3 write, so the server refuses
-//! bytes damaged in transit. This tier does not verify what it reads: the
-//! local store in front of it hashes every blob it fetches and serves only
-//! bytes that match their name.
+//! bytes damaged in transit. Blobs are not verified here: the local store
+//! in front of this tier hashes every blob it fetches and serves only bytes
+//! that match their name. Documents are named by what they answer, not by
+//! their bytes, so with a store key (`SLUICE_STORE_KEY`, 64 hex digits,
+//! the same on every machine of a deployment) each carries an HMAC-SHA256
+//! tag over its namespace, name and bytes, and one without a valid tag is
+//! refused: whoever can write the bucket cannot plant a cache entry or a
+//! result.
 //! Boundary: object keys and bytes; knows nothing of steps or runs.
 
 use std::future::Future;
@@ -37,6 +42,10 @@ const PART_BYTES: usize = 16 << 20;
 const PARTS_IN_FLIGHT: usize = 4;
 /// Chunks of a download buffered between the network and the local writer.
 const DOWNLOAD_CHUNKS_BUFFERED: usize = 8;
+/// The environment variable holding the store key.
+pub const STORE_KEY_ENV: &str = "SLUICE_STORE_KEY";
+/// What separates a document's bytes from its tag.
+const TAG_SEPARATOR: &[u8] = b"\n#sluice-tag:";
 
 /// A failure of the shared store, naming the store and the key.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +65,8 @@ pub struct Remote {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     runtime: tokio::runtime::Runtime,
+    /// Authenticates documents, when configured.
+    key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -137,6 +148,15 @@ impl Remote {
                 )));
             }
         };
+        let key = match std::env::var(STORE_KEY_ENV) {
+            Ok(text) => Some(
+                hex::decode(text.trim())
+                    .ok()
+                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                    .ok_or_else(|| err(format!("{STORE_KEY_ENV} must hold 64 hex digits")))?,
+            ),
+            Err(_) => None,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sluice-store-io")
@@ -148,6 +168,7 @@ impl Remote {
             store,
             prefix,
             runtime,
+            key,
         })
     }
 
@@ -310,7 +331,12 @@ impl Remote {
     pub fn put_doc_once(&self, ns: &str, name: &Digest, bytes: &[u8]) -> Result<bool, RemoteError> {
         let key = self.doc_key(ns, name);
         let store = self.store.clone();
-        let (k, payload) = (key.clone(), PutPayload::from(bytes.to_vec()));
+        let mut sealed = bytes.to_vec();
+        if let Some(tag) = self.tag(ns, name, bytes) {
+            sealed.extend_from_slice(TAG_SEPARATOR);
+            sealed.extend_from_slice(hex::encode(tag).as_bytes());
+        }
+        let (k, payload) = (key.clone(), PutPayload::from(sealed));
         let put = self.block(async move {
             let opts = PutOptions {
                 mode: PutMode::Create,
@@ -364,7 +390,58 @@ impl Remote {
                 Err(e) => return Err(self.error(&key, e)),
             }
         }
-        Ok(Some(bytes))
+        self.open_sealed(ns, name, bytes)
+            .map(Some)
+            .map_err(|message| self.error(&key, message))
+    }
+
+    /// The HMAC-SHA256 of document `ns`/`name` with `bytes`, keyed with
+    /// the store key, when one is configured.
+    fn mac(&self, ns: &str, name: &Digest, bytes: &[u8]) -> Option<hmac::Hmac<sha2::Sha256>> {
+        use hmac::Mac as _;
+        let key = self.key.as_ref()?;
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+        // Length-prefixed, so no two (ns, name, bytes) share an input.
+        for part in [ns.as_bytes(), name.hex().as_bytes()] {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part);
+        }
+        mac.update(bytes);
+        Some(mac)
+    }
+
+    /// The tag a document is stored with, when a store key is configured.
+    fn tag(&self, ns: &str, name: &Digest, bytes: &[u8]) -> Option<[u8; 32]> {
+        use hmac::Mac as _;
+        Some(self.mac(ns, name, bytes)?.finalize().into_bytes().into())
+    }
+
+    /// A stored document's bytes: with a store key, only if its tag
+    /// verifies (compared in constant time).
+    fn open_sealed(&self, ns: &str, name: &Digest, mut stored: Vec<u8>) -> Result<Vec<u8>, String> {
+        use hmac::Mac as _;
+        let split = stored
+            .windows(TAG_SEPARATOR.len())
+            .rposition(|w| w == TAG_SEPARATOR);
+        let body = split.map_or(&stored[..], |at| &stored[..at]);
+        let Some(mac) = self.mac(ns, name, body) else {
+            // No key: documents are taken as they are (a tag, if any, is
+            // dropped unchecked).
+            stored.truncate(split.unwrap_or(stored.len()));
+            return Ok(stored);
+        };
+        let at = split.ok_or_else(|| {
+            format!("the document carries no tag; {STORE_KEY_ENV} requires one (written without the key?)")
+        })?;
+        let tag = hex::decode(&stored[at + TAG_SEPARATOR.len()..]).unwrap_or_default();
+        if mac.verify_slice(&tag).is_err() {
+            return Err(format!(
+                "the document's tag does not verify under {STORE_KEY_ENV} (altered, or written with another key)"
+            ));
+        }
+        stored.truncate(at);
+        Ok(stored)
     }
 }
 

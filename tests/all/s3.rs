@@ -236,12 +236,32 @@ fn block<T>(fut: impl std::future::Future<Output = T>) -> T {
 }
 
 fn sluice_s3(sb: &Sandbox, weed: &Weed, args: &[&str]) -> crate::harness::Run {
+    sluice_s3_env(sb, weed, args, &[])
+}
+
+fn sluice_s3_env(
+    sb: &Sandbox,
+    weed: &Weed,
+    args: &[&str],
+    more: &[(&str, &str)],
+) -> crate::harness::Run {
     let env = weed.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend(more);
     sb.sluice_env(args, &env)
 }
 
 fn run_json(sb: &Sandbox, weed: &Weed, home: &str, extra: &[&str]) -> Value {
+    run_json_env(sb, weed, home, extra, &[])
+}
+
+fn run_json_env(
+    sb: &Sandbox,
+    weed: &Weed,
+    home: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Value {
     let spec = repo().join("examples/pipelines/tabular.toml");
     let home = sb.path().join(home);
     let mut args = vec![
@@ -254,7 +274,7 @@ fn run_json(sb: &Sandbox, weed: &Weed, home: &str, extra: &[&str]) -> Value {
         home.to_str().unwrap(),
     ];
     args.extend(extra);
-    let r = sluice_s3(sb, weed, &args);
+    let r = sluice_s3_env(sb, weed, &args, env);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     r.json()
 }
@@ -455,4 +475,50 @@ fn the_server_dying_mid_upload_leaves_no_visible_blob() {
             assert_eq!(Digest::of(&got), digest);
         }
     }
+}
+
+#[test]
+fn with_a_store_key_a_cache_entry_planted_in_the_bucket_is_refused() {
+    let weed = Weed::start();
+    let sb = Sandbox::new();
+    let key = "5e".repeat(32);
+    let env = [("SLUICE_STORE_KEY", key.as_str())];
+    let first = run_json_env(&sb, &weed, "a", &[], &env);
+    // Whoever can write the bucket replaces train's entry with one naming
+    // another existing blob of the right kind of size: evaluate's output.
+    let train = step(&first, "train");
+    let cache_key = train["cache_key"].as_str().unwrap();
+    let other = step(&first, "evaluate")["outputs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    let forged = serde_json::json!({
+        "key": cache_key,
+        "step": "train",
+        "run_id": "forged",
+        "outputs": { "model": other },
+        "metrics": {},
+    });
+    let hex = cache_key.strip_prefix("sha256:").unwrap();
+    let doc = object_store::path::Path::from(format!("runs/docs/cache/{hex}.json"));
+    block(async {
+        use object_store::ObjectStoreExt as _;
+        weed.raw()
+            .put(
+                &doc,
+                object_store::PutPayload::from(forged.to_string().into_bytes()),
+            )
+            .await
+            .unwrap();
+    });
+    // Another machine with the key: the entry does not verify, train runs
+    // again and produces the real model.
+    let second = run_json_env(&sb, &weed, "b", &[], &env);
+    let t = step(&second, "train");
+    assert_eq!(t["status"], "succeeded", "{t:#}");
+    assert_eq!(t["outputs"], train["outputs"]);
+    assert_eq!(step(&second, "ingest")["status"], "cached");
 }

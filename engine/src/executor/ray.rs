@@ -255,8 +255,10 @@ mod tests {
     }
 
     fn request(gpu: Option<&str>) -> Request {
-        let mut limits = crate::limits::Limits::default();
-        limits.memory_mib = 300;
+        let limits = crate::limits::Limits {
+            memory_mib: 300,
+            ..Default::default()
+        };
         crate::attempt::Plan {
             component: Digest::of(b"component"),
             step: "train".into(),
