@@ -134,9 +134,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "vocabulary over IO",
-        &["failure", "durable", "artifact", "policy", "section"],
+        &[
+            "failure", "durable", "artifact", "policy", "section", "remote",
+        ],
     ),
-    ("model and storage", &["spec", "remote", "store"]),
+    ("model and storage", &["spec", "store"]),
     (
         "records and the sandbox",
         &[
