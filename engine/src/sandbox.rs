@@ -735,12 +735,20 @@ impl Compiler {
         }
         if !status.success() {
             let why = message.trim();
+            let bounds = format!(
+                "the compiler process ended with {status} (its bounds: {} MiB of data, {cpu_s} s of CPU)",
+                self.memory_bytes >> 20
+            );
+            // Out of memory under its data bound, the compiler may still
+            // exit on its own with the allocator's error: name the bound.
+            let out_of_memory =
+                why.contains("Cannot allocate memory") || why.contains("os error 12");
             return Err(match status.code() {
+                Some(_) if !why.is_empty() && out_of_memory => {
+                    format!("{bounds}: {}", escape_controls(why, 2048))
+                }
                 Some(_) if !why.is_empty() => escape_controls(why, 2048),
-                _ => format!(
-                    "the compiler process ended with {status} (its bounds: {} MiB of data, {cpu_s} s of CPU)",
-                    self.memory_bytes >> 20
-                ),
+                _ => bounds,
             });
         }
         let out = out.map_err(|e| format!("reading the compiler's output: {e}"))?;
