@@ -9,6 +9,9 @@
 //! | `[[tokens]]`   | [`Token`]                              | `config`     |
 //! | `[hooks.NAME]` | [`Hook`](crate::hook::Hook)            | `hook`       |
 //! | `[workers.KIND]` | [`WorkerConfig`](crate::gpu::WorkerConfig) | `gpu::config` |
+//! | `[executor]`   | [`ExecutorKind`](crate::spec::ExecutorKind) | `spec`   |
+//! | `[store]`      | a URL ([`Remote`](crate::remote::Remote))   | `remote` |
+//! | `[kubernetes]` | [`KubernetesSettings`](crate::executor::KubernetesSettings) | `executor` |
 //!
 //! ```toml
 //! [server]
@@ -55,7 +58,15 @@ use crate::section::{Source, Value};
 pub use crate::section::ConfigError;
 
 /// The top-level tables of the config file.
-pub const SECTIONS: &[&str] = &["executor", "hooks", "server", "store", "tokens", "workers"];
+pub const SECTIONS: &[&str] = &[
+    "executor",
+    "hooks",
+    "kubernetes",
+    "server",
+    "store",
+    "tokens",
+    "workers",
+];
 
 /// Keys accepted in `[server]` (the fields of [`ServerConfig`]).
 pub const SERVER_KEYS: &[&str] = &[
@@ -235,6 +246,8 @@ pub struct Config {
     pub executor: Option<crate::spec::ExecutorKind>,
     /// `[store] url`: the shared artifact store.
     pub store: Option<String>,
+    /// `[kubernetes]`: how the `kubernetes` executor makes its Jobs.
+    pub kubernetes: Option<crate::executor::KubernetesSettings>,
     /// Risky but valid settings, each naming its entry (printed at startup).
     pub warnings: Vec<String>,
 }
@@ -251,6 +264,7 @@ impl Config {
             workers: WorkerConfig::builtin(home),
             executor: None,
             store: None,
+            kubernetes: None,
             warnings: Vec::new(),
         }
     }
@@ -297,6 +311,7 @@ impl Config {
                 }
                 "executor" => config.executor = Some(executor(&source, value)?),
                 "store" => config.store = Some(store(&source, value)?),
+                "kubernetes" => config.kubernetes = Some(kubernetes(&source, value)?),
                 other => {
                     let at = header_start(text, key.span().start);
                     let kind = if value.get_ref().is_table() {
@@ -370,7 +385,39 @@ pub fn open_remote(
     }
 }
 
-/// `[executor]`: `kind = "local" | "process"`.
+/// `[kubernetes]`: known keys, typed values (`image` required).
+fn kubernetes(
+    source: &Source,
+    value: &Value<'_>,
+) -> Result<crate::executor::KubernetesSettings, ConfigError> {
+    let table = source.table(value, "[kubernetes]")?;
+    source.check_keys(
+        table,
+        "[kubernetes]",
+        crate::executor::kubernetes::SETTINGS_KEYS,
+    )?;
+    let settings: crate::executor::KubernetesSettings =
+        source.deserialize(value, "[kubernetes]")?;
+    for (field, v) in [
+        (
+            "ttl_seconds_after_finished",
+            settings.ttl_seconds_after_finished,
+        ),
+        ("backoff_limit", settings.backoff_limit),
+    ] {
+        if v < 0 {
+            let span = table.get(field).map_or(value.span(), |v| v.span());
+            return Err(source.error(&span, format!("[kubernetes] {field} must not be negative")));
+        }
+    }
+    if settings.image.trim().is_empty() {
+        let span = table.get("image").map_or(value.span(), |v| v.span());
+        return Err(source.error(&span, "[kubernetes] image must not be empty"));
+    }
+    Ok(settings)
+}
+
+/// `[executor]`: `kind = "local" | "process" | "ray" | "kubernetes"`.
 fn executor(source: &Source, value: &Value<'_>) -> Result<crate::spec::ExecutorKind, ConfigError> {
     let (name, span) = only_string(source, value, "executor", "kind")?;
     name.parse()
@@ -573,11 +620,11 @@ mod tests {
     fn unknown_tables_and_keys_are_refused_where_they_are() {
         assert_eq!(
             err("[server]\nlisten = \"x\"\n\n[sever]\nlisten = \"y\"\n"),
-            "c.toml:4:1: unknown table `sever`; expected one of: executor, hooks, server, store, tokens, workers"
+            "c.toml:4:1: unknown table `sever`; expected one of: executor, hooks, kubernetes, server, store, tokens, workers"
         );
         assert_eq!(
             err("listen = \"x\"\n"),
-            "c.toml:1:1: unknown key `listen`; expected one of: executor, hooks, server, store, tokens, workers"
+            "c.toml:1:1: unknown key `listen`; expected one of: executor, hooks, kubernetes, server, store, tokens, workers"
         );
         assert!(
             err("[server]\nlisten_on = 1").starts_with(

@@ -17,7 +17,7 @@ fn run(sb: &Sandbox, spec: &Path, extra: &[&str], env: &[(&str, &str)]) -> Value
     args.extend(extra);
     args.extend(["--home", home.to_str().unwrap()]);
     let r = sb.sluice_env(&args, env);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 0, "{}", r.failure());
     r.json()
 }
 
@@ -70,7 +70,7 @@ fn parity(spec: &str, env: &[(&str, &str)]) {
     }
     let id = process["run_id"].as_str().unwrap();
     let verify = sb.sluice_env(&["verify", id, "--home", sb.home().to_str().unwrap()], env);
-    assert_eq!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);
+    assert_eq!(verify.code, 0, "{}", verify.failure());
     let replay = sb.sluice_env(
         &[
             "replay",
@@ -81,7 +81,7 @@ fn parity(spec: &str, env: &[(&str, &str)]) {
         ],
         env,
     );
-    assert_eq!(replay.code, 0, "{}\n{}", replay.stdout, replay.stderr);
+    assert_eq!(replay.code, 0, "{}", replay.failure());
     assert_eq!(replay.json()["verdict"], "identical");
 }
 
@@ -360,7 +360,7 @@ fn a_coordinator_killed_after_its_child_filed_the_result_resumes_without_running
         ],
         &[("SLUICE_FAULTS", "exec.result:1@1=crash")],
     );
-    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    assert_eq!(resumed.code, 0, "{}", resumed.failure());
     let json = resumed.json();
     let a = step(&json, "a");
     assert_eq!(a["status"], "succeeded", "{a:#}");

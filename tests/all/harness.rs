@@ -75,6 +75,30 @@ impl Run {
             )
         })
     }
+
+    /// What a failed `--json` run says about itself, short enough to survive
+    /// a CI log excerpt: each failed step's error, then stderr's tail.
+    pub fn failure(&self) -> String {
+        let mut out = format!("exit code {}\n", self.code);
+        if let Ok(v) = serde_json::from_str::<Value>(&self.stdout) {
+            for s in v["steps"].as_array().into_iter().flatten() {
+                if !matches!(s["status"].as_str(), Some("succeeded" | "cached")) {
+                    out += &format!(
+                        "step {} {} (attempts {}, executor {}): {}\n",
+                        s["name"], s["status"], s["attempts"], s["executor"], s["error"]
+                    );
+                }
+            }
+        } else {
+            let head: String = self.stdout.chars().take(2000).collect();
+            out += &format!("stdout: {head}\n");
+        }
+        let tail: String = {
+            let chars: Vec<char> = self.stderr.chars().collect();
+            chars[chars.len().saturating_sub(4000)..].iter().collect()
+        };
+        out + "stderr (tail): " + &tail
+    }
 }
 
 impl Sandbox {

@@ -80,7 +80,7 @@ impl RayHead {
         let mut env = env.to_vec();
         env.push(("RAY_ADDRESS", &self.dashboard));
         let r = sb.sluice_env(&args, &env);
-        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.code, 0, "{}", r.failure());
         r.json()
     }
 }
@@ -252,7 +252,7 @@ fn steps_run_as_ray_jobs_identically_a_killed_job_is_retried_and_a_resume_reatta
         &["resume", &id, "--json", "--home", home.to_str().unwrap()],
         &[("RAY_ADDRESS", &ray.dashboard)],
     );
-    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    assert_eq!(resumed.code, 0, "{}", resumed.failure());
     let a = step(&resumed.json(), "a").clone();
     assert_eq!(a["status"], "succeeded", "{a:#}");
     assert_eq!(a["executor"], "ray", "{a:#}");

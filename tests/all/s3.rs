@@ -258,7 +258,7 @@ fn run_json_env(
     ];
     args.extend(extra);
     let r = sluice_s3_env(sb, weed, &args, env);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 0, "{}", r.failure());
     r.json()
 }
 
@@ -306,7 +306,7 @@ fn the_example_on_an_s3_store_is_a_cache_hit_from_another_home_and_runs_in_proce
             home_c.to_str().unwrap(),
         ],
     );
-    assert_eq!(replay.code, 0, "{}\n{}", replay.stdout, replay.stderr);
+    assert_eq!(replay.code, 0, "{}", replay.failure());
     assert_eq!(replay.json()["verdict"], "identical");
 }
 

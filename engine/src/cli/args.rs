@@ -115,6 +115,7 @@ impl ExecArgs {
             default_executor: config.executor,
             remote: crate::config::open_remote(self.store.as_deref().or(config.store.as_deref()))?,
             ray_address: self.ray_address,
+            kubernetes: config.kubernetes,
             config: config.path,
             ..run::Options::new(home)
         })

@@ -1,7 +1,9 @@
-//! Where an attempt executes: in the coordinating process ([`ExecutorKind::Local`])
-//! or in a `sluice exec-step` child process ([`ExecutorKind::Process`]), which
-//! runs one attempt from its [`Submission`] (the run id and the [`Request`])
-//! stored in the CAS by digest.
+//! Where an attempt executes: in the coordinating process ([`ExecutorKind::Local`]),
+//! or elsewhere through an [`Executor`] — a `sluice exec-step` child process
+//! ([`ExecutorKind::Process`]), a Ray job ([`RayExecutor`]) or a Kubernetes
+//! Job ([`KubernetesExecutor`]) — each of which runs one attempt from its
+//! [`Submission`] (the run id and the [`Request`]) stored in the CAS by
+//! digest.
 //!
 //! Invariant: every executor runs the same [`Request`] through
 //! [`attempt::run`] against the same store, so outputs, metrics and cache
@@ -33,8 +35,24 @@ use crate::sandbox::{CANCELLED_MESSAGE, Sandbox};
 use crate::spec::ExecutorKind;
 use crate::store::{Store, StoreError};
 
+pub mod kubernetes;
 mod ray;
+pub use kubernetes::{KubernetesExecutor, KubernetesSettings};
 pub use ray::RayExecutor;
+
+/// An executor that runs attempts outside this process: it submits the
+/// attempt (see [`submit`]) and returns the outcome that stands.
+pub trait Executor {
+    /// Runs `request` (an attempt of run `run`) against `store`; stops it
+    /// when `cancel` is set.
+    fn execute(
+        &self,
+        run: &str,
+        request: &Request,
+        store: &Store,
+        cancel: Option<&Arc<AtomicBool>>,
+    ) -> Outcome;
+}
 
 /// `sluice exec-step` exit code: the attempt succeeded.
 pub const EXIT_SUCCEEDED: i32 = 0;
@@ -85,7 +103,7 @@ pub struct Submission {
 pub struct AttemptResult {
     /// Digest of the stored [`Submission`] this result answers.
     pub request: Digest,
-    /// Where it ran (`process`, later `ray`, `kubernetes`).
+    /// Where it ran (`process`, `ray`, `kubernetes`).
     pub executor: String,
     /// What the attempt produced.
     pub outcome: Outcome,
@@ -342,9 +360,9 @@ pub struct ProcessExecutor {
     pub command: ExecStepCommand,
 }
 
-impl ProcessExecutor {
+impl Executor for ProcessExecutor {
     /// Runs `request` (of run `run`) in a child; see [`submit`].
-    pub fn execute(
+    fn execute(
         &self,
         run: &str,
         request: &Request,
@@ -355,7 +373,9 @@ impl ProcessExecutor {
             self.supervise(digest, limit, cancel)
         })
     }
+}
 
+impl ProcessExecutor {
     /// Starts the child and waits for it to end, be cancelled or run past
     /// `limit`; a cancelled or late child is killed with its process group.
     fn supervise(

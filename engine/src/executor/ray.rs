@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Ended, ExecStepCommand, submit};
+use super::{Ended, ExecStepCommand, Executor, submit};
 use crate::attempt::{Outcome, Request};
 use crate::digest::Digest;
 use crate::store::Store;
@@ -50,9 +50,9 @@ pub struct RayExecutor {
     pub command: ExecStepCommand,
 }
 
-impl RayExecutor {
+impl Executor for RayExecutor {
     /// Runs `request` (of run `run`) as a Ray job; see [`submit`].
-    pub fn execute(
+    fn execute(
         &self,
         run: &str,
         request: &Request,
@@ -63,7 +63,9 @@ impl RayExecutor {
             self.run_job(digest, request, limit, cancel)
         })
     }
+}
 
+impl RayExecutor {
     /// The job's submission id: the same for the same submission, always.
     pub fn submission_id(digest: &Digest) -> String {
         format!("sluice-{}", &digest.hex()[..40])

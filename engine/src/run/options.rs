@@ -50,6 +50,8 @@ pub struct Options {
     /// The Ray dashboard the `ray` executor submits jobs to (default
     /// [`RAY_ADDRESS_DEFAULT`]).
     pub ray_address: Option<String>,
+    /// The engine config's `[kubernetes]`, for the `kubernetes` executor.
+    pub kubernetes: Option<crate::executor::KubernetesSettings>,
 }
 
 /// Where a Ray head's dashboard listens by default.
@@ -73,6 +75,7 @@ impl Options {
             config: None,
             remote: None,
             ray_address: None,
+            kubernetes: None,
         }
     }
 

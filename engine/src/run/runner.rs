@@ -456,6 +456,37 @@ impl Runner<'_> {
         )
     }
 
+    /// The executor of `kind` for this run; `None` for `local` (in this
+    /// process), `Err` when it is not configured.
+    fn executor_for(
+        &self,
+        kind: ExecutorKind,
+    ) -> Option<Result<Box<dyn crate::executor::Executor>, String>> {
+        use crate::executor::{Executor, KubernetesExecutor, ProcessExecutor, RayExecutor};
+        let boxed = |e: Box<dyn Executor>| Some(Ok(e));
+        match kind {
+            ExecutorKind::Local => None,
+            ExecutorKind::Process => boxed(Box::new(ProcessExecutor {
+                command: self.exec_step_command(),
+            })),
+            ExecutorKind::Ray => boxed(Box::new(RayExecutor {
+                address: self
+                    .options
+                    .ray_address
+                    .clone()
+                    .unwrap_or_else(|| super::options::RAY_ADDRESS_DEFAULT.to_string()),
+                command: self.exec_step_command(),
+            })),
+            ExecutorKind::Kubernetes => Some(
+                KubernetesExecutor::new(
+                    self.options.kubernetes.as_ref(),
+                    self.options.remote.as_ref().map(|r| r.url()),
+                )
+                .map(|k| Box::new(k) as Box<dyn Executor>),
+            ),
+        }
+    }
+
     /// Runs the attempt through the seam, on `executor`.
     fn execute(
         &self,
@@ -473,8 +504,8 @@ impl Runner<'_> {
             Ok(s) => s,
             Err(e) => return crate::attempt::Outcome::failed(Failure::engine(e)),
         };
-        let outcome = match executor {
-            ExecutorKind::Local => crate::attempt::run(
+        let outcome = match self.executor_for(executor) {
+            None => crate::attempt::run(
                 request,
                 &crate::attempt::Env {
                     sandbox,
@@ -485,29 +516,16 @@ impl Runner<'_> {
                     cancel: self.options.cancel.clone(),
                 },
             ),
-            ExecutorKind::Process => crate::executor::ProcessExecutor {
-                command: self.exec_step_command(),
-            }
-            .execute(
+            Some(Ok(elsewhere)) => elsewhere.execute(
                 &self.run_id.to_string(),
                 request,
                 &self.store,
                 self.options.cancel.as_ref(),
             ),
-            ExecutorKind::Ray => crate::executor::RayExecutor {
-                address: self
-                    .options
-                    .ray_address
-                    .clone()
-                    .unwrap_or_else(|| super::options::RAY_ADDRESS_DEFAULT.to_string()),
-                command: self.exec_step_command(),
-            }
-            .execute(
-                &self.run_id.to_string(),
-                request,
-                &self.store,
-                self.options.cancel.as_ref(),
-            ),
+            Some(Err(e)) => crate::attempt::Outcome::failed(Failure::engine(format!(
+                "step `{}`: {e}",
+                crate::quoting::escape_controls(&request.description.step, 64)
+            ))),
         };
         // Which native code ran (the compile cache is authenticated, and
         // the record says what it served) and how long the guest slept in

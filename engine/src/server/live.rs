@@ -478,6 +478,7 @@ fn execute(app: &Arc<App>, live: &Arc<LiveRun>, request: &Request, resume: bool)
         default_executor: app.config.executor,
         remote: app.store.remote().cloned(),
         ray_address: std::env::var("RAY_ADDRESS").ok(),
+        kubernetes: app.config.kubernetes.clone(),
         config: app.config.path.clone(),
         ..run::Options::new(app.home.clone())
     };

@@ -217,6 +217,9 @@ pub enum ExecutorKind {
     /// As a Ray job (`sluice exec-step`) on the Ray cluster at
     /// `--ray-address` / `RAY_ADDRESS`.
     Ray,
+    /// As a Kubernetes `batch/v1` Job (`sluice exec-step`) in the cluster
+    /// of the kubeconfig, configured by `[kubernetes]`.
+    Kubernetes,
 }
 
 impl ExecutorKind {
@@ -225,6 +228,7 @@ impl ExecutorKind {
         ExecutorKind::Local,
         ExecutorKind::Process,
         ExecutorKind::Ray,
+        ExecutorKind::Kubernetes,
     ];
 
     /// The name as written in specs and flags.
@@ -233,6 +237,7 @@ impl ExecutorKind {
             ExecutorKind::Local => "local",
             ExecutorKind::Process => "process",
             ExecutorKind::Ray => "ray",
+            ExecutorKind::Kubernetes => "kubernetes",
         }
     }
 }
