@@ -668,4 +668,48 @@ mod tests {
             "c.toml:1:8: invalid TOML: unclosed table, expected `]`"
         );
     }
+
+    #[test]
+    fn the_kubernetes_section_is_typed_and_the_provided_config_parses() {
+        let provided = include_str!("../../deploy/kubernetes/config.toml")
+            .replace("@IMAGE@", "registry.example/sluice:1")
+            .replace("@STORE@", "s3://artifacts/team");
+        let c = parse(&provided).unwrap();
+        assert_eq!(c.executor, Some(crate::spec::ExecutorKind::Kubernetes));
+        assert_eq!(c.store.as_deref(), Some("s3://artifacts/team"));
+        let k = c.kubernetes.unwrap();
+        assert_eq!(k.image, "registry.example/sluice:1");
+        assert_eq!(k.namespace.as_deref(), Some("sluice"));
+        assert_eq!(k.secret.as_deref(), Some("sluice-store"));
+        assert_eq!((k.ttl_seconds_after_finished, k.backoff_limit), (3600, 2));
+        let defaults = parse("[kubernetes]\nimage = \"i\"")
+            .unwrap()
+            .kubernetes
+            .unwrap();
+        assert_eq!(
+            (
+                defaults.ttl_seconds_after_finished,
+                defaults.backoff_limit,
+                defaults.namespace
+            ),
+            (3600, 2, None)
+        );
+        assert_eq!(
+            err("[kubernetes]\nimage = \"i\"\nnamespaces = \"x\""),
+            "c.toml:3:1: unknown key `namespaces` in [kubernetes]; expected one of: image, namespace, service_account, secret, config, ttl_seconds_after_finished, backoff_limit"
+        );
+        assert_eq!(
+            err("[kubernetes]\nimage = \"i\"\nbackoff_limit = -1"),
+            "c.toml:3:17: [kubernetes] backoff_limit must not be negative"
+        );
+        assert_eq!(
+            err("[kubernetes]\nimage = \" \""),
+            "c.toml:2:9: [kubernetes] image must not be empty"
+        );
+        assert!(
+            err("[kubernetes]\nnamespace = \"x\"").contains("missing field `image`"),
+            "{}",
+            err("[kubernetes]\nnamespace = \"x\"")
+        );
+    }
 }

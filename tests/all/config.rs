@@ -64,7 +64,7 @@ fn misspellings() -> Vec<(&'static str, String)> {
 fn expected(name: &str) -> &'static str {
     match name {
         "top-level table" => {
-            "15:1: unknown table `worker`; expected one of: executor, hooks, server, store, tokens, workers"
+            "15:1: unknown table `worker`; expected one of: executor, hooks, kubernetes, server, store, tokens, workers"
         }
         "[server] key" => {
             "3:1: unknown key `max_concurent_runs` in [server]; expected one of: listen, root, allow_paths, max_body_bytes, max_artifact_bytes, max_concurrent_runs, max_running_steps, jobs_per_run, rate_limit_per_minute, scheduled, header_read_timeout_ms, max_connections, max_connections_per_peer, body_read_timeout_ms, body_idle_timeout_ms, auth_failures_per_minute, max_concurrent_uploads"
@@ -130,7 +130,7 @@ fn serve_refuses_a_bad_config_naming_file_line_and_column() {
     assert_eq!(
         serve.stderr.trim(),
         format!(
-            "error: {}:1:1: unknown table `sever`; expected one of: executor, hooks, server, store, tokens, workers",
+            "error: {}:1:1: unknown table `sever`; expected one of: executor, hooks, kubernetes, server, store, tokens, workers",
             config.display()
         )
     );

@@ -19,6 +19,7 @@ mod expansion;
 mod faults;
 mod gpu;
 mod javascript;
+mod kubernetes;
 mod language;
 mod parquet;
 mod pipeline;
