@@ -146,6 +146,34 @@ fn steps_run_as_ray_jobs_identically_a_killed_job_is_retried_and_a_resume_reatta
         );
     }
 
+    // A step with a gpu grant: its gpu jobs run next to it, in the Ray
+    // job (the built-in cpu worker kind asks Ray for no device).
+    let gpu = repo().join("examples/pipelines/tabular-gpu.toml");
+    let no_nvml = [("SLUICE_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")];
+    let local = ray.run(&sb, &gpu, &["--executor", "local"], &no_nvml);
+    let remote = ray.run(&sb, &gpu, &["--executor", "ray", "--no-cache"], &no_nvml);
+    let mut gpu_steps = 0;
+    for l in local["steps"].as_array().unwrap() {
+        let name = l["name"].as_str().unwrap();
+        let r = step(&remote, name);
+        assert_eq!(r["status"], l["status"], "{name}: {r:#}");
+        for field in ["cache_key", "outputs"] {
+            assert_eq!(r[field], l[field], "{name}.{field}");
+        }
+        if l["status"] == "succeeded" {
+            assert_eq!(r["executor"], "ray", "{name}");
+        }
+        if let Some(jobs) = r["gpu"]["jobs"].as_array() {
+            gpu_steps += 1;
+            assert_eq!(
+                jobs.len(),
+                l["gpu"]["jobs"].as_array().unwrap().len(),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(gpu_steps, 1, "{remote:#}");
+
     // A job that dies after running (before filing its result) is retried
     // by the run as a new attempt; the output is the local one.
     let sb = Sandbox::new();

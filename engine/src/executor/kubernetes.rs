@@ -752,25 +752,7 @@ mod tests {
     }
 
     fn request(gpu: Option<&str>) -> Request {
-        let limits = crate::limits::Limits {
-            memory_mib: 300,
-            ..Default::default()
-        };
-        crate::attempt::Plan {
-            component: Digest::of(b"component"),
-            step: "train".into(),
-            inputs: Default::default(),
-            outputs: vec!["model".into()],
-            params: Default::default(),
-            limits,
-            run_seed: 0,
-            gpu: gpu.map(|w| crate::spec::Grant {
-                worker: w.into(),
-                max_jobs: 1,
-                min_free_memory_mib: 0,
-            }),
-        }
-        .request(1)
+        crate::executor::test_request(gpu, 1)
     }
 
     fn reply(status: u16, body: Value) -> Option<Response<Body>> {
@@ -1244,14 +1226,14 @@ mod tests {
         let env = vec![("AWS_REGION".to_string(), "eu-west-1".to_string())];
         let grace = crate::executor::PROCESS_GRACE;
         let show = |job: &Job| serde_json::to_string_pretty(job).unwrap() + "\n";
-        expect_test::expect_file!["../../../tests/golden/kubernetes/job-cpu.json"].assert_eq(
+        expect_test::expect_file!["../../../tests/all/golden/kubernetes-job-cpu.json"].assert_eq(
             &show(&executor.manifest(NS, &digest, &request(None), grace, &env)),
         );
         let mut gpu = executor.clone();
         gpu.settings.secret = None;
         gpu.settings.service_account = None;
         gpu.settings.config = Some("/etc/sluice/config.toml".into());
-        expect_test::expect_file!["../../../tests/golden/kubernetes/job-gpu.json"].assert_eq(
+        expect_test::expect_file!["../../../tests/all/golden/kubernetes-job-gpu.json"].assert_eq(
             &show(&gpu.manifest(NS, &digest, &request(Some("torch")), grace, &[])),
         );
         // The built-in cpu worker kind asks for no device.

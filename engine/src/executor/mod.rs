@@ -486,3 +486,28 @@ fn tail(bytes: &[u8]) -> String {
         crate::quoting::escape_controls(&shown, 1024)
     }
 }
+
+/// A request of step `train` (300 MiB, output `model`) with a grant on
+/// worker kind `gpu`, for the executors' tests.
+#[cfg(test)]
+pub(crate) fn test_request(gpu: Option<&str>, attempt: u32) -> Request {
+    let limits = crate::limits::Limits {
+        memory_mib: 300,
+        ..Default::default()
+    };
+    crate::attempt::Plan {
+        component: Digest::of(b"component"),
+        step: "train".into(),
+        inputs: Default::default(),
+        outputs: vec!["model".into()],
+        params: Default::default(),
+        limits,
+        run_seed: 0,
+        gpu: gpu.map(|w| crate::spec::Grant {
+            worker: w.into(),
+            max_jobs: 1,
+            min_free_memory_mib: 0,
+        }),
+    }
+    .request(attempt)
+}

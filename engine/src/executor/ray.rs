@@ -257,25 +257,7 @@ mod tests {
     }
 
     fn request(gpu: Option<&str>) -> Request {
-        let limits = crate::limits::Limits {
-            memory_mib: 300,
-            ..Default::default()
-        };
-        crate::attempt::Plan {
-            component: Digest::of(b"component"),
-            step: "train".into(),
-            inputs: Default::default(),
-            outputs: vec!["model".into()],
-            params: Default::default(),
-            limits,
-            run_seed: 0,
-            gpu: gpu.map(|w| crate::spec::Grant {
-                worker: w.into(),
-                max_jobs: 1,
-                min_free_memory_mib: 0,
-            }),
-        }
-        .request(2)
+        crate::executor::test_request(gpu, 2)
     }
 
     #[test]
