@@ -366,6 +366,9 @@ impl KubernetesExecutor {
             .collect();
         let grace = limit.saturating_sub(Duration::from_secs(request.timeout_s));
         let manifest = self.manifest(&namespace, digest, request, grace, &env);
+        if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            return Ok(Ended::Cancelled);
+        }
         match jobs.create(&PostParams::default(), &manifest).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -485,13 +488,22 @@ async fn follow(
         loop {
             tokio::select! {
                 event = events.next() => match event {
-                    Some(Ok(WatchEvent::Added(job) | WatchEvent::Modified(job))) => {
+                    // Only this Job's events count, whatever a server or a
+                    // proxy sends (the field selector asks for no other).
+                    Some(Ok(WatchEvent::Added(job) | WatchEvent::Modified(job)))
+                        if job.metadata.name.as_deref() == Some(name) =>
+                    {
                         errors = 0;
                         if let Some(end) = terminal(&job) {
                             return Ok(end);
                         }
                     }
-                    Some(Ok(WatchEvent::Deleted(_))) => return Ok(Followed::Gone),
+                    Some(Ok(WatchEvent::Deleted(job))) if job.metadata.name.as_deref() == Some(name) => {
+                        return Ok(Followed::Gone);
+                    }
+                    Some(Ok(
+                        WatchEvent::Added(_) | WatchEvent::Modified(_) | WatchEvent::Deleted(_),
+                    )) => {}
                     Some(Ok(WatchEvent::Bookmark(_))) => {}
                     // 410 Gone: the version is too old; look again.
                     Some(Ok(WatchEvent::Error(status))) => {
@@ -788,6 +800,12 @@ mod tests {
         job
     }
 
+    /// `job` as another Job's.
+    fn renamed(mut job: Value) -> Value {
+        job["metadata"]["name"] = json!("sluice-someone-else");
+        job
+    }
+
     fn complete() -> Value {
         json!({ "succeeded": 1, "conditions": [{ "type": "Complete", "status": "True" }] })
     }
@@ -1046,6 +1064,9 @@ mod tests {
             // terminal condition: the policy ignores disruptions), a new
             // one starts, then the watch times out.
             Route::Watch { version } if version == "10" => events(&[
+                // Another Job's end, and its deletion, are not this one's.
+                ("MODIFIED", renamed(job(&created, "11", complete()))),
+                ("DELETED", renamed(job(&created, "11", complete()))),
                 (
                     "MODIFIED",
                     job(&created, "11", json!({ "failed": 1, "active": 0 })),
