@@ -658,6 +658,10 @@ fn a_service_configured_for_the_process_executor_runs_steps_there_and_counts_the
         value("sluice_steps_executed_total{executor=\"ray\"}"),
         Some(0.0)
     );
+    assert_eq!(
+        value("sluice_steps_executed_total{executor=\"kubernetes\"}"),
+        Some(0.0)
+    );
 }
 
 #[test]
