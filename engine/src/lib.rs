@@ -26,6 +26,7 @@ pub mod gpu;
 pub mod hook;
 pub(crate) mod junit;
 pub(crate) mod limits;
+pub(crate) mod lineage;
 pub(crate) mod policy;
 pub(crate) mod position;
 pub(crate) mod quoting;

@@ -501,6 +501,22 @@ pub fn verify(
 /// flagged there, not only by `verify`. The log is not consulted (that is
 /// `verify`'s job and costs a read of the whole log).
 pub fn summary_agrees(home: &Path, run: &RunId, summary: &[u8]) -> Result<(), Disagreement> {
+    let (statement, events) = sealed(home, run)?;
+    check_summary(summary, run, &statement, &events).map_err(Disagreement::Summary)
+}
+
+/// The events of run `run`'s record, only if its chain holds and the
+/// home's trusted key signed a statement covering exactly that record (what
+/// lineage and other readers of a finished run's facts rely on).
+pub fn sealed_events(home: &Path, run: &RunId) -> Result<Vec<serde_json::Value>, Disagreement> {
+    Ok(sealed(home, run)?.1)
+}
+
+/// The verified statement and the record events it covers.
+fn sealed(
+    home: &Path,
+    run: &RunId,
+) -> Result<(serde_json::Value, Vec<serde_json::Value>), Disagreement> {
     let dir = home.join("runs").join(run.as_str());
     let unreadable = |file: &str, reason: String| Disagreement::Unreadable {
         file: file.to_string(),
@@ -522,7 +538,7 @@ pub fn summary_agrees(home: &Path, run: &RunId, summary: &[u8]) -> Result<(), Di
     if lines != Some(chain.events.len() as u64) || head != Some(chain.head) {
         return Err(Disagreement::NotSealed);
     }
-    check_summary(summary, run, &statement, &chain.events).map_err(Disagreement::Summary)
+    Ok((statement, chain.events))
 }
 
 /// Why a run's `summary.json` cannot be shown as what the run did.

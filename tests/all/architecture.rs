@@ -157,7 +157,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("executors", &["executor"]),
     ("audit", &["verify"]),
     ("runs", &["run", "replay"]),
-    ("front-end helpers", &["hook", "junit"]),
+    ("front-end helpers", &["hook", "junit", "lineage"]),
     ("configuration", &["config"]),
     ("service", &["server"]),
     ("command line", &["cli"]),

@@ -21,6 +21,7 @@ mod gpu;
 mod javascript;
 mod kubernetes;
 mod language;
+mod lineage;
 mod parquet;
 mod pipeline;
 mod policy;

@@ -238,6 +238,21 @@ fn auth_matrix_and_tenant_isolation() {
             .status,
         200
     );
+    // Its lineage, from the tenant's sealed records: s1 made it from s0's.
+    let lineage = server
+        .get(&format!("/v1/artifacts/{digest}/lineage"), Some(BOB))
+        .json();
+    assert_eq!(lineage["produced_by"][0]["step"], "s1", "{lineage:#}");
+    assert_eq!(lineage["produced_by"][0]["run"], id.as_str());
+    let made: Vec<&str> = lineage["upstream"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|o| o["step"].as_str())
+        .collect();
+    assert_eq!(made.len(), 2, "{lineage:#}");
+    assert!(made.contains(&"s0") && made.contains(&"s1"), "{lineage:#}");
+    assert_eq!(lineage["skipped"], json!([]));
 
     // Tenant b sees none of it: 404 on every route, like an unknown id.
     for (method, path) in [
@@ -249,6 +264,7 @@ fn auth_matrix_and_tenant_isolation() {
         ("POST", format!("/v1/runs/{id}/cancel")),
         ("POST", format!("/v1/runs/{id}/replay")),
         ("GET", format!("/v1/artifacts/{digest}")),
+        ("GET", format!("/v1/artifacts/{digest}/lineage")),
     ] {
         let r = server.request(method, &path, Some(CAROL), None);
         let msg = r.error(404, "not_found");

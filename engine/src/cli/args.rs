@@ -159,6 +159,10 @@ pub(super) enum Command {
     Hook(HookArgs),
     /// Artifacts in the store.
     Artifact(ArtifactArgs),
+    /// An artifact's lineage from the sealed records of this home's runs:
+    /// the steps that produced it, what they read (transitively, back to
+    /// the runs' sources) and the steps that consumed it.
+    Lineage(LineageArgs),
     /// Scaffolds new things.
     New(NewArgs),
     /// Serves the gpu worker protocol on stdin/stdout (the engine starts
@@ -317,6 +321,18 @@ pub(super) struct VerifyArgs {
     /// against someone who can write to the home).
     #[arg(long)]
     pub(super) pubkey: Option<PathBuf>,
+}
+
+/// Arguments of `sluice lineage`.
+#[derive(clap::Args, Debug)]
+pub(super) struct LineageArgs {
+    /// The artifact's digest (`sha256:<hex>`).
+    pub(super) digest: String,
+    #[command(flatten)]
+    pub(super) home: HomeArg,
+    /// Prints the lineage as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 /// Arguments of `sluice provenance`.

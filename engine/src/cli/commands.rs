@@ -14,9 +14,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 use super::args::{
-    ArtifactArgs, ArtifactCommand, CiArgs, CompileComponentArgs, ExecStepArgs, HookArgs, LogsArgs,
-    NewArgs, NewCommand, ProvenanceArgs, ReplayArgs, ResumeArgs, RunArgs, RunsArgs, ServeArgs,
-    ShowArgs, StepLang, ValidateArgs, VerifyArgs, WorkerArgs, WorkerKind,
+    ArtifactArgs, ArtifactCommand, CiArgs, CompileComponentArgs, ExecStepArgs, HookArgs,
+    LineageArgs, LogsArgs, NewArgs, NewCommand, ProvenanceArgs, ReplayArgs, ResumeArgs, RunArgs,
+    RunsArgs, ServeArgs, ShowArgs, StepLang, ValidateArgs, VerifyArgs, WorkerArgs, WorkerKind,
 };
 use super::progress::Progress;
 use super::{EXIT_RUN_FAILED, EXIT_USAGE, render};
@@ -180,6 +180,28 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_RUN_FAILED
     })
+}
+
+/// `sluice lineage`: exit 0 when some run in the home made or brought in
+/// the artifact, 1 when none did.
+pub(super) fn lineage(args: LineageArgs) -> anyhow::Result<u8> {
+    let digest: crate::digest::Digest = args
+        .digest
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{:?} is not an artifact digest: {e}", args.digest))?;
+    let home = &args.home.home;
+    let runs = crate::run::list_runs(home)
+        .with_context(|| format!("cannot list the runs of {}", home.display()))?;
+    let (facts, skipped) = crate::lineage::FactsCache::default().facts(home, &runs);
+    let l = crate::lineage::lineage(&digest, &facts, skipped);
+    let out = &mut std::io::stdout();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&l)?)?;
+    } else {
+        write!(out, "{}", crate::lineage::render(&l))?;
+    }
+    let known = !l.produced_by.is_empty() || !l.source_of.is_empty();
+    Ok(if known { 0 } else { EXIT_RUN_FAILED })
 }
 
 /// `sluice provenance`: prints a run's envelope, or verifies one.

@@ -64,6 +64,7 @@ fn dispatch() -> anyhow::Result<u8> {
         Command::Runs(a) => commands::runs(a),
         Command::Resume(a) => commands::resume(a),
         Command::Verify(a) => commands::verify(a),
+        Command::Lineage(a) => commands::lineage(a),
         Command::Provenance(a) => commands::provenance(a),
         Command::Replay(a) => commands::replay(a),
         Command::Logs(a) => commands::logs(a),

@@ -73,6 +73,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<App>> {
         ("get", "/v1/runs/{id}/provenance") => get(provenance),
         ("put", "/v1/components") => put(upload_component),
         ("get", "/v1/artifacts/{digest}") => get(artifact),
+        ("get", "/v1/artifacts/{digest}/lineage") => get(artifact_lineage),
         ("post", "/v1/hooks/git") => post(git_hook),
         ("get", "/v1/admin/tokens") => get(admin_tokens),
         _ => panic!("no handler for documented route {method} {path}"),
@@ -873,6 +874,45 @@ async fn artifact(State(app): Shared, headers: HeaderMap, Path(digest): Path<Str
         Body::from_stream(chunks),
     )
         .into_response())
+}
+
+/// Most runs of a tenant a lineage request reads (newest first).
+const LINEAGE_RUNS_MAX: usize = 10_000;
+
+/// An artifact's lineage among the caller's runs: an artifact the tenant
+/// was never granted is `not_found`, exactly as one that does not exist.
+async fn artifact_lineage(
+    State(app): Shared,
+    headers: HeaderMap,
+    Path(digest): Path<String>,
+) -> ApiResult {
+    let caller = app.caller(&headers, Role::Viewer)?;
+    blocking(move || {
+        let d: Digest = digest
+            .parse()
+            .map_err(|_| ApiError::not_found("artifact", &digest))?;
+        if !app
+            .index
+            .granted(&caller.tenant, &digest, None)
+            .map_err(ApiError::internal)?
+        {
+            return Err(ApiError::not_found("artifact", &digest));
+        }
+        let rows = app
+            .index
+            .list(&Filter {
+                tenant: Some(&caller.tenant),
+                status: None,
+                pipeline: None,
+                before: None,
+                limit: LINEAGE_RUNS_MAX,
+            })
+            .map_err(ApiError::internal)?;
+        let runs: Vec<RunId> = rows.iter().filter_map(|r| r.id.parse().ok()).collect();
+        let (facts, skipped) = app.lineage.facts(&app.home, &runs);
+        Ok(axum::Json(crate::lineage::lineage(&d, &facts, skipped)).into_response())
+    })
+    .await
 }
 
 #[derive(Deserialize)]

@@ -235,6 +235,8 @@ pub struct App {
     store: crate::store::Store,
     /// Summaries of finished runs by id (they never change).
     summaries: Mutex<HashMap<String, Arc<crate::run::RunSummary>>>,
+    /// Finished runs' lineage facts, read once each.
+    lineage: crate::lineage::FactsCache,
     /// Failed authentications per client address.
     auth_failures: AuthFailures,
     /// Component uploads being read or compiled (`max_concurrent_uploads`).
@@ -603,6 +605,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         gpu,
         store: crate::store::Store::open_with(&args.home, remote.clone())?,
         summaries: Mutex::new(HashMap::new()),
+        lineage: crate::lineage::FactsCache::default(),
         auth_failures: AuthFailures::new(config.server.auth_failures_per_minute),
         uploads: Arc::new(tokio::sync::Semaphore::new(
             config.server.max_concurrent_uploads,

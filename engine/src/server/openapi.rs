@@ -164,6 +164,15 @@ pub const ROUTES: &[Route] = &[
         ok: 200,
     },
     Route {
+        method: "get",
+        path: "/v1/artifacts/{digest}/lineage",
+        summary: "An artifact's lineage among the caller's runs, from their sealed records: every production (`produced_by`), every read (`consumed_by`), every run it was a source of, and its derivation (`upstream`: each artifact it was made from, transitively, with the step and run that first computed it, or the source it came in as; `roots`: the sources reached). Runs whose records do not verify are listed in `skipped`.",
+        role: Some(Role::Viewer),
+        produces: JSON,
+        consumes: None,
+        ok: 200,
+    },
+    Route {
         method: "post",
         path: "/v1/hooks/git",
         summary: "A GitHub/Gitea push webhook (HMAC `X-Hub-Signature-256`, body at most 1 MiB); starts the hook's pipeline. A signed payload delivered before, under any delivery id, answers 409.",
