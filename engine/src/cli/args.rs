@@ -47,9 +47,11 @@ pub(super) struct ExecArgs {
     /// HOME/config.toml when it exists).
     #[arg(long, env = "SLUICE_CONFIG")]
     pub(super) config: Option<PathBuf>,
-    /// Where steps execute: `local` (in this process) or `process` (each
-    /// attempt in a `sluice exec-step` child); over the spec's
-    /// `[executor]`, under a step's own `executor`.
+    /// Where steps execute: `local` (in this process), `process` (each
+    /// attempt in a `sluice exec-step` child), `ray` (a Ray job) or
+    /// `kubernetes` (a Job; needs `[kubernetes]` in the config and a
+    /// shared `--store`); over the spec's `[executor]`, under a step's own
+    /// `executor`.
     #[arg(long, value_parser = parse_executor)]
     pub(super) executor: Option<crate::spec::ExecutorKind>,
     /// Shared artifact store in front of which HOME's store is a verified
