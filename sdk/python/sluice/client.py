@@ -30,6 +30,7 @@ from .pipeline import Pipeline
 DEFAULT_URL = "http://127.0.0.1:7878"
 CONFIG_FILE = os.path.join("~", ".config", "sluice", "client.toml")
 TERMINAL = ("succeeded", "failed", "cancelled")
+EVENT_RECONNECTS_MAX = 5
 _POSITION = re.compile(r":(\d+):(\d+): ")
 
 
@@ -198,7 +199,9 @@ class Run:
         ``dropped``, then ``end``. Reconnects after a dropped connection
         from the last event seen."""
         last = since
+        quiet = 0
         while True:
+            before = last
             headers = {"accept": "text/event-stream"}
             if last is not None:
                 headers["last-event-id"] = str(last)
@@ -213,6 +216,13 @@ class Run:
                         break
             if ended:
                 return
+            # A stream that keeps closing without news is a broken server,
+            # not a run in progress.
+            quiet = quiet + 1 if last == before else 0
+            if quiet >= EVENT_RECONNECTS_MAX:
+                raise errors.SluiceError(
+                    f"run {self.id}: the event stream closed {quiet} times in a row without an event"
+                )
 
     def wait(self, *, progress: bool | None = None, raise_on_failure: bool = False) -> dict:
         """Follows the run to its end (a progress line on a terminal, a live
