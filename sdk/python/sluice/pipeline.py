@@ -67,24 +67,29 @@ class Limits:
 
 @dataclass(frozen=True)
 class Gpu:
-    """A step's gpu grant: which worker kind runs its jobs and how many."""
+    """A step's gpu grant: which worker kind runs its jobs (a name, or a
+    :class:`Param`) and how many."""
 
-    worker: str
+    worker: object
     max_jobs: int | None = None
     min_free_memory_mib: int | None = None
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        d = {k: v for k, v in self.__dict__.items() if v is not None}
+        d["worker"] = str(self.worker)
+        return d
 
 
 @dataclass(frozen=True)
 class Param:
     """A pipeline param; inside a step's param value it reads as
-    ``${params.NAME}``."""
+    ``${params.NAME}``. A path param (:meth:`Pipeline.path_param`) holds a
+    path relative to ``base_dir``, rebased with the sources."""
 
     name: str
     default: object
     defined_at: tuple[str, int] = field(compare=False, repr=False)
+    is_path: bool = False
 
     def __str__(self) -> str:
         return "${params." + self.name + "}"
@@ -230,9 +235,19 @@ class Pipeline:
         self.params[name] = p
         return p
 
-    def source(self, name: str, path: str | os.PathLike) -> Source:
-        """Declares a source file (relative to ``base_dir``) and returns it."""
-        s = Source(name, os.fspath(path), _caller())
+    def path_param(self, name: str, default: str | os.PathLike) -> Param:
+        """Declares a param whose value is a file path (relative to
+        ``base_dir``, rebased like sources), e.g. a source chosen per run:
+        ``p.source("current", p.path_param("current", "data.csv"))``."""
+        p = Param(name, os.fspath(default), _caller(), is_path=True)
+        self.params[name] = p
+        return p
+
+    def source(self, name: str, path: str | os.PathLike | Param) -> Source:
+        """Declares a source file (relative to ``base_dir``, or a param's
+        value) and returns it."""
+        where = str(path) if isinstance(path, Param) else os.fspath(path)
+        s = Source(name, where, _caller())
         self.sources[name] = s
         return s
 
@@ -320,7 +335,7 @@ class Pipeline:
         if self.seed is not None:
             d["seed"] = self.seed
         if self.params:
-            d["params"] = {k: p.default for k, p in self.params.items()}
+            d["params"] = {k: rebase(p.default) if p.is_path else p.default for k, p in self.params.items()}
         if self.sweep_axes:
             d["sweep"] = dict(self.sweep_axes)
         if self.schedule is not None:
@@ -340,7 +355,7 @@ class Pipeline:
         target = os.path.abspath(target)
 
         def rebase(path: str) -> str:
-            if os.path.isabs(path):
+            if os.path.isabs(path) or path.startswith("${") or path.startswith("sha256:"):
                 return path
             return os.path.relpath(os.path.normpath(os.path.join(self.base_dir, path)), target)
 

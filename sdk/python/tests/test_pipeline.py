@@ -8,6 +8,7 @@ import unittest
 
 from harness import REPO, sluice_bin
 
+import others
 import sluice
 import tabular
 
@@ -21,6 +22,15 @@ class Examples(unittest.TestCase):
     def test_the_python_examples_are_the_toml_examples(self):
         self.assertEqual(tomllib.loads(tabular.pipeline().to_toml()), toml_file("examples/pipelines/tabular.toml"))
         self.assertEqual(tomllib.loads(tabular.sweep().to_toml()), toml_file("examples/pipelines/tabular-sweep.toml"))
+        for name, make in others.EXAMPLES.items():
+            with self.subTest(example=name):
+                self.assertEqual(tomllib.loads(make().to_toml()), toml_file(f"examples/pipelines/{name}.toml"))
+
+    def test_a_path_param_is_rebased_like_a_source_and_a_template_is_not(self):
+        d = others.drift_retrain().to_dict(paths_relative_to=REPO)
+        self.assertEqual(d["params"]["current"], "examples/data/penguins-shifted.csv")
+        self.assertEqual(d["sources"]["current"], "${params.current}")
+        self.assertEqual(d["sources"]["reference"], "examples/data/penguins.csv")
 
     def test_paths_are_relative_to_the_defining_file_and_rebase(self):
         p = tabular.pipeline()
