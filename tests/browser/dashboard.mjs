@@ -6,8 +6,8 @@
 //
 // It submits the example pipeline through the API, follows it in the
 // dashboard until every DAG node is terminal, checks the DAG, the train
-// step's panel, submits a second run through the dashboard's form and
-// compares the two. Every wait is on a selector or a predicate, never a
+// step's panel, the lineage of the push step's model back to the source,
+// submits a second run through the dashboard's form and compares the two. Every wait is on a selector or a predicate, never a
 // fixed sleep. Exit status 0 on success, 1 with `FAIL: <stage>: <why>`.
 
 import fs from 'node:fs';
@@ -105,6 +105,128 @@ async function visible(page, selector, what) {
   }
 }
 
+/** Waits for the lineage view of `digest` to load; fails with its error if it does not. */
+async function lineageLoaded(page, digest) {
+  const view = `div.lineage[data-digest="${digest}"]`;
+  try {
+    await page.waitForSelector(`${view}:not([data-state="loading"])`, { timeout: UI_TIMEOUT_MS });
+  } catch {
+    fail(`the lineage view of ${digest} did not load within ${UI_TIMEOUT_MS} ms`);
+  }
+  if (await page.getAttribute(view, 'data-state') !== 'loaded') {
+    fail(`the lineage view of ${digest} failed: ${(await page.textContent(`${view} .error`).catch(() => '')) || '(no message)'}`);
+  }
+  return view;
+}
+
+/**
+ * From the push step's panel, follows the lineage link of its `model`
+ * output: who produced and read it, and a derivation that reaches the
+ * `raw` source through ingest, transform and train; then a tree digest's
+ * own lineage, and an unknown digest's error.
+ */
+async function checkLineage(page, id, screenshot) {
+  stage = 'lineage link in the push step panel';
+  await page.click('svg.dag g.node[data-step="push"]');
+  const out = '#step-panel[data-step="push"] table.outputs tr[data-output="model"]';
+  const download = await visible(page, `${out} a[href^="/v1/artifacts/sha256:"]`, 'the push model output with its digest');
+  const digest = (await download.getAttribute('href')).replace('/v1/artifacts/', '');
+  await page.click(`${out} a.lineage-link`);
+  await page.waitForFunction((d) => location.hash === `#/artifacts/${d}/lineage`, digest, { timeout: UI_TIMEOUT_MS })
+    .catch(() => fail(`the lineage link did not open #/artifacts/${digest}/lineage (at ${page.url()})`));
+
+  stage = 'lineage view';
+  const view = await lineageLoaded(page, digest);
+  const produced = await page.$$eval(`${view} [data-uses="produced-by"] li`, (lis) => lis.map((li) => ({
+    run: li.getAttribute('data-run-id'), step: li.getAttribute('data-step'), text: li.textContent, href: li.querySelector('a')?.getAttribute('href'),
+  })));
+  const push = produced.find((p) => p.run === id && p.step === 'push');
+  expect(push, `"Produced by" lists ${JSON.stringify(produced)}, expected push in run ${id}`);
+  expect(push.text.includes('push.model'), `"Produced by" shows ${JSON.stringify(push.text)}, expected push.model`);
+  expect(push.href === `#/runs/${id}?step=push`, `"Produced by" links ${push.href}, expected the run's push step`);
+  await visible(page, `${view} [data-uses="consumed-by"]`, '"Consumed by"');
+  await visible(page, `${view} [data-uses="source-of"]`, '"Source of"');
+
+  const tree = `${view} ul.tree`;
+  const root = await page.getAttribute(`${tree} > li`, 'data-digest');
+  expect(root === digest, `the derivation starts at ${root}, expected ${digest}`);
+  const steps = new Set(await page.$$eval(`${tree} li[data-kind="step"]`, (lis) => lis.map((li) => li.getAttribute('data-step'))));
+  for (const s of ['ingest', 'transform', 'train']) {
+    expect(steps.has(s), `the derivation shows steps ${JSON.stringify([...steps])}, expected ${s} among them`);
+  }
+  const raw = await visible(page, `${tree} li[data-kind="source"][data-source="raw"]`, 'the source `raw` in the derivation');
+  const rawText = (await raw.textContent()).replace(/\s+/g, ' ');
+  expect(rawText.includes('source raw of run'), `the raw node reads ${JSON.stringify(rawText)}`);
+  const again = await page.$$eval(`${tree} li.again`, (lis) => lis.map((li) => li.textContent));
+  expect(again.length > 0 && again.every((t) => t.includes('(see above)')), `digests met again: ${JSON.stringify(again)}, expected "(see above)" marks`);
+  const duplicates = await page.$$eval(`${tree} li[data-kind]`, (lis) => {
+    const ds = lis.map((li) => li.getAttribute('data-digest'));
+    return ds.filter((d, i) => ds.indexOf(d) !== i);
+  });
+  expect(!duplicates.length, `the derivation expands ${JSON.stringify(duplicates)} more than once`);
+  fs.mkdirSync(path.dirname(path.resolve(screenshot)), { recursive: true });
+  await page.screenshot({ path: screenshot, fullPage: true });
+
+  stage = 'lineage of a tree digest';
+  const transform = `${tree} li[data-kind="step"][data-step="transform"]`;
+  const transformDigest = await page.getAttribute(transform, 'data-digest');
+  await page.click(`${transform} > div > a.digest`);
+  const transformView = await lineageLoaded(page, transformDigest);
+  expect(new URL(page.url()).hash === `#/artifacts/${transformDigest}/lineage`, `clicking the transform digest opened ${page.url()}`);
+  await visible(page, `${transformView} [data-uses="produced-by"] li[data-step="transform"]`, 'transform in "Produced by" of its output');
+
+  stage = 'lineage of an unknown digest';
+  const unknown = `sha256:${'0'.repeat(64)}`;
+  await page.goto(`${opts.base}/#/artifacts/${unknown}/lineage`);
+  await page.waitForSelector(`div.lineage[data-digest="${unknown}"][data-state="failed"]`, { timeout: UI_TIMEOUT_MS })
+    .catch(() => fail(`the lineage view of the unknown ${unknown} did not fail`));
+  const error = await page.textContent('div.lineage .error');
+  expect(error.includes(`no artifact \`${unknown}\``), `the unknown digest's lineage shows ${JSON.stringify(error)}, expected the server's not_found message`);
+
+  await checkLineageText(page);
+}
+
+/**
+ * What no example run produces, from a made-up answer: a skipped run's
+ * warning, a cached production, an unknown origin, and markup in server
+ * strings shown as text, never parsed.
+ */
+async function checkLineageText(page) {
+  stage = 'lineage of a made-up answer';
+  const digest = `sha256:${'a'.repeat(64)}`;
+  const input = `sha256:${'b'.repeat(64)}`;
+  const markup = '<img src=x onerror="window.__injected=1">';
+  const skippedRun = '20261203-000000-deadbeef';
+  const answer = {
+    digest,
+    produced_by: [{ run: skippedRun, pipeline: markup, step: 'train', output: 'model', cached: true, component: null }],
+    source_of: [],
+    consumed_by: [],
+    upstream: {
+      [digest]: { kind: 'step', run: skippedRun, pipeline: markup, step: 'train', output: 'model', cached: true, component: null, inputs: { [markup]: input } },
+      [input]: { kind: 'unknown' },
+    },
+    roots: [],
+    skipped: [{ run: skippedRun, reason: `seal does not verify ${markup}` }],
+  };
+  const url = (u) => u.pathname === `/v1/artifacts/${digest}/lineage`;
+  await page.route(url, (route) => route.fulfill({ json: answer }));
+  try {
+    await page.goto(`${page.url().split('#')[0]}#/artifacts/${digest}/lineage`);
+    const view = await lineageLoaded(page, digest);
+    const warning = await visible(page, `${view} .warning li[data-run-id="${skippedRun}"]`, 'the skipped run\'s warning');
+    expect((await warning.textContent()).includes(`seal does not verify ${markup}`), 'the skipped run\'s reason is not shown verbatim');
+    await visible(page, `${view} [data-uses="produced-by"] li .badge[data-status="cached"]`, 'the cached mark of a cached production');
+    const unknown = await visible(page, `${view} ul.tree li[data-kind="unknown"][data-digest="${input}"]`, 'the input no run made');
+    const text = await unknown.textContent();
+    expect(text.includes(`${markup} = `) && text.includes('made by no run in scope'), `the unknown input reads ${JSON.stringify(text)}`);
+    const injected = await page.evaluate(() => document.querySelectorAll('div.lineage img').length + (window.__injected ? 1 : 0));
+    expect(injected === 0, 'markup in server strings was parsed into the page');
+  } finally {
+    await page.unroute(url);
+  }
+}
+
 async function main() {
   const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
   if (!fs.existsSync(executablePath)) fail(`no Chromium at ${executablePath} (set CHROMIUM)`);
@@ -194,6 +316,9 @@ async function main() {
     fs.mkdirSync(path.dirname(path.resolve(runShot)), { recursive: true });
     await page.screenshot({ path: runShot, fullPage: true });
 
+    const lineageShot = opts.screenshot.replace(/(\.png)?$/, '-lineage.png');
+    await checkLineage(page, id, lineageShot);
+
     stage = 'submit run via dashboard form';
     await page.goto(`${opts.base}/#/`);
     await visible(page, '#submit-run', 'the submit form');
@@ -255,7 +380,7 @@ async function main() {
     await page.screenshot({ path: gpuShot, fullPage: true });
 
     expect(!pageErrors.length, `the page threw: ${pageErrors.join(' | ')}`);
-    console.log(`ok: runs ${id}, ${id2} and ${id3}: 8-step DAG, train panel, compare view, gpu job; screenshots ${runShot}, ${opts.screenshot}, ${gpuShot}`);
+    console.log(`ok: runs ${id}, ${id2} and ${id3}: 8-step DAG, train panel, lineage, compare view, gpu job; screenshots ${runShot}, ${lineageShot}, ${opts.screenshot}, ${gpuShot}`);
   } catch (err) {
     // Keep what the page looked like when it failed.
     try {

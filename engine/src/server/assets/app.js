@@ -1,5 +1,6 @@
-// Sluice dashboard: runs, one run's DAG and steps, and a comparison view,
-// all read from the `sluice serve` JSON API. Plain DOM, no framework.
+// Sluice dashboard: runs, one run's DAG and steps, a comparison view and
+// an artifact's lineage, all read from the `sluice serve` JSON API. Plain
+// DOM, no framework.
 //
 // Invariant: server strings reach the page only through text nodes and
 // attribute setters (`h`/`svg` below), never through innerHTML.
@@ -333,6 +334,7 @@ function route() {
   if (path === '/' || path === '') runsView(main, query, life);
   else if ((m = /^\/runs\/([^/]+)$/.exec(path))) runView(main, decodeURIComponent(m[1]), query, life);
   else if (path === '/compare') compareView(main, query, life);
+  else if ((m = /^\/artifacts\/([^/]+)\/lineage$/.exec(path))) lineageView(main, decodeURIComponent(m[1]), life);
   else {
     document.title = 'Not found · Sluice';
     main.append(h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/' }, 'Back to runs')));
@@ -490,7 +492,7 @@ function runsView(main, query, life) {
     });
     return h('tr', { 'data-run-id': r.id, 'data-status': r.status },
       h('td', { class: 'check' }, box),
-      h('td', {}, h('a', { href: `#/runs/${enc(r.id)}`, class: 'mono', title: r.id }, shortId(r.id))),
+      h('td', {}, runLink(r.id)),
       h('td', {}, r.pipeline),
       h('td', {}, badge(r.status)),
       h('td', { class: 'nowrap' }, timeEl(r.created_at)),
@@ -853,7 +855,7 @@ function runView(main, id, query, life) {
         h('thead', {}, h('tr', {}, ['Output', 'Type', 'Size', 'Digest'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, outs.map(([out, ref]) => h('tr', { 'data-output': out },
           h('td', {}, out), h('td', { class: 'muted' }, ref.media_type || ''), h('td', { class: 'num' }, fmt.bytes(ref.size)),
-          h('td', {}, artifactLink(ref.digest, `${name}.${out}${extension(ref.media_type)}`)))))));
+          h('td', { class: 'nowrap' }, artifactLink(ref.digest, `${name}.${out}${extension(ref.media_type)}`), ' ', lineageLink(ref.digest)))))));
     }
 
     const mnames = Object.keys(metrics).sort();
@@ -1050,8 +1052,11 @@ function extension(media) {
   return '';
 }
 
+/** A digest as a path segment: well-formed ones stay readable. */
+const digestSegment = (digest) => (DIGEST_RE.test(digest) ? digest : enc(digest));
+
 function artifactLink(digest, filename) {
-  const path = `/v1/artifacts/${DIGEST_RE.test(digest) ? digest : enc(digest)}`;
+  const path = `/v1/artifacts/${digestSegment(digest)}`;
   return h('a', {
     href: path,
     class: 'mono',
@@ -1073,6 +1078,18 @@ function artifactLink(digest, filename) {
       }
     },
   }, digestShort(digest));
+}
+
+const lineageHref = (digest) => `#/artifacts/${digestSegment(digest)}/lineage`;
+
+function lineageLink(digest) {
+  return h('a', { href: lineageHref(digest), class: 'lineage-link small', title: `lineage of ${digest}` }, 'lineage');
+}
+
+/** A link to a run (to one of its steps when `step` is given). */
+function runLink(run, step) {
+  const href = step ? `#/runs/${enc(run)}?step=${enc(step)}` : `#/runs/${enc(run)}`;
+  return h('a', { href, class: 'mono', title: run }, shortId(run));
 }
 
 // ---------------------------------------------------------------- charts
@@ -1237,7 +1254,7 @@ function compareView(main, query, life) {
     table.replaceChildren(
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, ''),
         runs.map((r) => h('th', { scope: 'col', 'data-run-id': r.id },
-          h('a', { href: `#/runs/${enc(r.id)}`, class: 'mono', title: r.id }, shortId(r.id)),
+          runLink(r.id),
           r.missing ? h('div', { class: 'error' }, r.error.message) : null)))),
       h('tbody', {}, rows));
   }
@@ -1254,6 +1271,110 @@ function compareView(main, query, life) {
   }
 
   load().catch((err) => { if (!isAbort(err)) note.replaceChildren(failure(err)); });
+}
+
+// ---------------------------------------------------------------- lineage
+
+function lineageView(main, digest, life) {
+  document.title = `Lineage ${digestShort(digest)} · Sluice`;
+  const body = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
+  const view = h('div', { class: 'lineage', 'data-digest': digest, 'data-state': 'loading' },
+    h('div', { class: 'page-head' }, h('h1', {}, 'Artifact lineage')),
+    h('dl', { class: 'facts' }, fact('Digest', h('span', { class: 'mono' }, digest))),
+    body);
+  main.append(view);
+  (async () => {
+    try {
+      const l = await api(`/v1/artifacts/${digestSegment(digest)}/lineage`, { signal: life.signal });
+      if (!life.alive) return;
+      fill(body, lineageBody(l));
+      view.setAttribute('data-state', 'loaded');
+    } catch (err) {
+      if (isAbort(err)) return;
+      fill(body, failure(err));
+      view.setAttribute('data-state', 'failed');
+    }
+  })();
+}
+
+function lineageBody(l) {
+  return [
+    skippedRuns(l.skipped || []),
+    h('div', { class: 'uses' },
+      usesCard('produced-by', 'Produced by', l.produced_by, production, 'No run in scope produced it.'),
+      usesCard('consumed-by', 'Consumed by', l.consumed_by, consumption, 'No step in scope read it.'),
+      usesCard('source-of', 'Source of', l.source_of, sourceUse, 'It was no run’s source.')),
+    h('section', { class: 'card derivation', 'aria-label': 'Derivation' },
+      h('h2', {}, 'Derivation'),
+      h('p', { class: 'muted small' }, 'What it was made from, back to the sources; inputs under the step that read them.'),
+      h('ul', { class: 'tree' }, derivationNode(l, l.digest, null, new Set()))),
+  ];
+}
+
+function skippedRuns(skipped) {
+  if (!skipped.length) return null;
+  return h('section', { class: 'card warning', role: 'alert', 'aria-label': 'Skipped runs' },
+    h('h2', {}, 'Skipped runs'),
+    h('p', {}, 'These runs’ records do not verify; the lineage leaves them out.'),
+    h('ul', {}, skipped.map((s) => h('li', { 'data-run-id': s.run }, runLink(s.run), ': ', s.reason))));
+}
+
+/** One of the artifact's uses (produced by, consumed by, source of), one item per use. */
+function usesCard(key, title, items, item, none) {
+  return h('section', { class: 'card', 'data-uses': key, 'aria-label': title },
+    h('h2', {}, title),
+    items?.length ? h('ul', {}, items.map((u) => h('li', { 'data-run-id': u.run, 'data-step': u.step }, item(u))))
+      : h('p', { class: 'muted' }, none));
+}
+
+/** ` (pipeline)` after a run link. */
+const inPipeline = (pipeline) => h('span', { class: 'muted' }, ` (${pipeline})`);
+const cachedMark = (cached) => (cached ? [' ', badge('cached')] : null);
+
+function production(p) {
+  return [h('code', { title: p.component ? `component ${p.component}` : null }, `${p.step}.${p.output}`),
+    ' in run ', runLink(p.run, p.step), inPipeline(p.pipeline), cachedMark(p.cached)];
+}
+
+function consumption(c) {
+  return [h('code', {}, `${c.step}.${c.input}`), ' in run ', runLink(c.run, c.step), inPipeline(c.pipeline)];
+}
+
+function sourceUse(s) {
+  return ['source ', h('code', {}, s.source), ' of run ', runLink(s.run), inPipeline(s.pipeline)];
+}
+
+/** How a node of the derivation came to be, from its `upstream` origin. */
+function originOf(o) {
+  if (o.kind === 'step') {
+    return ['output ', h('code', {}, o.output), ' of step ', h('code', {}, o.step), ' in run ',
+      runLink(o.run, o.step), inPipeline(o.pipeline), cachedMark(o.cached)];
+  }
+  if (o.kind === 'source') return sourceUse(o);
+  return h('span', { class: 'muted' }, 'made by no run in scope');
+}
+
+/** A tree node's digest: the artifact itself in bold, any other a link to its own lineage. */
+function treeDigest(digest, root) {
+  if (root) return h('strong', { class: 'mono', title: digest }, digestShort(digest));
+  return h('a', { href: lineageHref(digest), class: 'mono digest', title: `${digest} — its lineage` }, digestShort(digest));
+}
+
+/**
+ * One node of the derivation tree, under the input name it was read as;
+ * its inputs nest under it. A digest met again is shown once, not expanded.
+ */
+function derivationNode(l, digest, input, seen) {
+  const label = [input == null ? null : h('span', { class: 'input' }, input, ' = '), treeDigest(digest, input == null)];
+  if (seen.has(digest)) {
+    return h('li', { class: 'again', 'data-digest': digest }, h('div', {}, label, ' ', h('span', { class: 'muted' }, '(see above)')));
+  }
+  seen.add(digest);
+  const o = (l.upstream && Object.hasOwn(l.upstream, digest) && l.upstream[digest]) || { kind: 'unknown' };
+  const inputs = o.kind === 'step' ? Object.entries(o.inputs || {}) : [];
+  return h('li', { 'data-digest': digest, 'data-kind': o.kind, 'data-step': o.step, 'data-source': o.source },
+    h('div', {}, label, ': ', originOf(o)),
+    inputs.length ? h('ul', {}, inputs.map(([name, d]) => derivationNode(l, d, name, seen))) : null);
 }
 
 // ---------------------------------------------------------------- start
