@@ -69,6 +69,17 @@ class AgainstAService(unittest.TestCase):
         envelope = self.served.provenance()
         self.assertEqual(envelope["payloadType"], "application/vnd.in-toto+json")
 
+    def test_logs_replay_and_cancelling_an_ended_run(self):
+        self.assertIsInstance(self.served.logs("ingest"), str)
+        with self.assertRaises(sluice.ApiError) as e:
+            self.served.logs("ingest", stream="stdin")
+        self.assertEqual(e.exception.code, "bad_request")
+        replay = self.served.replay()
+        self.assertEqual(replay["verdict"], "identical", replay)
+        with self.assertRaises(sluice.Conflict) as e:
+            self.served.cancel()
+        self.assertEqual(e.exception.message, f"run `{self.served.id}` already ended (succeeded)")
+
     def test_compare_and_listing(self):
         self.assertEqual(self.served.compare(self.served), {})
         ids = [r["id"] for r in self.bob.runs(pipeline="tabular")]
