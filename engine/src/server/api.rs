@@ -818,19 +818,26 @@ async fn upload_component(State(app): Shared, headers: HeaderMap, body: Body) ->
     .await
 }
 
+/// `digest` as an artifact the caller's tenant was granted; anything else
+/// (malformed, unknown, another tenant's) is the same `not_found`.
+fn granted_artifact(app: &App, caller: &Caller, digest: &str) -> Result<Digest, ApiError> {
+    let d: Digest = digest
+        .parse()
+        .map_err(|_| ApiError::not_found("artifact", digest))?;
+    if !app
+        .index
+        .granted(&caller.tenant, digest, None)
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::not_found("artifact", digest));
+    }
+    Ok(d)
+}
+
 async fn artifact(State(app): Shared, headers: HeaderMap, Path(digest): Path<String>) -> ApiResult {
     let caller = app.caller(&headers, Role::Viewer)?;
     let (file, size) = blocking(move || {
-        let d: Digest = digest
-            .parse()
-            .map_err(|_| ApiError::not_found("artifact", &digest))?;
-        if !app
-            .index
-            .granted(&caller.tenant, &digest, None)
-            .map_err(ApiError::internal)?
-        {
-            return Err(ApiError::not_found("artifact", &digest));
-        }
+        let d = granted_artifact(&app, &caller, &digest)?;
         let store = &app.store;
         // Verified in full before the first byte is served.
         let file = store.open_verified(&d).map_err(|e| {
@@ -888,16 +895,7 @@ async fn artifact_lineage(
 ) -> ApiResult {
     let caller = app.caller(&headers, Role::Viewer)?;
     blocking(move || {
-        let d: Digest = digest
-            .parse()
-            .map_err(|_| ApiError::not_found("artifact", &digest))?;
-        if !app
-            .index
-            .granted(&caller.tenant, &digest, None)
-            .map_err(ApiError::internal)?
-        {
-            return Err(ApiError::not_found("artifact", &digest));
-        }
+        let d = granted_artifact(&app, &caller, &digest)?;
         let rows = app
             .index
             .list(&Filter {
