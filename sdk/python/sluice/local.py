@@ -17,11 +17,33 @@ from .pipeline import Pipeline
 
 
 def binary(explicit: str | os.PathLike | None = None) -> str:
-    """The ``sluice`` to run: ``explicit``, ``$SLUICE_BIN``, or the PATH's."""
-    found = explicit or os.environ.get("SLUICE_BIN") or shutil.which("sluice")
+    """The ``sluice`` to run: ``explicit``, ``$SLUICE_BIN``, the PATH's, or
+    — inside a checkout of the Sluice repository — its release (else debug)
+    build."""
+    found = explicit or os.environ.get("SLUICE_BIN") or shutil.which("sluice") or _checkout_build()
     if not found:
-        raise errors.SluiceError("no `sluice` binary: pass sluice=..., set SLUICE_BIN or put it on PATH")
+        raise errors.SluiceError(
+            "no `sluice` binary: pass sluice=..., set SLUICE_BIN, put it on PATH "
+            "(cargo install --path engine) or build it in this checkout (cargo build --release)"
+        )
     return os.fspath(found)
+
+
+def _checkout_build() -> str | None:
+    """`target/{release,debug}/sluice` of the repository the working
+    directory is in, if any."""
+    here = os.path.abspath(os.getcwd())
+    while True:
+        if os.path.isfile(os.path.join(here, "engine", "Cargo.toml")):
+            for profile in ("release", "debug"):
+                exe = os.path.join(here, "target", profile, "sluice")
+                if os.access(exe, os.X_OK):
+                    return exe
+            return None
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
 
 
 def run(

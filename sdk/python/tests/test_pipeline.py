@@ -127,6 +127,34 @@ class EveryField(unittest.TestCase):
             p.step("d", "y", inputs={"x": 3})
 
 
+class FindingTheEngine(unittest.TestCase):
+    def test_local_mode_finds_the_checkouts_build_when_nothing_else_names_one(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            os.makedirs(os.path.join(tmp, "engine"))
+            open(os.path.join(tmp, "engine", "Cargo.toml"), "w").close()
+            os.makedirs(os.path.join(tmp, "target", "debug"))
+            exe = os.path.join(tmp, "target", "debug", "sluice")
+            with open(exe, "w") as f:
+                f.write("#!/bin/sh\n")
+            os.chmod(exe, 0o755)
+            os.makedirs(os.path.join(tmp, "examples", "python"))
+            saved = (os.getcwd(), os.environ.pop("SLUICE_BIN", None), os.environ.get("PATH", ""))
+            try:
+                os.chdir(os.path.join(tmp, "examples", "python"))
+                os.environ["PATH"] = "/nonexistent"
+                self.assertEqual(os.path.realpath(sluice.local.binary()), os.path.realpath(exe))
+                os.remove(exe)
+                with self.assertRaises(sluice.SluiceError) as e:
+                    sluice.local.binary()
+                self.assertIn("no `sluice` binary", str(e.exception))
+                self.assertEqual(sluice.local.binary("/opt/sluice"), "/opt/sluice")
+            finally:
+                os.chdir(saved[0])
+                if saved[1] is not None:
+                    os.environ["SLUICE_BIN"] = saved[1]
+                os.environ["PATH"] = saved[2]
+
+
 class EngineErrors(unittest.TestCase):
     def test_an_invalid_spec_names_the_python_line_that_made_it(self):
         p = sluice.Pipeline("broken", base_dir=REPO)
