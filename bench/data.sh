@@ -19,8 +19,9 @@
 # Then the host API's Arrow throughput: a COPY_BYTES (default 1e9) Arrow
 # stream copied by tests/components/table-io (`mode = "copy"`) in a
 # one-step pipeline, read once and twice (`passes`), and once more by a
-# new process (which verifies the input in full), against `cat` and `cp`
-# of the same file and the store's SHA-256 of it.
+# new process (which verifies the input in full), and copied as bytes
+# (`mode = "bytes"`: the host API alone, nothing decoded), against `cat`
+# and `cp` of the same file and the store's SHA-256 of it.
 #
 # Environment: EPOCHS (train epochs, default 1: the pipeline's own 10
 # would dominate at 10 M rows), COPY_BYTES (0 skips the copy section),
@@ -203,12 +204,13 @@ cat >"$work/copy.toml" <<EOF
 name = "arrow-copy"
 [params]
 passes = "1"
+mode = "copy"
 [sources]
 table = "$table"
 [steps.copy]
 component = "$PWD/tests/components/table-io"
 inputs = { in = "sources.table" }
-params = { mode = "copy", passes = "\${params.passes}" }
+params = { mode = "\${params.mode}", passes = "\${params.passes}" }
 outputs = ["out"]
 limits = { memory_mib = 256, output_mib = 4096, timeout_s = 600 }
 EOF
@@ -224,6 +226,10 @@ for passes in 1 2; do
   "$sluice" run "$work/copy.toml" --home "$work/copy-home-$passes" --no-cache --jobs 1 --param "passes=$passes" --json \
     >"$work/copy-$passes.json" 2>"$work/copy-$passes.err" || true
 done
+# The same bytes copied as the host hands them over, nothing decoded: the
+# host API alone.
+"$sluice" run "$work/copy.toml" --home "$work/copy-home-bytes" --no-cache --jobs 1 --param mode=bytes --json \
+  >"$work/copy-bytes.json" 2>"$work/copy-bytes.err" || true
 "$sluice" run "$work/copy.toml" --home "$work/copy-home-1" --no-cache --jobs 1 --param "passes=1" --json \
   >"$work/copy-3.json" 2>"$work/copy-3.err" || true
 python3 - "$work" "$((t1 - t0))" "$((t2 - t1))" <<'PY'
@@ -246,10 +252,11 @@ print(f"  {'what':<44} {'ms':>7} {'rate':>11}")
 print(f"  {'cat FILE > /dev/null':<44} {cat_ms:7d} {rate(cat_ms)}")
 print(f"  {'cp FILE DEST':<44} {cp_ms:7d} {rate(cp_ms)}")
 print(f"  {'sha256 (the store hash, native)':<44} {hashed['ms']:7.0f} {rate(hashed['ms'])}")
-one, two, cold = step(1), step(2), step(3)
+one, two, cold, raw = step(1), step(2), step(3), step("bytes")
 for what, s in (("table-io copy step (read, write)", one),
                 ("table-io copy, passes=2 (read, read, write)", two),
-                ("copy, input from an earlier process", cold)):
+                ("copy, input from an earlier process", cold),
+                ("byte copy step (host API only, no decoding)", raw)):
     if s is None:
         continue
     extra = "" if s["status"] == "succeeded" else f"  {s['status']}: {(s.get('error') or {}).get('message', '')[:100]}"

@@ -162,7 +162,7 @@ impl<R: std::io::Read> LineReader<R> {
     pub(crate) fn next_line(&mut self) -> Result<Option<(u64, &[u8])>> {
         let mut scanned = self.start;
         loop {
-            if let Some(i) = self.buf[scanned..self.end].iter().position(|&b| b == b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[scanned..self.end]) {
                 let (from, newline) = (self.start, scanned + i);
                 self.start = newline + 1;
                 self.check_length(newline - from)?;

@@ -6,6 +6,8 @@
 //!   - `copy` (default): every batch of `in` to `out`, unchanged; reads
 //!     `in` `passes` times (default 1) and writes only the last pass, to
 //!     show an input can be re-read;
+//!   - `bytes`: the bytes of `in` to `out` as the host hands them over,
+//!     nothing decoded: what the host API alone moves (`bench/data.sh`);
 //!   - `expect`: reads `in` declaring the schema `label: Utf8, x: Float64`
 //!     (both nullable), so any other input is refused by the SDK;
 //!   - `bad-batch`: creates `out` with one schema and writes a batch of
@@ -17,7 +19,7 @@
 //!     byte `past`, which fails when it is past the end.
 //! - **Metrics:** `rows`, `batches`, `bytes_out`; `position` (`seek`).
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use sluice_guest::arrow::array::{Float64Array, RecordBatch};
@@ -28,6 +30,25 @@ fn run(ctx: &mut Ctx) -> Result<()> {
     let mode: String = ctx.param_or("mode", "copy".to_owned())?;
     match mode.as_str() {
         "copy" => copy(ctx),
+        "bytes" => {
+            let mut input = ctx.input("in")?;
+            let mut out = ctx.output("out", "application/vnd.apache.arrow.stream")?;
+            // Whole host chunks, no copy through a stack buffer.
+            let mut copied = 0u64;
+            loop {
+                let chunk = input.fill_buf()?;
+                if chunk.is_empty() {
+                    break;
+                }
+                out.write_all(chunk)?;
+                let n = chunk.len();
+                copied += n as u64;
+                input.consume(n);
+            }
+            out.finish()?;
+            ctx.metric("bytes_out", copied as f64);
+            Ok(())
+        }
         "expect" => {
             let schema = Schema::new(vec![
                 Field::new("label", DataType::Utf8, true),
