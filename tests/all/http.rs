@@ -77,6 +77,11 @@ impl Server {
             // Error statuses are what many tests are about: return them.
             .http_status_as_error(false)
             .timeout_global(Some(RESPONSE_TIMEOUT))
+            // A connection per request, as `request` promises: a pooled one
+            // the server has since closed failed a GET with "Peer
+            // disconnected" once in CI.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .build()
             .into();
         Server {
