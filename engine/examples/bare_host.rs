@@ -2,8 +2,8 @@
 //! loop by a bare wasmtime host, with no scheduler, store, cache, record or
 //! seal. It links plain WASI and the smallest possible `sluice:step` host
 //! (inputs and outputs are plain files, nothing is hashed or fsynced; gpu
-//! calls are denied) with the engine features Sluice relies on (fuel, epoch
-//! interruption, the pooling allocator), compiles the component once, then
+//! calls are denied) with the engine features Sluice relies on (fuel, paced
+//! in slices the guest yields after on its fiber, the pooling allocator), compiles the component once, then
 //! instantiates it afresh for each step as Sluice does.
 //!
 //! ```sh
@@ -18,7 +18,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use wasmtime::component::{Component, HasData, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
@@ -29,6 +29,7 @@ mod bindings {
         path: "../wit",
         world: "step",
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "sluice:step/artifacts.reader": super::Reader,
             "sluice:step/artifacts.writer": super::Writer,
@@ -49,9 +50,8 @@ pub struct Job;
 
 /// Fuel per step: far more than `append` needs, as in Sluice's default.
 const FUEL_PER_STEP: u64 = 10_000_000_000;
-/// Epoch deadline in ticks (of [`EPOCH_TICK`]): one minute.
-const EPOCH_DEADLINE_TICKS: u64 = 6000;
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Fuel between two yields of the guest (the sandbox's slice).
+const FUEL_SLICE: u64 = sluice_engine::sandbox::FUEL_SLICE;
 
 struct Host {
     wasi: WasiCtx,
@@ -237,16 +237,8 @@ fn main() -> wasmtime::Result<()> {
     let mut config = Config::new();
     config
         .consume_fuel(true)
-        .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config)?;
-    let ticker = engine.clone();
-    std::thread::spawn(move || {
-        loop {
-            std::thread::sleep(EPOCH_TICK);
-            ticker.increment_epoch();
-        }
-    });
     let component = Component::from_file(&engine, wasm)?;
     let mut linker: Linker<Host> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -278,9 +270,21 @@ fn main() -> wasmtime::Result<()> {
         };
         let mut store = Store::new(&engine, host);
         store.set_fuel(FUEL_PER_STEP)?;
-        store.set_epoch_deadline(EPOCH_DEADLINE_TICKS);
-        let step = pre.instantiate(&mut store)?;
-        if let Err(e) = step.call_run(&mut store)? {
+        store.fuel_async_yield_interval(Some(FUEL_SLICE))?;
+        let call = async {
+            let step = pre.instantiate_async(&mut store).await?;
+            step.call_run(&mut store).await
+        };
+        // Polled to completion on this thread, as the sandbox does (which
+        // looks at the deadline between polls).
+        let mut call = std::pin::pin!(call);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let result = loop {
+            if let std::task::Poll::Ready(r) = call.as_mut().poll(&mut cx) {
+                break r;
+            }
+        };
+        if let Err(e) = result? {
             wasmtime::bail!("step {i} failed: {e}");
         }
     }

@@ -89,6 +89,21 @@ fn tight_loop_with_ample_fuel_hits_the_wall_clock_timeout() {
 }
 
 #[test]
+fn loop_through_host_calls_with_ample_fuel_hits_the_wall_clock_timeout() {
+    // No epoch checks in guest code: the deadline is looked at between fuel
+    // slices and at every host call, so a guest living in host calls is
+    // stopped as surely as one that computes.
+    let json = hostile("spin-host", "timeout_s = 1, fuel = 10000000000000");
+    assert_failed(
+        &json,
+        "limit",
+        "limit: time: step `evil` ran past its 1 s timeout",
+    );
+    let wall = step(&json, "evil")["wall_ms"].as_u64().unwrap();
+    assert!((1000..10_000).contains(&wall), "stopped after {wall} ms");
+}
+
+#[test]
 fn deep_recursion_traps_on_the_stack_limit() {
     let json = hostile("recurse", "");
     assert_failed(&json, "limit", "limit: stack:");

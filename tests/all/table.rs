@@ -85,6 +85,24 @@ fn a_table_copied_batch_by_batch_is_byte_identical_and_rereadable() {
 }
 
 #[test]
+fn a_table_copied_as_host_chunks_is_the_same_artifact() {
+    // `bytes`: `Input::fill_buf` chunks straight to `Output`, nothing
+    // decoded (what bench/data.sh times as the host API alone); the table
+    // spans many chunks.
+    let sb = Sandbox::new();
+    let spec = spec(&sb, &csv(40_000), "bytes", "", None);
+    let (run, json) = sb.run_json(&spec, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let train = &step(&json, "ingest")["outputs"]["train"];
+    let io = step(&json, "io");
+    assert_eq!(io["outputs"]["out"]["digest"], train["digest"]);
+    assert_eq!(io["outputs"]["out"]["size"], train["size"]);
+    let size = train["size"].as_u64().unwrap();
+    assert!(size > 4 << 16, "{size} bytes: fewer than 4 host chunks");
+    assert_eq!(io["metrics"]["bytes_out"], size as f64);
+}
+
+#[test]
 fn a_declared_schema_refuses_a_table_with_other_columns() {
     let sb = Sandbox::new();
     let body = "label,x,extra\na,1,q\n";

@@ -129,7 +129,7 @@ impl AttemptBound {
 }
 
 /// How often a guest's `job.wait` looks at its attempt's cancellation flag
-/// and deadline: the epoch tick's order of magnitude.
+/// and deadline: the order of magnitude of a fuel slice of guest code.
 const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 impl AttemptGpu {
@@ -199,9 +199,9 @@ impl GpuJob for PortJob {
                 break r;
             }
             if self.bound.reached() {
-                // The guest gets the cancelled job's report; the epoch
-                // deadline (or the cancellation) traps it as soon as it runs
-                // wasm again.
+                // The guest gets the cancelled job's report; the deadline
+                // (or the cancellation) traps it at its next host call or
+                // fuel slice.
                 break self.handle.cancel();
             }
         };
