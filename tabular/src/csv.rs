@@ -197,19 +197,16 @@ impl<R: BufRead> CsvReader<R> {
 /// Splits a line without quotes into field spans; `false` (and no spans)
 /// if it has a quote or too many fields, for the careful path to handle.
 fn split_unquoted(line: &[u8], spans: &mut Vec<(usize, usize)>) -> bool {
+    // Delimiters found a vector at a time (`memchr2`: SSE2/AVX2 natively,
+    // simd128 in the guest) rather than by testing every byte.
     let mut start = 0;
-    for (i, &b) in line.iter().enumerate() {
-        if b == b',' {
-            if spans.len() == COLUMNS_MAX {
-                spans.clear();
-                return false;
-            }
-            spans.push((start, i));
-            start = i + 1;
-        } else if b == b'"' {
+    for i in memchr::memchr2_iter(b',', b'"', line) {
+        if line[i] == b'"' || spans.len() == COLUMNS_MAX {
             spans.clear();
             return false;
         }
+        spans.push((start, i));
+        start = i + 1;
     }
     if spans.len() == COLUMNS_MAX {
         spans.clear();
