@@ -121,19 +121,29 @@ impl<W: Write> DatasetWriter<W> {
     }
 }
 
-/// One batch of a dataset, row-major.
+/// One batch of a dataset: features row-major, labels as the stream's own
+/// (non-null) string column, borrowed per row without copying.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DatasetBatch {
     /// `rows × features` values, row-major.
     pub x: Vec<f64>,
-    /// One label per row.
-    pub y: Vec<String>,
+    labels: StringArray,
 }
 
 impl DatasetBatch {
     /// Rows in the batch.
     pub fn rows(&self) -> usize {
-        self.y.len()
+        self.labels.len()
+    }
+
+    /// Row `i`'s label.
+    pub fn label(&self, i: usize) -> &str {
+        self.labels.value(i)
+    }
+
+    /// The labels in row order.
+    pub fn labels(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.rows()).map(|i| self.labels.value(i))
     }
 }
 
@@ -240,33 +250,36 @@ impl<R: Read> DatasetReader<R> {
         let mut x = vec![0.0; n * d];
         for (j, column) in batch.columns()[..d].iter().enumerate() {
             let column = column.as_primitive::<Float64Type>();
-            for (i, value) in column.iter().enumerate() {
-                match value {
-                    Some(v) if v.is_finite() => x[i * d + j] = v,
-                    Some(v) => {
-                        return Err(row_error(
-                            i,
-                            format!(
-                                "feature `{}` is {v}; features must be finite",
-                                self.features[j]
-                            ),
-                        ));
-                    }
-                    None => {
-                        return Err(row_error(
-                            i,
-                            format!("feature `{}` is missing", self.features[j]),
-                        ));
-                    }
+            // Null slots hold arbitrary values: with nulls, the first row
+            // that is null or not finite is the error.
+            let nulls = column.null_count() > 0;
+            for (i, &v) in column.values().iter().enumerate() {
+                if nulls && column.is_null(i) {
+                    return Err(row_error(
+                        i,
+                        format!("feature `{}` is missing", self.features[j]),
+                    ));
                 }
+                if !v.is_finite() {
+                    return Err(row_error(
+                        i,
+                        format!(
+                            "feature `{}` is {v}; features must be finite",
+                            self.features[j]
+                        ),
+                    ));
+                }
+                x[i * d + j] = v;
             }
         }
         let labels = batch.columns()[d].as_string::<i32>();
         if let Some(i) = (0..n).find(|&i| labels.is_null(i)) {
             return Err(row_error(i, "the label is missing".into()));
         }
-        let y = (0..n).map(|i| labels.value(i).to_owned()).collect();
-        Ok(Some(DatasetBatch { x, y }))
+        Ok(Some(DatasetBatch {
+            x,
+            labels: labels.clone(),
+        }))
     }
 }
 
@@ -335,7 +348,7 @@ impl Dataset {
                 });
             }
             dataset.x.extend_from_slice(&batch.x);
-            dataset.y.extend(batch.y);
+            dataset.y.extend(batch.labels().map(str::to_owned));
         }
         Ok(dataset)
     }

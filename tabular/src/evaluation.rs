@@ -84,7 +84,7 @@ pub fn evaluate<M: Classifier + ?Sized>(model: &M, eval: impl Read) -> Result<Ev
     let mut predicted = Vec::new();
     while let Some(batch) = reader.next_batch()? {
         model.predict_batch(&batch.x, batch.rows(), &mut predicted);
-        for (label, &p) in batch.y.iter().zip(&predicted) {
+        for (label, &p) in batch.labels().zip(&predicted) {
             tally.add(label, p)?;
         }
     }

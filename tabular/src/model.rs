@@ -318,8 +318,8 @@ fn for_each_row<R: Read>(
     let d = reader.features().len();
     while let Some(batch) = reader.next_batch()? {
         let first = reader.rows() - batch.rows() as u64;
-        for (i, label) in batch.y.iter().enumerate() {
-            let Some(&class) = index.get(label.as_str()) else {
+        for (i, label) in batch.labels().enumerate() {
+            let Some(&class) = index.get(label) else {
                 return Err(Error::Row {
                     what: WHAT,
                     row: first + i as u64 + 1,
