@@ -3,8 +3,9 @@
 //! seal. It links plain WASI and the smallest possible `sluice:step` host
 //! (inputs and outputs are plain files, nothing is hashed or fsynced; gpu
 //! calls are denied) with the engine features Sluice relies on (fuel, paced
-//! in slices the guest yields after on its fiber, the pooling allocator), compiles the component once, then
-//! instantiates it afresh for each step as Sluice does.
+//! in slices the guest yields after on its fiber, the pooling allocator),
+//! compiles the component once, then instantiates it afresh for each step
+//! as Sluice does.
 //!
 //! ```sh
 //! cargo run --release --example bare_host -- COMPONENT.wasm INPUT WORKDIR N [chain|fan [PREFIX]]

@@ -20,8 +20,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use sha2::{Digest as _, Sha256};
 use sluice_host_api::{
-    ArtifactPort, Cancelled, EngineFault, FinishError, GpuPort, HostBudget, HostOutcome,
-    InputArtifact, LimitExceeded, LimitKind, StepHost, StepHostConfig, StepPre, Stop,
+    ArtifactPort, EngineFault, FinishError, GpuPort, HostBudget, HostOutcome, InputArtifact,
+    LimitExceeded, LimitKind, StepHost, StepHostConfig, StepPre,
 };
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
@@ -40,13 +40,19 @@ use crate::quoting::{escape_controls, sanitize};
 /// bytes (wasmtime does not treat compile-time DoS as a vulnerability).
 pub const COMPONENT_BYTES_MAX: u64 = 64 << 20;
 /// Fuel a guest burns between two looks at its deadline and cancellation
-/// flag: a few milliseconds of guest code. The guest runs on a fiber and
+/// flag (about a millisecond of guest code). The guest runs on a fiber and
 /// yields to the sandbox when a slice is used up (wasmtime refills it from
-/// the attempt's fuel; the total is unchanged). Checking there, and at
-/// every `sluice:step` host call, costs nothing in the guest's own code,
-/// where epoch interruption would add a check to every loop (measured:
-/// 10–25% of a tabular step).
-pub const FUEL_SLICE: u64 = 10_000_000;
+/// the attempt's fuel; the total is unchanged); the flag is also looked at
+/// on every transition between guest and host (a call hook: host calls,
+/// WASI calls, libcalls). Bulk memory operations cost fuel per byte, so no
+/// wasm instruction runs long on little fuel, and a guest cannot outrun its
+/// deadline by more than a slice or one host call. Epoch interruption
+/// would add a check to every loop of the guest's own code instead
+/// (measured: 10–25% of a tabular step).
+pub const FUEL_SLICE: u64 = 1_000_000;
+/// How often the sandbox's coarse clock ticks: the granularity of
+/// wall-clock timeouts.
+pub const TICK: Duration = Duration::from_millis(10);
 /// Native stack a host function has beside the guest's wasm stack on its
 /// fiber.
 const HOST_STACK_BYTES: usize = 8 << 20;
@@ -404,6 +410,71 @@ pub fn guest_args(step: &str) -> Vec<&str> {
     vec![step]
 }
 
+/// The sandbox's coarse clock: ticks since it started, advanced every
+/// [`TICK`] by a thread until dropped. A deadline check is one atomic load.
+struct Ticker {
+    ticks: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start() -> Self {
+        let ticks = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counter, flag) = (ticks.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("sluice-ticker".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .expect("spawn the sandbox's ticker thread");
+        Ticker {
+            ticks,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// When an attempt must stop: its deadline on the coarse clock and its
+/// cancellation flag.
+#[derive(Clone)]
+struct Stop {
+    ticks: Arc<AtomicU64>,
+    deadline: u64,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Stop {
+    /// `Err` (the trap to raise) once the attempt must stop.
+    fn check(&self) -> wasmtime::Result<()> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(Cancelled.into());
+        }
+        if self.ticks.load(Ordering::Relaxed) >= self.deadline {
+            return Err(Trap::Interrupt.into());
+        }
+        Ok(())
+    }
+}
+
 /// A component ready to instantiate.
 pub struct Prepared {
     pre: StepPre<StepData>,
@@ -480,12 +551,25 @@ pub struct AttemptSpec {
     /// The random sources' seeds.
     pub seeds: Seeds,
     /// Set to stop the attempt (its run was cancelled): checked after
-    /// every [`FUEL_SLICE`] of guest code and at every host call.
+    /// every [`FUEL_SLICE`] of guest code and at every transition between
+    /// guest and host.
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// The message of an attempt stopped because its run was cancelled.
 pub const CANCELLED_MESSAGE: &str = "stopped: the run was cancelled";
+
+/// The trap raised in a cancelled attempt.
+#[derive(Debug)]
+struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(CANCELLED_MESSAGE)
+    }
+}
+
+impl std::error::Error for Cancelled {}
 
 /// What an attempt did.
 #[derive(Debug)]
@@ -517,6 +601,7 @@ pub struct Sandbox {
     cache: Result<CompileCache, String>,
     slots: u32,
     compiler: Option<&'static Compiler>,
+    ticker: Ticker,
 }
 
 /// The engine configuration every sandbox (and every compiler process)
@@ -811,6 +896,7 @@ impl Sandbox {
             cache,
             slots,
             compiler: COMPILER.get(),
+            ticker: Ticker::start(),
         })
     }
 
@@ -981,8 +1067,11 @@ impl Sandbox {
             .allow_ip_name_lookup(false);
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits::HANDLES_MAX);
+        let ticks = &self.ticker.ticks;
         let stop = Stop {
-            deadline: Some(started + Duration::from_secs(spec.limits.timeout_s)),
+            ticks: ticks.clone(),
+            deadline: ticks.load(Ordering::Relaxed)
+                + (spec.limits.timeout_s * 1000).div_ceil(TICK.as_millis() as u64),
             cancel: spec.cancel.clone(),
         };
         let host = StepHost::new(
@@ -995,7 +1084,6 @@ impl Sandbox {
                     output_bytes_max: spec.limits.output_bytes(),
                     host_calls_max: limits::HOST_CALLS_MAX,
                 },
-                stop: stop.clone(),
             },
             wasi.build(),
             table,
@@ -1016,6 +1104,8 @@ impl Sandbox {
             },
         );
         store.limiter(|d| &mut d.limiter);
+        let hook = stop.clone();
+        store.call_hook(move |_, _| hook.check());
         let fuel = spec.limits.fuel;
         let mut instantiate_us = 0;
         let call = store
@@ -1077,7 +1167,8 @@ impl Sandbox {
 /// Runs a guest call on this thread until it returns or `stop` says to
 /// stop. The guest yields after every [`FUEL_SLICE`] of fuel (nothing else
 /// suspends it: host functions are synchronous), and `stop` is looked at
-/// then; dropping the future unwinds the guest's fiber.
+/// then (as well as by the call hook); dropping the future unwinds the
+/// guest's fiber.
 fn run_until_stopped<T>(
     call: impl std::future::Future<Output = wasmtime::Result<T>>,
     stop: &Stop,

@@ -23,8 +23,8 @@ mod bindings {
         path: "../wit",
         world: "step",
         imports: { default: trappable },
-        // The sandbox runs the guest on a fiber so that it can stop it
-        // between fuel slices (see `Stop`).
+        // The sandbox runs the guest on a fiber that yields after every
+        // slice of fuel (see `engine::sandbox::FUEL_SLICE`).
         exports: { default: async },
         with: {
             "sluice:step/artifacts.reader": crate::ReaderHandle,
@@ -250,50 +250,6 @@ pub struct HostBudget {
     pub host_calls_max: u64,
 }
 
-/// When an attempt must stop: its wall-clock deadline and its
-/// cancellation flag. The sandbox checks it between fuel slices of guest
-/// code, and [`StepHost`] at every host call, so a guest that spends its
-/// time in host calls is stopped as surely as one that computes.
-#[derive(Clone, Debug, Default)]
-pub struct Stop {
-    /// Past this instant the attempt traps with [`wasmtime::Trap::Interrupt`].
-    pub deadline: Option<std::time::Instant>,
-    /// Once set, the attempt traps with [`Cancelled`].
-    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-}
-
-impl Stop {
-    /// `Err` (the trap to raise) once the attempt must stop.
-    pub fn check(&self) -> wasmtime::Result<()> {
-        if self
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
-        {
-            return Err(Cancelled.into());
-        }
-        if self
-            .deadline
-            .is_some_and(|d| std::time::Instant::now() >= d)
-        {
-            return Err(wasmtime::Trap::Interrupt.into());
-        }
-        Ok(())
-    }
-}
-
-/// The trap raised in a cancelled attempt.
-#[derive(Debug)]
-pub struct Cancelled;
-
-impl fmt::Display for Cancelled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("cancelled")
-    }
-}
-
-impl std::error::Error for Cancelled {}
-
 /// What an attempt produced, collected from [`StepHost`] after `run`.
 #[derive(Debug, Default)]
 pub struct HostOutcome {
@@ -329,7 +285,6 @@ pub struct StepHost {
     artifacts: Box<dyn ArtifactPort>,
     gpu: Box<dyn GpuPort>,
     budget: HostBudget,
-    stop: Stop,
     writers: BTreeMap<String, OpenWriter>,
     finished: BTreeMap<String, OutputArtifact>,
     metrics: StepMetrics,
@@ -355,8 +310,6 @@ pub struct StepHostConfig {
     pub params: BTreeMap<String, String>,
     /// Budgets.
     pub budget: HostBudget,
-    /// When to stop, checked at every host call.
-    pub stop: Stop,
 }
 
 impl StepHost {
@@ -400,7 +353,6 @@ impl StepHost {
             artifacts,
             gpu,
             budget: config.budget,
-            stop: config.stop,
             writers: BTreeMap::new(),
             finished: BTreeMap::new(),
             metrics: StepMetrics::default(),
@@ -467,7 +419,6 @@ impl StepHost {
     }
 
     fn count_call(&mut self) -> wasmtime::Result<()> {
-        self.stop.check()?;
         self.host_calls += 1;
         if self.host_calls > self.budget.host_calls_max {
             return Err(LimitExceeded {

@@ -104,6 +104,20 @@ fn loop_through_host_calls_with_ample_fuel_hits_the_wall_clock_timeout() {
 }
 
 #[test]
+fn loop_of_bulk_memory_copies_hits_the_wall_clock_timeout() {
+    // Each 16 MiB `memory.copy` is one unit of fuel: only a check in the
+    // guest's loop (epoch interruption) stops this on time.
+    let json = hostile("bulk-copy", "timeout_s = 1, fuel = 10000000000000");
+    assert_failed(
+        &json,
+        "limit",
+        "limit: time: step `evil` ran past its 1 s timeout",
+    );
+    let wall = step(&json, "evil")["wall_ms"].as_u64().unwrap();
+    assert!((1000..10_000).contains(&wall), "stopped after {wall} ms");
+}
+
+#[test]
 fn deep_recursion_traps_on_the_stack_limit() {
     let json = hostile("recurse", "");
     assert_failed(&json, "limit", "limit: stack:");

@@ -26,6 +26,17 @@ fn run(ctx: &mut Ctx) -> Result<()> {
                 x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
             }
         }
+        // Group 3: a loop of bulk memory copies. `memory.copy` costs one
+        // unit of fuel whatever its length, so this burns wall time at
+        // ~10^7 times the usual rate per unit of fuel: a deadline looked at
+        // only every so much fuel would be reached hours late.
+        "bulk-copy" => {
+            let mut bytes = vec![0u8; 32 << 20];
+            loop {
+                bytes.copy_within(0..16 << 20, 16 << 20);
+                bytes = black_box(bytes);
+            }
+        }
         // Group 3: a loop that keeps calling the host.
         "spin-host" => loop {
             black_box(ctx.params());
