@@ -26,9 +26,9 @@ fn run(ctx: &mut Ctx) -> Result<()> {
                 x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
             }
         }
-        // Group 3: a loop of bulk memory copies. `memory.copy` costs one
-        // unit of fuel whatever its length, so this burns wall time at
-        // ~10^7 times the usual rate per unit of fuel: a deadline looked at
+        // Group 3: a loop of bulk memory copies, one `memory.copy`
+        // instruction each: unless it costs fuel by the byte, this burns
+        // wall time ~10^7 times faster than fuel, and a deadline looked at
         // only every so much fuel would be reached hours late.
         "bulk-copy" => {
             let mut bytes = vec![0u8; 32 << 20];
