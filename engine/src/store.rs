@@ -235,9 +235,18 @@ impl Store {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
-        let unsent: Vec<Digest> = std::mem::take(&mut lock(&self.shared.state).unsent)
-            .into_iter()
-            .collect();
+        // A blob another thread committed since `sync` drained `pending` is
+        // not published yet (its file is not at its path): it stays queued
+        // for that thread's own sync.
+        let unsent: Vec<Digest> = {
+            let mut state = lock(&self.shared.state);
+            let queued = std::mem::take(&mut state.unsent);
+            let (ready, later): (Vec<Digest>, Vec<Digest>) = queued
+                .into_iter()
+                .partition(|d| !state.pending.contains_key(d));
+            state.unsent.extend(later);
+            ready
+        };
         if unsent.is_empty() {
             return Ok(());
         }
@@ -1038,6 +1047,33 @@ mod tests {
                     .ends_with(".part")
             })
             .count()
+    }
+
+    #[test]
+    fn sync_uploads_what_is_published_and_leaves_another_threads_unpublished_blob_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = Arc::new(crate::remote::Remote::open("memory://").unwrap());
+        let store = Store::open_with(dir.path(), Some(remote.clone())).unwrap();
+        let (mine, _) = store.put_bytes(b"mine").unwrap();
+        store.sync().unwrap();
+        assert!(remote.has_blob(&mine).unwrap());
+        // Queued again (as a second write of the same bytes would), and
+        // another thread's blob, committed after this sync drained
+        // `pending`: queued for upload, its file not at its path yet.
+        let theirs = Digest::of(b"theirs");
+        {
+            let mut state = lock(&store.shared.state);
+            state.unsent.insert(mine);
+            state
+                .pending
+                .insert(theirs, dir.path().join("store/tmp/theirs.part"));
+            state.unsent.insert(theirs);
+        }
+        // `sync` would wait for that blob; upload what it must here.
+        store.upload_unsent().unwrap();
+        assert!(!remote.has_blob(&theirs).unwrap());
+        let state = lock(&store.shared.state);
+        assert_eq!(state.unsent.iter().collect::<Vec<_>>(), [&theirs]);
     }
 
     #[test]
