@@ -245,6 +245,7 @@ impl KubernetesExecutor {
         if matches!(&d.gpu, Some(grant) if grant.worker != "cpu") {
             limits["nvidia.com/gpu"] = json!("1");
         }
+        let command = self.command();
         let mut pod = json!({
             "restartPolicy": "Never",
             "automountServiceAccountToken": false,
@@ -259,8 +260,8 @@ impl KubernetesExecutor {
             "containers": [{
                 "name": CONTAINER,
                 "image": s.image,
-                "command": [self.command().exe.display().to_string()],
-                "args": self.command().args(digest),
+                "command": [command.exe.display().to_string()],
+                "args": command.args(digest),
                 "env": env.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect::<Vec<_>>(),
                 "resources": { "requests": { "cpu": "1", "memory": memory }, "limits": limits },
                 "securityContext": {
