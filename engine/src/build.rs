@@ -12,6 +12,9 @@
 //! `cargo build` costs ~100 ms, five times a whole cached 50-step rerun.
 //! Anything the fingerprint cannot vouch for (no record, a changed or
 //! deleted input or component, a local build script) goes to cargo.
+//! Cargo runs under the build deadline (`SLUICE_BUILD_TIMEOUT_S`, see
+//! [`crate::tool`]): a build script or procedural macro that never ends
+//! is stopped with the whole cargo process group.
 //! Boundary: spawns `cargo`/`rustup`; knows nothing of steps or runs.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -173,6 +176,11 @@ fn workspace_root(dir: &Path) -> PathBuf {
     dir
 }
 
+/// Said when a cargo build is stopped at the build deadline
+/// (`SLUICE_BUILD_TIMEOUT_S`, default 900 s).
+const STOPPED_WHY: &str =
+    "(build scripts and procedural macros run at build time: does one loop or wait?)";
+
 fn cargo(program: &OsStr) -> Command {
     let mut cmd = Command::new(program);
     for var in SCRUBBED_ENV {
@@ -204,16 +212,19 @@ fn build_workspace_members(
         for (_, name) in members {
             cmd.arg("-p").arg(name);
         }
-        cmd.stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::piped());
-        cmd.output()
+        cmd.stdin(Stdio::null());
+        crate::tool::run_within(
+            cmd,
+            "cargo build",
+            crate::tool::build_timeout(),
+            STOPPED_WHY,
+        )
     };
-    let mut output = run().map_err(|e| format!("cannot run cargo: {e}"))?;
+    let mut output = run()?;
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     if !output.status.success() && target_missing(&stderr) {
         install_target()?;
-        output = run().map_err(|e| format!("cannot run cargo: {e}"))?;
+        output = run()?;
     }
     if !output.status.success() {
         let text = String::from_utf8_lossy(&output.stderr);

@@ -44,5 +44,6 @@ pub(crate) mod section;
 pub mod server;
 pub mod spec;
 pub mod store;
+pub(crate) mod tool;
 pub mod transparency;
 pub(crate) mod verify;

@@ -135,7 +135,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "vocabulary over IO",
         &[
-            "failure", "durable", "artifact", "policy", "section", "remote",
+            "failure", "durable", "artifact", "policy", "section", "remote", "tool",
         ],
     ),
     ("model and storage", &["spec", "store"]),

@@ -181,3 +181,48 @@ fn rerun_on_an_unchanged_crate_directory_runs_without_cargo() {
         second.stdout
     );
 }
+
+/// A step crate whose build script never ends (and leaves a child holding
+/// cargo's output open) is stopped at the build deadline with everything
+/// cargo started, and the run fails naming the step and why.
+#[test]
+fn a_build_script_that_never_ends_is_stopped_at_the_build_deadline() {
+    let sb = Sandbox::new();
+    sb.write("in.txt", "seed\n");
+    sb.write(
+        "hang/Cargo.toml",
+        "[package]\nname = \"hang-step\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[workspace]\n",
+    );
+    sb.write("hang/src/lib.rs", "");
+    sb.write(
+        "hang/build.rs",
+        "fn main() {\n    let _child = std::process::Command::new(\"sleep\").arg(\"600\").spawn();\n    loop {\n        std::thread::park();\n    }\n}\n",
+    );
+    let spec = sb.write(
+        "p.toml",
+        "name = \"hang\"\n[sources]\ntext = \"in.txt\"\n[steps.a]\ncomponent = \"hang\"\ninputs = { in = \"sources.text\" }\noutputs = [\"out\"]\n",
+    );
+    let home = sb.home();
+    let out = sb.sluice_env(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--json",
+            "--home",
+            home.to_str().unwrap(),
+        ],
+        &[("SLUICE_BUILD_TIMEOUT_S", "5")],
+    );
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let json = out.json();
+    let a = step(&json, "a");
+    assert_eq!(a["status"], "failed", "{}", out.stdout);
+    assert_eq!(a["error"]["class"], "step");
+    assert_eq!(
+        a["error"]["message"],
+        format!(
+            "cannot build step crate {}: cargo build did not finish within 5 s and was stopped (build scripts and procedural macros run at build time: does one loop or wait?)",
+            sb.path().join("hang").display()
+        )
+    );
+}

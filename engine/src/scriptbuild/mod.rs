@@ -555,90 +555,22 @@ fn lock_tools(root: &Path, name: &str) -> Result<fs::File, String> {
     Ok(lock)
 }
 
-/// How long one build-tool run may take unless `SLUICE_BUILD_TIMEOUT_S`
-/// says otherwise: builds take seconds, an install a minute; a module whose
-/// top level (run at build time) never returns must not hang the run.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(900);
-/// How often a running tool is checked for exit.
-const TOOL_POLL: Duration = Duration::from_millis(20);
-
-fn tool_timeout() -> Duration {
-    std::env::var("SLUICE_BUILD_TIMEOUT_S")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|&s| s > 0)
-        .map_or(TOOL_TIMEOUT, Duration::from_secs)
-}
+/// Why a build tool may not end: said when one is stopped at the deadline.
+const STOPPED_WHY: &str = "(a module's top level runs at build time: does it loop or wait?)";
 
 /// Runs a build tool; a failure to start, a non-zero exit or running past
-/// the build timeout is an error quoting the tool's last stderr lines.
+/// the build deadline (`SLUICE_BUILD_TIMEOUT_S`, default 900 s: see
+/// [`crate::tool`]) is an error quoting the tool's last stderr lines.
 fn run_tool(cmd: Command, what: &str) -> Result<std::process::Output, String> {
-    run_tool_within(cmd, what, tool_timeout())
-}
-
-/// [`run_tool`] with an explicit limit. The tool runs in a process group
-/// of its own; past the limit the whole group is killed (before the
-/// leader is reaped, so its id cannot have been recycled).
-fn run_tool_within(
-    mut cmd: Command,
-    what: &str,
-    limit: Duration,
-) -> Result<std::process::Output, String> {
-    use std::io::Read as _;
-    use std::os::unix::process::CommandExt as _;
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = std::time::Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) if std::time::Instant::now() >= deadline => {
-                let pid = rustix::process::Pid::from_child(&child);
-                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!(
-                    "{what} did not finish within {} s and was stopped (a module's top level runs at build time: does it loop or wait?)",
-                    limit.as_secs_f64()
-                ));
-            }
-            Ok(None) => std::thread::sleep(TOOL_POLL),
-            Err(e) => break Err(format!("{what}: {e}")),
-        }
-    };
-    let output = std::process::Output {
-        status: status?,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    };
+    let output = crate::tool::run_within(cmd, what, crate::tool::build_timeout(), STOPPED_WHY)?;
     if !output.status.success() {
         return Err(format!(
             "{what} failed ({}): {}",
             output.status,
-            tail(&output.stderr)
+            crate::tool::tail(&output.stderr, 20)
         ));
     }
     Ok(output)
-}
-
-/// The last lines of a tool's stderr.
-fn tail(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 #[cfg(test)]
@@ -825,23 +757,6 @@ mod tests {
                 dir.path().join("package.json").display()
             )
         );
-    }
-
-    /// A tool that runs past its limit is stopped with everything it
-    /// started (its process group), and the error says so.
-    #[test]
-    fn a_tool_past_its_limit_is_stopped_with_its_children() {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "sleep 60 & echo started >&2; sleep 60"]);
-        let t0 = std::time::Instant::now();
-        let err = run_tool_within(cmd, "the build", Duration::from_millis(300)).unwrap_err();
-        assert_eq!(
-            err,
-            "the build did not finish within 0.3 s and was stopped (a module's top level runs at build time: does it loop or wait?)"
-        );
-        // The background `sleep` held stderr open: returning at all means
-        // the whole group was killed.
-        assert!(t0.elapsed() < Duration::from_secs(30));
     }
 
     /// Tool errors name the tool and quote its stderr's last lines.

@@ -1,0 +1,135 @@
+//! Build tools run with a deadline: cargo for Rust steps, pip, npm,
+//! componentize-py and node for Python and JavaScript steps. Code a step
+//! author wrote runs inside them at build time (a crate's build script or
+//! procedural macros, a module's top level), so a build that never ends
+//! must not hang the run, nor a service worker, forever.
+//!
+//! Boundary: spawns the given command and kills its process group; knows
+//! nothing of steps or languages.
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one build-tool run may take unless `SLUICE_BUILD_TIMEOUT_S`
+/// says otherwise: builds take seconds to minutes, an install a minute.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How often a running tool is checked for exit.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The build deadline: `SLUICE_BUILD_TIMEOUT_S` seconds (a positive
+/// integer), else 900 s.
+pub fn build_timeout() -> Duration {
+    std::env::var("SLUICE_BUILD_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(BUILD_TIMEOUT, Duration::from_secs)
+}
+
+/// Runs `cmd` (stdout and stderr captured) in a process group of its own
+/// and returns its output whatever its exit status. Past `limit` the whole
+/// group is killed (before the leader is reaped, so its id cannot have
+/// been recycled) and the error is `"{what} did not finish within N s and
+/// was stopped {why}"`; a tool that cannot start is `"cannot run {what}:
+/// …"`.
+pub fn run_within(
+    mut cmd: Command,
+    what: &str,
+    limit: Duration,
+    why: &str,
+) -> Result<Output, String> {
+    use std::os::unix::process::CommandExt as _;
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
+    // Drained on threads: a tool writing more than a pipe holds must not
+    // block on it while we wait for its exit.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let pid = rustix::process::Pid::from_child(&child);
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!(
+                    "{what} did not finish within {} s and was stopped {why}",
+                    limit.as_secs_f64()
+                ));
+            }
+            Ok(None) => std::thread::sleep(POLL),
+            Err(e) => break Err(format!("{what}: {e}")),
+        }
+    };
+    // After a kill the group is gone, so the pipes reach their end.
+    Ok(Output {
+        status: status?,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// The last `lines` lines of a tool's stderr.
+pub fn tail(bytes: &[u8], lines: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tool that runs past its limit is stopped with everything it
+    /// started (its process group), and the error says so.
+    #[test]
+    fn a_tool_past_its_limit_is_stopped_with_its_children() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 60 & echo started >&2; sleep 60"]);
+        let t0 = Instant::now();
+        let err = run_within(cmd, "the build", Duration::from_millis(300), "(why)").unwrap_err();
+        assert_eq!(
+            err,
+            "the build did not finish within 0.3 s and was stopped (why)"
+        );
+        // The background `sleep` held stderr open: returning at all means
+        // the whole group was killed.
+        assert!(t0.elapsed() < Duration::from_secs(30));
+    }
+
+    /// A failing tool's output comes back with its status; a missing one
+    /// is named.
+    #[test]
+    fn a_failing_tool_returns_its_output_and_a_missing_one_is_named() {
+        let err = run_within(
+            Command::new("/nonexistent/cargo"),
+            "cargo",
+            Duration::from_secs(60),
+            "",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("cannot run cargo: "), "{err}");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo first >&2; echo second >&2; exit 3"]);
+        let out = run_within(cmd, "the build", Duration::from_secs(60), "").unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(tail(&out.stderr, 1), "second");
+        assert_eq!(tail(&out.stderr, 5), "first\nsecond");
+    }
+}
