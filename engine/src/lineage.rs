@@ -245,43 +245,53 @@ pub struct Lineage {
     pub skipped: Vec<Skipped>,
 }
 
-/// The lineage of `digest` among `runs` (oldest first).
+/// The lineage of `digest` among `runs` (oldest first). One pass indexes
+/// every production and source use by digest, so the derivation costs
+/// what the runs hold, not that times its length.
 pub fn lineage(digest: &Digest, runs: &[Arc<RunFacts>], skipped: Vec<Skipped>) -> Lineage {
+    // Per digest, in run order then record order: (run, step, output) of
+    // each succeeded step that output it, (run, source) of each run that
+    // brought it in.
+    let mut made: HashMap<&Digest, Vec<(&RunFacts, &StepFacts, &String)>> = HashMap::new();
+    let mut brought: HashMap<&Digest, Vec<(&RunFacts, &String)>> = HashMap::new();
+    for r in runs {
+        for s in r.steps.iter().filter(|s| s.status == "succeeded") {
+            for (name, o) in &s.outputs {
+                made.entry(&o.digest).or_default().push((r, s, name));
+            }
+        }
+        for (name, s) in &r.sources {
+            brought.entry(&s.digest).or_default().push((r, name));
+        }
+    }
     let productions = |d: &Digest| -> Vec<(Production, &StepFacts)> {
-        runs.iter()
-            .flat_map(|r| {
-                r.steps.iter().flat_map(move |s| {
-                    s.outputs
-                        .iter()
-                        .filter(move |(_, o)| o.digest == *d && s.status == "succeeded")
-                        .map(move |(name, _)| {
-                            (
-                                Production {
-                                    run: r.run.clone(),
-                                    pipeline: r.pipeline.clone(),
-                                    step: s.name.clone(),
-                                    output: name.clone(),
-                                    cached: s.cached,
-                                    component: s.component,
-                                },
-                                s,
-                            )
-                        })
-                })
+        made.get(d)
+            .into_iter()
+            .flatten()
+            .map(|&(r, s, name)| {
+                (
+                    Production {
+                        run: r.run.clone(),
+                        pipeline: r.pipeline.clone(),
+                        step: s.name.clone(),
+                        output: name.clone(),
+                        cached: s.cached,
+                        component: s.component,
+                    },
+                    s,
+                )
             })
             .collect()
     };
     let sources = |d: &Digest| -> Vec<SourceUse> {
-        runs.iter()
-            .flat_map(|r| {
-                r.sources
-                    .iter()
-                    .filter(move |(_, s)| s.digest == *d)
-                    .map(move |(name, _)| SourceUse {
-                        run: r.run.clone(),
-                        pipeline: r.pipeline.clone(),
-                        source: name.clone(),
-                    })
+        brought
+            .get(d)
+            .into_iter()
+            .flatten()
+            .map(|&(r, name)| SourceUse {
+                run: r.run.clone(),
+                pipeline: r.pipeline.clone(),
+                source: name.clone(),
             })
             .collect()
     };
