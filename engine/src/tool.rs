@@ -58,11 +58,12 @@ pub fn run_within(
     };
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + limit;
+    // A limit too far out to represent is no limit.
+    let deadline = Instant::now().checked_add(limit);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
-            Ok(None) if Instant::now() >= deadline => {
+            Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => {
                 let pid = rustix::process::Pid::from_child(&child);
                 let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
                 let _ = child.kill();
@@ -110,6 +111,15 @@ mod tests {
         // The background `sleep` held stderr open: returning at all means
         // the whole group was killed.
         assert!(t0.elapsed() < Duration::from_secs(30));
+    }
+
+    /// A limit too large to add to the clock is no limit, not a panic.
+    #[test]
+    fn an_unrepresentable_limit_waits_for_the_tool() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo done"]);
+        let out = run_within(cmd, "the build", Duration::from_secs(u64::MAX), "").unwrap();
+        assert_eq!(out.stdout, b"done\n");
     }
 
     /// A failing tool's output comes back with its status; a missing one
