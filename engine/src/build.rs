@@ -12,8 +12,8 @@
 //! `cargo build` costs ~100 ms, five times a whole cached 50-step rerun.
 //! Anything the fingerprint cannot vouch for (no record, a changed or
 //! deleted input or component, a local build script) goes to cargo.
-//! Cargo runs under the build deadline (`SLUICE_BUILD_TIMEOUT_S`, see
-//! [`crate::tool`]): a build script or procedural macro that never ends
+//! Cargo runs under the build deadline (`SLUICE_BUILD_TIMEOUT_S`, default
+//! an hour; see [`crate::tool`]): a build script or procedural macro that never ends
 //! is stopped with the whole cargo process group.
 //! Boundary: spawns `cargo`/`rustup`; knows nothing of steps or runs.
 
@@ -23,6 +23,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
@@ -176,8 +177,12 @@ fn workspace_root(dir: &Path) -> PathBuf {
     dir
 }
 
-/// Said when a cargo build is stopped at the build deadline
-/// (`SLUICE_BUILD_TIMEOUT_S`, default 900 s).
+/// How long one cargo build may take unless `SLUICE_BUILD_TIMEOUT_S` says
+/// otherwise: a cold build of the example steps (arrow, parquet, opt-level
+/// 3, LTO) takes 5–15 minutes on two busy cores.
+const CARGO_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Said when a cargo build is stopped at the build deadline.
 const STOPPED_WHY: &str =
     "(build scripts and procedural macros run at build time: does one loop or wait?)";
 
@@ -216,7 +221,7 @@ fn build_workspace_members(
         crate::tool::run_within(
             cmd,
             "cargo build",
-            crate::tool::build_timeout(),
+            crate::tool::build_timeout(CARGO_TIMEOUT),
             STOPPED_WHY,
         )
     };

@@ -11,21 +11,19 @@ use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long one build-tool run may take unless `SLUICE_BUILD_TIMEOUT_S`
-/// says otherwise: builds take seconds to minutes, an install a minute.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
-
 /// How often a running tool is checked for exit.
 const POLL: Duration = Duration::from_millis(20);
 
 /// The build deadline: `SLUICE_BUILD_TIMEOUT_S` seconds (a positive
-/// integer), else 900 s.
-pub fn build_timeout() -> Duration {
+/// integer) when set, else `default` (the caller's, per kind of tool: a
+/// cold cargo build of a step crate with heavy dependencies takes far
+/// longer than a componentize-py run).
+pub fn build_timeout(default: Duration) -> Duration {
     std::env::var("SLUICE_BUILD_TIMEOUT_S")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|&s| s > 0)
-        .map_or(BUILD_TIMEOUT, Duration::from_secs)
+        .map_or(default, Duration::from_secs)
 }
 
 /// Runs `cmd` (stdout and stderr captured) in a process group of its own

@@ -555,6 +555,10 @@ fn lock_tools(root: &Path, name: &str) -> Result<fs::File, String> {
     Ok(lock)
 }
 
+/// How long one build-tool run may take unless `SLUICE_BUILD_TIMEOUT_S`
+/// says otherwise: builds take seconds, an install a minute.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(900);
+
 /// Why a build tool may not end: said when one is stopped at the deadline.
 const STOPPED_WHY: &str = "(a module's top level runs at build time: does it loop or wait?)";
 
@@ -562,7 +566,12 @@ const STOPPED_WHY: &str = "(a module's top level runs at build time: does it loo
 /// the build deadline (`SLUICE_BUILD_TIMEOUT_S`, default 900 s: see
 /// [`crate::tool`]) is an error quoting the tool's last stderr lines.
 fn run_tool(cmd: Command, what: &str) -> Result<std::process::Output, String> {
-    let output = crate::tool::run_within(cmd, what, crate::tool::build_timeout(), STOPPED_WHY)?;
+    let output = crate::tool::run_within(
+        cmd,
+        what,
+        crate::tool::build_timeout(TOOL_TIMEOUT),
+        STOPPED_WHY,
+    )?;
     if !output.status.success() {
         return Err(format!(
             "{what} failed ({}): {}",
