@@ -9,6 +9,7 @@
 
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// How often a running tool is checked for exit.
@@ -43,19 +44,8 @@ pub fn run_within(
         .stderr(Stdio::piped())
         .process_group(0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
-    // Drained on threads: a tool writing more than a pipe holds must not
-    // block on it while we wait for its exit.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let stdout = Drain::start(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = Drain::start(child.stderr.take().map(|p| Box::new(p) as _));
     // A limit too far out to represent is no limit.
     let deadline = Instant::now().checked_add(limit);
     let status = loop {
@@ -75,12 +65,56 @@ pub fn run_within(
             Err(e) => break Err(format!("{what}: {e}")),
         }
     };
-    // After a kill the group is gone, so the pipes reach their end.
+    // The group is gone (exited or killed), but a process it started in
+    // a session of its own may still hold the pipes open: wait for their
+    // end only briefly, then keep what was read.
+    let until = Instant::now() + OUTPUT_GRACE;
+    let (stdout, stderr) = (stdout.finish(until), stderr.finish(until));
     Ok(Output {
         status: status?,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+        stdout,
+        stderr,
     })
+}
+
+/// How long a tool's pipes may stay open after the tool has exited or been
+/// killed: what it wrote before its exit is read by then.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// One of a tool's pipes, read to its end on a thread of its own (a tool
+/// writing more than a pipe holds must not block while we wait for its
+/// exit).
+struct Drain {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    /// Disconnected when the thread has read the pipe to its end.
+    ended: mpsc::Receiver<()>,
+}
+
+impl Drain {
+    fn start(pipe: Option<Box<dyn Read + Send>>) -> Drain {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let (ending, ended) = mpsc::channel::<()>();
+        let sink = bytes.clone();
+        std::thread::spawn(move || {
+            let _ending = ending;
+            let Some(mut pipe) = pipe else { return };
+            let mut chunk = [0u8; 64 * 1024];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&chunk[..n]);
+            }
+        });
+        Drain { bytes, ended }
+    }
+
+    /// What was read once the pipe ended, or by `until` if it has not.
+    fn finish(self, until: Instant) -> Vec<u8> {
+        let _ = self
+            .ended
+            .recv_timeout(until.saturating_duration_since(Instant::now()));
+        std::mem::take(&mut *self.bytes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// The last `lines` lines of a tool's stderr.
@@ -109,6 +143,31 @@ mod tests {
         // The background `sleep` held stderr open: returning at all means
         // the whole group was killed.
         assert!(t0.elapsed() < Duration::from_secs(30));
+    }
+
+    /// A process the tool started in a session of its own (out of reach of
+    /// the group kill) that keeps the tool's pipes open does not hold up
+    /// the build: neither after the tool exits nor after it is stopped.
+    #[test]
+    fn a_daemon_holding_the_pipes_does_not_hang_the_build() {
+        let t0 = Instant::now();
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "setsid sleep 60 & echo built; echo warned >&2; exit 0",
+        ]);
+        let out = run_within(cmd, "the build", Duration::from_secs(60), "").unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"built\n");
+        assert_eq!(out.stderr, b"warned\n");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "setsid sleep 60 & sleep 60"]);
+        let err = run_within(cmd, "the build", Duration::from_millis(300), "(why)").unwrap_err();
+        assert_eq!(
+            err,
+            "the build did not finish within 0.3 s and was stopped (why)"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     }
 
     /// A limit too large to add to the clock is no limit, not a panic.
