@@ -232,10 +232,10 @@ fn build_workspace_members(
         output = run()?;
     }
     if !output.status.success() {
-        let text = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = text.lines().rev().take(30).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(format!("cargo build failed:\n{}", tail.join("\n")));
+        return Err(format!(
+            "cargo build failed:\n{}",
+            crate::tool::tail(&output.stderr, 30)
+        ));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut built = BTreeMap::new();
